@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from groups.forms import APIGroupForm
+from groups.services import api_group_create
+from members.permissions import CURRENT_GROUP_SESSION_KEY, member_required
+from members.selectors import memberships_for_user
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """Send the user to their current group, or to create their first one."""
+    memberships = list(memberships_for_user(user=request.user))
+    if not memberships:
+        return redirect("group_create")
+    current = request.session.get(CURRENT_GROUP_SESSION_KEY)
+    chosen = next((m for m in memberships if m.group.public_id == current), memberships[0])
+    return redirect("groups:home", group_id=chosen.group.public_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def create(request: HttpRequest) -> HttpResponse:
+    """Create an API group; the creator becomes its Admin."""
+    form = APIGroupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        group = api_group_create(creator=request.user, request=request, **form.cleaned_data)
+        request.session[CURRENT_GROUP_SESSION_KEY] = group.public_id
+        return redirect("groups:home", group_id=group.public_id)
+    first = not memberships_for_user(user=request.user).exists()
+    return render(request, "groups/create.html", {"form": form, "first_group": first})
+
+
+@member_required
+@require_GET
+def group_home(request: HttpRequest) -> HttpResponse:
+    """The group's landing page: its usage."""
+    return redirect("usage:dashboard", group_id=request.group.public_id)  # type: ignore[attr-defined]
+
+
+@member_required
+@require_GET
+def details(request: HttpRequest) -> HttpResponse:
+    """The API Group page (organization details); editing arrives with the groups issue."""
+    return render(request, "groups/details.html", {"form": APIGroupForm(instance=request.group)})  # type: ignore[attr-defined]

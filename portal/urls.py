@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from groups import views as group_views
+from portal import views
+
+handler403 = "portal.views.permission_denied"
+
+# Every page of an API group lives under /g/<public id>/ and is guarded by
+# members.permissions.group_required.
+group_patterns = [
+    path("", include("groups.urls")),
+    path("members/", include("members.urls")),
+    path("keys/", include("keys.urls")),
+    path("billing/", include("billing.urls")),
+    path("usage/", include("usage.urls")),
+]
+
+urlpatterns = [
+    path("", group_views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("groups/new/", group_views.create, name="group_create"),
+    path("g/<str:group_id>/", include(group_patterns)),
+    path("accounts/settings/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]
