@@ -8,6 +8,7 @@ is Django's locmem outbox in unit tests and a real aiosmtpd SMTP server in brows
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import threading
@@ -216,6 +217,9 @@ CHROMIUM_ARGS = [
 def browser():  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop on this thread; Django's ORM calls made by
+    # fixtures here are still synchronous and safe.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does).")
     with sync_playwright() as pw:
