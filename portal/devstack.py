@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,10 @@ PYTHON = sys.executable
 DEMO_EMAIL = "admin@demo.example"
 DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed for the local demo on purpose
 DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # noqa: S105 - local development only
+
+
+# pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
 def say(message: str) -> None:
@@ -134,6 +139,9 @@ def stop(proc: subprocess.Popen) -> None:
 def services(*, mode: str, port: int) -> Iterator[dict[str, str]]:
     """Start whatever is not configured; yield the environment for child processes."""
     env = dict(os.environ)
+    # Children (honcho's web/worker/beat, pytest) find the venv's executables first.
+    env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(Path(PYTHON).parent.parent)
     with contextlib.ExitStack() as stack:
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = stack.enter_context(postgres("portal"))
