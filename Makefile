@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean check-deploy
+.PHONY: run test lint format install clean check-deploy typecheck
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -38,3 +38,6 @@ check-deploy: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local
+
+typecheck: $(STAMP)
+	@$(PY) -m portal.devstack exec -- $(VENV)/bin/mypy accounts audit groups members keys billing usage gateway portal
