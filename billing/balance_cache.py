@@ -1,0 +1,21 @@
+"""The gateway's view of a group's balance, kept in Redis.
+
+The gateway checks `portal:bal:<group id>` before each call and decrements it by the cost of
+each metered request (the database stays the truth). Anything else that changes a balance —
+purchases, grants, refunds — deletes the key after commit so the gateway reloads it from
+PostgreSQL; the key also expires after BALANCE_TTL seconds, so it can never drift for long.
+"""
+
+from __future__ import annotations
+
+from portal.redis import safe_delete
+
+BALANCE_TTL = 60
+
+
+def key(group_id: int) -> str:
+    return f"portal:bal:{group_id}"
+
+
+def forget(*, group_id: int) -> None:
+    safe_delete(key(group_id))
