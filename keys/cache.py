@@ -1,0 +1,47 @@
+"""What the gateway knows about a key, cached in Redis under the SHA-256 of the secret.
+
+After any change to a key (revoke, regenerate, rename, limits) the service writes the fresh
+state here after commit — a revoked or regenerated secret's entry says "revoked" — so the next
+lookup by any gateway worker sees it; workers keep entries in memory for at most
+`settings.GATEWAY_KEY_CACHE_SECONDS` (≤ 1 s). The gateway fills missing entries with SET NX, so a
+fill racing with a change never overwrites the newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import redis
+
+from keys.models import APIKey, KeyStatus
+from portal.redis import get_redis
+
+KEY_TTL = 300  # seconds; a missed update heals itself within this time
+logger = logging.getLogger(__name__)
+
+
+def redis_key(secret_hash: str) -> str:
+    return f"portal:key:{secret_hash}"
+
+
+def key_state(key: APIKey) -> dict:
+    return {
+        "id": key.pk,
+        "group_id": key.group_id,
+        "name": key.name,
+        "last_four": key.last_four,
+        "active": key.status == KeyStatus.ACTIVE,
+        "expires_at": key.expires_at.timestamp() if key.expires_at else None,
+        "monthly_limit_micros": key.monthly_limit_micros,
+    }
+
+
+REVOKED = {"active": False}
+
+
+def publish(secret_hash: str, state: dict) -> None:
+    try:
+        get_redis().set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL)
+    except redis.RedisError:
+        logger.warning("could not publish key state for %s…", secret_hash[:8])
