@@ -246,6 +246,12 @@ STRIPE_JS_URL = env.str(
 
 # --- Product settings ----------------------------------------------------------------------
 API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="pplx-")
+# Gateway: how long a worker trusts its in-memory copy of a key (revocation visible within it).
+GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=0.5)
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)
+GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=120.0)
+GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
+GATEWAY_DB_POOL_SIZE = env.int("GATEWAY_DB_POOL_SIZE", default=10)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
 OPERATOR_NAME = env.str("OPERATOR_NAME", default="Portal Operator")
 OPERATOR_ADDRESS = env.str("OPERATOR_ADDRESS", default="")

@@ -28,9 +28,18 @@ class UserFactory(factory.django.DjangoModelFactory):
 class GroupFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = APIGroup
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Group {n}")
     country = "US"
+
+    @factory.post_generation
+    def credit_account(obj, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        """Every group has a credit account, as groups.services.api_group_create makes it."""
+        if create:
+            from billing.models import CreditAccount
+
+            CreditAccount.objects.get_or_create(group=obj)
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

@@ -1,0 +1,515 @@
+"""The metering gateway: a lean ASGI app beside Django (see portal/asgi.py).
+
+Routes: POST /chat/completions and /v1/chat/completions (Perplexity and OpenAI base URLs),
+GET /v1/models and /models. The request path touches no Django middleware or ORM; see
+gateway/store.py for the data access and the exactly-once argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import psycopg
+import redis
+from django.conf import settings
+
+from gateway import simulator
+from gateway.errors import GatewayError, invalid_key, invalid_request, unavailable
+from gateway.store import Admission, KeyInfo, ModelInfo, Store
+from keys import secrets
+from usage.pricing import Cost, Usage, compute_cost
+from usage.tiers import tier_for
+
+logger = logging.getLogger("portal.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CHAT_PATHS = frozenset({"/chat/completions", "/v1/chat/completions"})
+MODEL_PATHS = frozenset({"/v1/models", "/models"})
+PATHS = CHAT_PATHS | MODEL_PATHS
+JSON = b"application/json"
+SSE = b"text/event-stream"
+
+
+def is_gateway_path(path: str) -> bool:
+    return path in PATHS
+
+
+class GatewayApp:
+    """One instance per worker process (per event loop)."""
+
+    def __init__(self) -> None:
+        self._store: Store | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.prefix = settings.API_KEY_PREFIX
+        self.max_body = settings.GATEWAY_MAX_BODY_BYTES
+        self.timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT,
+            sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT,
+        )
+
+    async def store(self) -> Store:
+        if self._store is None:
+            self._store = Store()
+            await self._store.open()
+        return self._store
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=self.timeout,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._store is not None:
+            await self._store.close()
+
+    # --- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        headers = [(b"x-request-id", request_id.encode())]
+        status = 500
+        try:
+            status = await self.handle(scope, receive, send, request_id, headers)
+        except GatewayError as err:
+            status = err.status
+            await respond(send, err.status, err.body(), headers + err.headers)
+        except (
+            psycopg.OperationalError,
+            psycopg.errors.AdminShutdown,
+            redis.RedisError,
+            OSError,
+        ) as exc:
+            logger.warning("dependency unavailable: %s", exc, extra={"request_id": request_id})
+            err = unavailable()
+            status = err.status
+            await respond(send, err.status, err.body(), headers + err.headers)
+        finally:
+            logger.info(
+                "%s %s %s %.2fms",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                (time.perf_counter() - started) * 1000,
+                extra={"request_id": request_id, "status": status},
+            )
+
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list
+    ) -> int:
+        path, method = scope["path"], scope["method"]
+        if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
+            raise GatewayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+        key = await self.authenticate(scope)
+        store = await self.store()
+        models = await store.models()
+        if path in MODEL_PATHS:
+            data = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "portal"}
+                for name in models
+            ]
+            await respond(send, 200, orjson.dumps({"object": "list", "data": data}), headers)
+            return 200
+        payload = await self.read_json(scope, receive)
+        model = models.get(payload["model"])
+        if model is None:
+            raise GatewayError(
+                404,
+                "model_not_found",
+                f"The model “{payload['model']}” does not exist or is not enabled.",
+                type_="invalid_request_error",
+                param="model",
+            )
+        window = int(time.time() // 60)
+        admission = await store.admit(key, model, window)
+        limit = model.rate_limit_rpm * tier_for(admission.purchased_micros).multiplier
+        reset = 60 - int(time.time()) % 60
+        headers += [
+            (b"x-ratelimit-limit-requests", str(limit).encode()),
+            (
+                b"x-ratelimit-remaining-requests",
+                str(max(0, limit - admission.requests_this_window)).encode(),
+            ),
+            (b"x-ratelimit-reset-requests", f"{reset}s".encode()),
+        ]
+        self.check_admission(key, admission, limit, reset)
+        started = time.perf_counter()
+        if payload.get("stream"):
+            return await self.stream(send, store, key, model, payload, request_id, headers, started)
+        return await self.complete(send, store, key, model, payload, request_id, headers, started)
+
+    async def authenticate(self, scope: Scope) -> KeyInfo:
+        auth = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value
+                break
+        if not auth:
+            raise invalid_key("Missing API key: send it as “Authorization: Bearer <key>”.")
+        scheme, _, token = auth.decode("latin-1").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise invalid_key("Send the API key as “Authorization: Bearer <key>”.")
+        if not secrets.is_well_formed(token, self.prefix):
+            raise invalid_key("This is not a valid API key (wrong format or checksum).")
+        key = await (await self.store()).key_by_hash(secrets.hash_key(token))
+        if key is None:
+            raise invalid_key("This API key is unknown, revoked or expired.")
+        return key
+
+    async def read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise invalid_request("Bad Content-Length header.") from None
+                if length > self.max_body:
+                    raise self.too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise invalid_request("The client went away.")
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_body:
+                raise self.too_large()
+            chunks.append(body)
+            if not message.get("more_body"):
+                break
+        try:
+            payload = orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError:
+            raise invalid_request("The request body is not valid JSON.") from None
+        if not isinstance(payload, dict):
+            raise invalid_request("The request body must be a JSON object.")
+        if not isinstance(payload.get("model"), str) or not payload["model"]:
+            raise invalid_request("“model” is required and must be a string.", param="model")
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise invalid_request(
+                "“messages” is required and must be a non-empty list.", param="messages"
+            )
+        if not all(isinstance(m, dict) for m in messages):
+            raise invalid_request("Each message must be an object.", param="messages")
+        if "stream" in payload and not isinstance(payload["stream"], bool):
+            raise invalid_request("“stream” must be true or false.", param="stream")
+        return payload
+
+    def too_large(self) -> GatewayError:
+        return GatewayError(
+            413,
+            "request_too_large",
+            f"The request body is larger than {self.max_body:,} bytes.",
+            type_="invalid_request_error",
+        )
+
+    @staticmethod
+    def check_admission(key: KeyInfo, admission: Admission, limit: int, reset: int) -> None:
+        if admission.balance_micros <= 0:
+            raise GatewayError(
+                402,
+                "insufficient_credits",
+                "Your API group has no credits left, so its keys are blocked. Add credits "
+                "or turn on auto top-up in the portal's Billing page.",
+                type_="insufficient_quota",
+            )
+        if (
+            key.monthly_limit_micros is not None
+            and admission.spend_micros is not None
+            and admission.spend_micros >= key.monthly_limit_micros
+        ):
+            raise GatewayError(
+                402,
+                "key_limit_exceeded",
+                "This API key has reached its monthly spend limit. An Admin can raise it on "
+                "the API Keys page.",
+                type_="insufficient_quota",
+            )
+        if admission.requests_this_window > limit:
+            raise GatewayError(
+                429,
+                "rate_limit_exceeded",
+                f"Rate limit of {limit} requests per minute for this key and model reached.",
+                type_="rate_limit_error",
+                headers=[(b"retry-after", str(reset).encode())],
+            )
+
+    # --- upstream -----------------------------------------------------------------------------
+
+    def upstream_request(self, model: ModelInfo, payload: dict[str, Any], stream: bool) -> bytes:
+        body = dict(payload)
+        body["model"] = model.upstream_model
+        if stream:
+            # OpenAI-compatible servers only report usage in a stream when asked to.
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        return orjson.dumps(body)
+
+    def upstream_headers(self, model: ModelInfo, request_id: str) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "X-Request-Id": request_id}
+        if model.api_key:
+            h["Authorization"] = f"Bearer {model.api_key}"
+        return h
+
+    async def complete(
+        self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
+        request_id: str, headers: list, started: float,
+    ) -> int:  # fmt: skip
+        if model.base_url.startswith("simulator:"):
+            raw = simulator.complete(model.name, payload)
+        else:
+            raw = await self.fetch(model, payload, request_id)
+        try:
+            data = orjson.loads(raw)
+            usage = data["usage"]
+            if not isinstance(usage, dict):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise GatewayError(
+                502, "upstream_error", "The model server sent a response without usage.",
+                type_="api_error",
+            ) from None  # fmt: skip
+        cost = await self.meter(
+            store, key, model, payload, usage, request_id, started, streamed=False
+        )
+        usage["cost"] = cost.as_usage_cost()
+        await respond(send, 200, orjson.dumps(data), headers)
+        return 200
+
+    async def fetch(self, model: ModelInfo, payload: dict[str, Any], request_id: str) -> bytes:
+        try:
+            async with self.session().post(
+                f"{model.base_url}/chat/completions",
+                data=self.upstream_request(model, payload, stream=False),
+                headers=self.upstream_headers(model, request_id),
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 500:
+                    raise upstream_error(f"The model server answered {resp.status}.")
+                if resp.status >= 400:
+                    raise passthrough_error(resp.status, raw)
+                return raw
+        except TimeoutError:
+            raise upstream_timeout() from None
+        except aiohttp.ClientError as exc:
+            raise upstream_error(
+                f"The model server could not be reached ({type(exc).__name__})."
+            ) from None
+
+    async def stream(
+        self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
+        request_id: str, headers: list, started: float,
+    ) -> int:  # fmt: skip
+        events = self.events(model, payload, request_id)
+        # Start the upstream before answering, so a failure to connect is a clean 502/504.
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise upstream_error("The model server sent an empty stream.") from None
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", SSE), (b"cache-control", b"no-cache"), *headers],
+            }
+        )
+        held: dict[str, Any] | None = None  # the latest chunk carrying usage, sent last
+        event: bytes | None = first
+        while event is not None:
+            if event.startswith(b"data: [DONE]"):
+                break
+            if b'"usage"' in event:
+                try:
+                    chunk = orjson.loads(event[6:])
+                except orjson.JSONDecodeError:
+                    chunk = None
+                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                    if held is not None:
+                        await send_chunk(send, held)
+                    held = chunk
+                    event = await anext(events, None)
+                    continue
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            event = await anext(events, None)
+        usage = held["usage"] if held is not None else {}
+        cost = await self.meter(
+            store, key, model, payload, usage, request_id, started, streamed=True
+        )
+        if held is None:
+            held = {"object": "chat.completion.chunk", "choices": [], "usage": usage}
+        held["usage"]["cost"] = cost.as_usage_cost()
+        await send_chunk(send, held, more=True)
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        return 200
+
+    async def events(
+        self, model: ModelInfo, payload: dict[str, Any], request_id: str
+    ) -> AsyncIterator[bytes]:
+        """Yield whole SSE events (ending in a blank line) from the upstream."""
+        if model.base_url.startswith("simulator:"):
+            for event in simulator.stream(model.name, payload):
+                yield event
+            return
+        try:
+            async with self.session().post(
+                f"{model.base_url}/chat/completions",
+                data=self.upstream_request(model, payload, stream=True),
+                headers=self.upstream_headers(model, request_id),
+            ) as resp:
+                if resp.status >= 500:
+                    raise upstream_error(f"The model server answered {resp.status}.")
+                if resp.status >= 400:
+                    raise passthrough_error(resp.status, await resp.read())
+                buffer = b""
+                async for data in resp.content.iter_any():
+                    buffer += data
+                    while b"\n\n" in buffer:
+                        event, buffer = buffer.split(b"\n\n", 1)
+                        if event.strip():
+                            yield event.strip(b"\r\n") + b"\n\n"
+                if buffer.strip():
+                    yield buffer.strip(b"\r\n") + b"\n\n"
+        except TimeoutError:
+            raise upstream_timeout() from None
+        except aiohttp.ClientError as exc:
+            raise upstream_error(
+                f"The model server could not be reached ({type(exc).__name__})."
+            ) from None
+
+    # --- metering -----------------------------------------------------------------------------
+
+    async def meter(
+        self, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
+        usage: dict[str, Any], request_id: str, started: float, *, streamed: bool,
+    ) -> Cost:  # fmt: skip
+        parsed = parse_usage(usage, payload)
+        cost = compute_cost(model.prices, parsed)
+        await store.meter(
+            {
+                "request_id": request_id,
+                "group_id": key.group_id,
+                "key_id": key.id,
+                "model_id": model.id,
+                "prompt_tokens": parsed.prompt_tokens,
+                "completion_tokens": parsed.completion_tokens,
+                "citation_tokens": parsed.citation_tokens,
+                "reasoning_tokens": parsed.reasoning_tokens,
+                "search_queries": parsed.search_queries,
+                "context_size": parsed.search_context_size,
+                "input": cost.input,
+                "output": cost.output,
+                "citation": cost.citation,
+                "reasoning": cost.reasoning,
+                "search": cost.search,
+                "request": cost.request,
+                "total": cost.total,
+                "streamed": streamed,
+                "latency_ms": int((time.perf_counter() - started) * 1000),
+            }
+        )
+        if await store.settle(key, cost.total):
+            task = asyncio.create_task(store.touch_key(key.id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return cost
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def parse_usage(usage: dict[str, Any], payload: dict[str, Any]) -> Usage:
+    """Read token and search counts from an upstream's `usage` (Perplexity or OpenAI style)."""
+    details = usage.get("completion_tokens_details")
+    reasoning = usage.get("reasoning_tokens")
+    if reasoning is None and isinstance(details, dict):
+        reasoning = details.get("reasoning_tokens")
+    size = usage.get("search_context_size")
+    if size not in ("low", "medium", "high"):
+        options = payload.get("web_search_options")
+        size = options.get("search_context_size") if isinstance(options, dict) else None
+        if size not in ("low", "medium", "high"):
+            size = "low"
+    return Usage(
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        citation_tokens=_int(usage.get("citation_tokens")),
+        reasoning_tokens=_int(reasoning),
+        search_queries=_int(usage.get("num_search_queries")),
+        search_context_size=size,
+    )
+
+
+def upstream_error(message: str) -> GatewayError:
+    return GatewayError(502, "upstream_error", message + " Nothing was charged.", type_="api_error")
+
+
+def upstream_timeout() -> GatewayError:
+    return GatewayError(
+        504, "upstream_timeout", "The model server did not answer in time. Nothing was charged.",
+        type_="api_error",
+    )  # fmt: skip
+
+
+def passthrough_error(status: int, raw: bytes) -> GatewayError:
+    """An upstream 4xx: keep its message, in our shape. Nothing is charged."""
+    message = "The model server refused the request."
+    try:
+        data = orjson.loads(raw)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            message = err["message"]
+        elif isinstance(err, str):
+            message = err
+    except orjson.JSONDecodeError:
+        pass
+    code = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
+    return GatewayError(status, code, message, type_="invalid_request_error")
+
+
+async def respond(send: Send, status: int, body: bytes, headers: list) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_chunk(send: Send, chunk: dict[str, Any], more: bool = True) -> None:
+    await send(
+        {
+            "type": "http.response.body",
+            "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+            "more_body": more,
+        }
+    )

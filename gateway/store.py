@@ -1,0 +1,319 @@
+"""The gateway's data access: cached keys, the catalogue, admission checks and metering.
+
+Per request, in steady state: one Redis round trip before the upstream call (a Lua script that
+reads the group's balance and tier, the key's month-to-date spend, and counts the request
+against the per-key rate limit), and after it one PostgreSQL round trip (`METER_SQL`) plus one
+Redis round trip to settle the cached balance. Cache misses add a PostgreSQL read.
+
+Exactly once: the usage event has a unique request id and the ledger debit a unique reference;
+`METER_SQL` inserts both in one statement (the ledger trigger moves the balance in the same
+transaction), so a retried settlement inserts nothing. The gateway writes it *before* it sends
+the last bytes of the response, so a process that dies after a client got its full answer has
+always recorded it, and one that dies earlier has neither answered fully nor charged.
+
+Overdraft bound: admission reads the cached balance without reserving anything, so requests
+admitted concurrently while the balance is still positive are all served and charged: a group can
+go below zero by at most the cost of the requests in flight when its balance crossed zero (plus
+what other workers settled within the cache's refresh window). After that every request is 402.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.db import connections
+from psycopg_pool import AsyncConnectionPool
+
+from billing.balance_cache import key as balance_key
+from keys.cache import KEY_TTL, redis_key
+from usage.pricing import Prices
+
+ACCOUNT_TTL = 30  # seconds a cached balance may live before it is re-read from PostgreSQL
+SPEND_TTL = 30
+CATALOGUE_TTL = 5.0
+
+ADMIT_LUA = """
+local acct = redis.call('HMGET', KEYS[1], 'bal', 'paid')
+local spend = false
+if KEYS[2] ~= '' then spend = redis.call('GET', KEYS[2]) end
+local n = redis.call('INCR', KEYS[3])
+if n == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+return {acct[1], acct[2], spend, n}
+"""
+
+SETTLE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'bal', -tonumber(ARGV[1])) end
+if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[1]) end
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', 60) then return 1 end
+return 0
+"""
+
+FILL_ACCOUNT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'paid', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HMGET', KEYS[1], 'bal', 'paid')
+"""
+
+METER_SQL = """
+WITH ev AS (
+    INSERT INTO usage_usageevent (
+        request_id, group_id, api_key_id, model_id, prompt_tokens, completion_tokens,
+        citation_tokens, reasoning_tokens, search_queries, search_context_size,
+        input_cost_micros, output_cost_micros, citation_cost_micros, reasoning_cost_micros,
+        search_cost_micros, request_cost_micros, cost_micros, streamed, latency_ms, created_at
+    ) VALUES (
+        %(request_id)s, %(group_id)s, %(key_id)s, %(model_id)s, %(prompt_tokens)s,
+        %(completion_tokens)s, %(citation_tokens)s, %(reasoning_tokens)s, %(search_queries)s,
+        %(context_size)s, %(input)s, %(output)s, %(citation)s, %(reasoning)s, %(search)s,
+        %(request)s, %(total)s, %(streamed)s, %(latency_ms)s, now()
+    )
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING request_id, group_id, cost_micros, created_at
+)
+INSERT INTO billing_ledgerentry (account_id, kind, amount_micros, reference, description, created_at)
+SELECT a.id, 'usage', -ev.cost_micros, 'usage:' || ev.request_id, '', ev.created_at
+FROM ev JOIN billing_creditaccount a ON a.group_id = ev.group_id
+WHERE ev.cost_micros > 0
+"""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    group_id: int
+    name: str
+    last_four: str
+    expires_at: float | None
+    monthly_limit_micros: int | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: int
+    name: str
+    base_url: str
+    api_key: str
+    upstream_model: str
+    prices: Prices
+    rate_limit_rpm: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    balance_micros: int
+    purchased_micros: int
+    spend_micros: int | None
+    requests_this_window: int
+
+
+def _conninfo() -> str:
+    # Read at first use, so tests see the test database Django switched to.
+    db = connections["default"].settings_dict
+    parts = {
+        "dbname": db["NAME"],
+        "user": db.get("USER") or "",
+        "password": db.get("PASSWORD") or "",
+        "host": db.get("HOST") or "",
+        "port": str(db.get("PORT") or ""),
+        "connect_timeout": str(db.get("OPTIONS", {}).get("connect_timeout", 3)),
+    }
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in parts.items() if v})
+
+
+def month_start(now: float | None = None) -> datetime:
+    moment = datetime.fromtimestamp(now or time.time(), UTC)
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+class Store:
+    """Connections and caches of one gateway worker (one event loop)."""
+
+    def __init__(self) -> None:
+        self.pool = AsyncConnectionPool(
+            _conninfo(),
+            min_size=1,
+            max_size=settings.GATEWAY_DB_POOL_SIZE,
+            open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0},
+            timeout=5,
+        )
+        self.redis = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2, max_connections=256
+        )
+        self._admit = self.redis.register_script(ADMIT_LUA)
+        self._settle = self.redis.register_script(SETTLE_LUA)
+        self._fill_account = self.redis.register_script(FILL_ACCOUNT_LUA)
+        self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._key_ttl = settings.GATEWAY_KEY_CACHE_SECONDS
+        self._models: dict[str, ModelInfo] = {}
+        self._models_loaded = 0.0
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.pool.open(wait=False)
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
+        await self.redis.aclose()
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    async def key_by_hash(self, secret_hash: str) -> KeyInfo | None:
+        """Return the active key with this hash, or None (unknown, revoked or expired)."""
+        now = time.monotonic()
+        cached = self._keys.get(secret_hash)
+        if cached is None or cached[0] < now:
+            info = await self._load_key(secret_hash)
+            if len(self._keys) > 50_000:
+                self._keys.clear()
+            self._keys[secret_hash] = (now + self._key_ttl, info)
+        else:
+            info = cached[1]
+        if info is not None and info.expires_at is not None and info.expires_at <= time.time():
+            return None
+        return info
+
+    async def _load_key(self, secret_hash: str) -> KeyInfo | None:
+        raw = await self.redis.get(redis_key(secret_hash))
+        if raw is None:
+            state = await self._key_from_db(secret_hash)
+            await self.redis.set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL, nx=True)
+        else:
+            state = orjson.loads(raw)
+        if not state.get("active"):
+            return None
+        return KeyInfo(
+            id=state["id"],
+            group_id=state["group_id"],
+            name=state["name"],
+            last_four=state["last_four"],
+            expires_at=state["expires_at"],
+            monthly_limit_micros=state["monthly_limit_micros"],
+        )
+
+    async def _key_from_db(self, secret_hash: str) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, group_id, name, last_four, status, expires_at, monthly_limit_micros "
+                "FROM keys_apikey WHERE secret_hash = %s",
+                (secret_hash,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return {"active": False}
+        return {
+            "id": row[0],
+            "group_id": row[1],
+            "name": row[2],
+            "last_four": row[3],
+            "active": row[4] == "active",
+            "expires_at": row[5].timestamp() if row[5] else None,
+            "monthly_limit_micros": row[6],
+        }
+
+    async def touch_key(self, key_id: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE keys_apikey SET last_used_at = now() WHERE id = %s", (key_id,)
+            )
+
+    # --- catalogue ----------------------------------------------------------------------------
+
+    async def models(self) -> dict[str, ModelInfo]:
+        if time.monotonic() - self._models_loaded > CATALOGUE_TTL:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id, name, upstream_base_url, upstream_api_key_env, upstream_model, "
+                    "input_per_m, output_per_m, citation_per_m, reasoning_per_m, search_per_k, "
+                    "request_low_per_k, request_medium_per_k, request_high_per_k, rate_limit_rpm "
+                    "FROM usage_aimodel WHERE enabled ORDER BY name"
+                )
+                rows = await cur.fetchall()
+            self._models = {
+                r[1]: ModelInfo(
+                    id=r[0],
+                    name=r[1],
+                    base_url=r[2].rstrip("/"),
+                    api_key=os.environ.get(r[3], "") if r[3] else "",
+                    upstream_model=r[4] or r[1],
+                    prices=Prices(*r[5:13]),
+                    rate_limit_rpm=r[13],
+                )
+                for r in rows
+            }
+            self._models_loaded = time.monotonic()
+        return self._models
+
+    # --- admission and metering ---------------------------------------------------------------
+
+    async def admit(self, key: KeyInfo, model: ModelInfo, window: int) -> Admission:
+        acct_key = balance_key(key.group_id)
+        spend_key = self._spend_key(key)
+        rl_key = f"portal:rl:{key.id}:{model.id}:{window}"
+        bal, paid, spend, count = await self._admit(keys=[acct_key, spend_key, rl_key], args=[61])
+        if bal is None:
+            bal, paid = await self._load_account(key.group_id)
+        if spend_key and spend is None:
+            spend = await self._load_spend(key, spend_key)
+        return Admission(
+            balance_micros=int(bal),
+            purchased_micros=int(paid or 0),
+            spend_micros=int(spend) if spend is not None else None,
+            requests_this_window=int(count),
+        )
+
+    def _spend_key(self, key: KeyInfo) -> str:
+        if key.monthly_limit_micros is None:
+            return ""
+        return f"portal:kspend:{key.id}:{month_start():%Y%m}"
+
+    async def _load_account(self, group_id: int) -> tuple[int, int]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT balance_micros, purchased_micros FROM billing_creditaccount WHERE group_id = %s",
+                (group_id,),
+            )
+            row = await cur.fetchone()
+        bal, paid = (row[0], row[1]) if row else (0, 0)
+        bal, paid = await self._fill_account(
+            keys=[balance_key(group_id)], args=[bal, paid, ACCOUNT_TTL]
+        )
+        return int(bal), int(paid)
+
+    async def _load_spend(self, key: KeyInfo, spend_key: str) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT COALESCE(SUM(cost_micros), 0) FROM usage_usageevent "
+                "WHERE api_key_id = %s AND created_at >= %s",
+                (key.id, month_start()),
+            )
+            row = await cur.fetchone()
+        spend = int(row[0]) if row else 0
+        await self.redis.set(spend_key, spend, ex=SPEND_TTL, nx=True)
+        return spend
+
+    async def meter(self, params: dict[str, Any]) -> None:
+        """Record the usage event and its ledger debit, once per request id (one round trip)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(METER_SQL, params)
+
+    async def settle(self, key: KeyInfo, cost: int) -> bool:
+        """Apply a metered cost to the cached balance and spend; True if last_used_at is due."""
+        touched = await self._settle(
+            keys=[balance_key(key.group_id), self._spend_key(key), f"portal:keyused:{key.id}"],
+            args=[cost],
+        )
+        return bool(touched)

@@ -1,0 +1,179 @@
+"""A real gateway on loopback (uvicorn in a thread) and a controllable fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from aiohttp import web
+
+from billing.services import ledger_post
+from keys.services import api_key_create
+from tests.conftest import free_port
+from tests.factories import GroupFactory, MembershipFactory
+from usage.models import AIModel
+
+
+@dataclass
+class Gateway:
+    url: str
+    app: object
+
+    def client(self, key: str | None = None, **kw) -> httpx.Client:  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def chat(self, key: str | None, model: str = "sonar", **body):  # type: ignore[no-untyped-def]
+        payload = {"model": model, "messages": [{"role": "user", "content": "What is up?"}]} | body
+        with self.client(key) as c:
+            return c.post("/chat/completions", json=payload)
+
+
+def _serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:  # type: ignore[no-untyped-def]
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    return server, thread, port
+
+
+@pytest.fixture
+def gateway(transactional_db, settings) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
+    """The portal's ASGI application (gateway + Django) served by uvicorn on loopback."""
+    from django.core.asgi import get_asgi_application
+
+    from gateway.asgi import wrap
+    from usage.catalogue import catalogue_sync
+
+    catalogue_sync()  # the default models (transactional tests start from empty tables)
+    app = wrap(get_asgi_application())
+    server, thread, port = _serve(app)
+    yield Gateway(url=f"http://127.0.0.1:{port}", app=app)
+    server.should_exit = True
+    thread.join(10)
+
+
+@dataclass
+class FakeUpstream:
+    url: str
+    hits: list[dict] = field(default_factory=list)
+    mode: str = "ok"  # ok | fail | slow | bad | refuse
+    delay: float = 0.0
+    usage: dict = field(
+        default_factory=lambda: {
+            "prompt_tokens": 1234,
+            "completion_tokens": 567,
+            "num_search_queries": 2,
+        }
+    )
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """An OpenAI-shaped model server on loopback whose behaviour a test can switch."""
+    port = free_port()
+    fake = FakeUpstream(url=f"http://127.0.0.1:{port}")
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        fake.hits.append(body)
+        if fake.delay:
+            await asyncio.sleep(fake.delay)
+        if fake.mode == "fail":
+            return web.json_response({"error": "boom"}, status=500)
+        if fake.mode == "refuse":
+            return web.json_response({"error": {"message": "max_tokens is too large"}}, status=400)
+        if fake.mode == "bad":
+            return web.Response(text="not json", content_type="application/json")
+        if body.get("stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for word in ["Hello", " world"]:
+                chunk = {
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {"content": word}}],
+                }
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            final = {"object": "chat.completion.chunk", "choices": [], "usage": fake.usage}
+            await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        return web.json_response(
+            {
+                "id": "up-1",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": fake.usage,
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        loop.run_forever()
+
+    threading.Thread(target=run, daemon=True).start()
+    time.sleep(0.1)
+    yield fake
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.fixture
+def funded_group(transactional_db):  # type: ignore[no-untyped-def]
+    group = GroupFactory()
+    admin = MembershipFactory(group=group, role="admin").user
+    ledger_post(
+        group=group, amount_micros=100_000_000, kind="purchase", reference=f"pi_seed_{group.pk}"
+    )
+    group.admin = admin
+    return group
+
+
+@pytest.fixture
+def api_key(funded_group) -> str:  # type: ignore[no-untyped-def]
+    return api_key_create(group=funded_group, name="Server").secret
+
+
+@pytest.fixture
+def upstream_model(transactional_db, upstream):  # type: ignore[no-untyped-def]
+    """A model whose upstream is the fake server, priced like sonar-pro plus searches."""
+    return AIModel.objects.create(
+        name="fake-pro",
+        upstream_base_url=f"{upstream.url}/v1",
+        upstream_model="real-name",
+        input_per_m=3_000_000,
+        output_per_m=15_000_000,
+        search_per_k=5_000_000,
+        request_low_per_k=6_000_000,
+        request_medium_per_k=10_000_000,
+        request_high_per_k=14_000_000,
+        rate_limit_rpm=1000,
+    )
