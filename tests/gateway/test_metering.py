@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -34,7 +35,9 @@ def test_the_same_request_id_settled_fifty_times_is_one_entry():
         finally:
             await store.close()
 
-    asyncio.run(replay())
+    # In its own thread: the browser tests leave an event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, replay()).result()
     assert UsageEvent.objects.filter(request_id="req-replayed").count() == 1
     assert LedgerEntry.objects.filter(reference="usage:req-replayed").count() == 1
     assert CreditAccount.objects.get(group=group).balance_micros == -5030
