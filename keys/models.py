@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from groups.models import new_public_id
+
 
 class KeyStatus(models.TextChoices):
     ACTIVE = "active", "Active"
@@ -13,6 +15,7 @@ class KeyStatus(models.TextChoices):
 class APIKey(models.Model):
     """An inference key of an API group. Only a SHA-256 hash of the secret is stored."""
 
+    public_id = models.CharField(max_length=24, unique=True, default=new_public_id, editable=False)
     group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=20)

@@ -1,13 +1,122 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from members.permissions import member_required
-from portal.views import coming_soon
+from keys.forms import APIKeyForm
+from keys.selectors import api_key_get_for_group, api_keys_for_group
+from keys.services import (
+    APIKeyError,
+    IssuedKey,
+    api_key_create,
+    api_key_regenerate,
+    api_key_revoke,
+    api_key_update,
+)
+from members.permissions import admin_required, member_required
+
+
+def _list_context(request: HttpRequest, **extra: object) -> dict:
+    group = request.group  # type: ignore[attr-defined]
+    return {"keys": api_keys_for_group(group=group), "form": APIKeyForm(), **extra}
+
+
+def _render_list(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+    template = "keys/list.html#key-panel" if request.htmx else "keys/list.html"  # type: ignore[attr-defined]
+    return render(request, template, _list_context(request, **extra), status=status)
+
+
+def _issued(request: HttpRequest, issued: IssuedKey, *, verb: str) -> HttpResponse:
+    """Show a new secret exactly once, in the response to the POST that made it."""
+    response = _render_list(request, issued=issued, issued_verb=verb)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @member_required
 @require_GET
-def list(request: HttpRequest) -> HttpResponse:
-    return coming_soon(request, title="API Keys", issue="keys")
+def list(request: HttpRequest) -> HttpResponse:  # noqa: A001 - the URL name the sidebar uses
+    """API Keys: everyone sees names and last four; Admins create and manage."""
+    return _render_list(request)
+
+
+@member_required
+@require_POST
+def create(request: HttpRequest) -> HttpResponse:
+    form = APIKeyForm(request.POST)
+    if not form.is_valid():
+        return _render_list(request, status=422, form=form, show_form=True)
+    try:
+        issued = api_key_create(
+            group=request.group,  # type: ignore[attr-defined]
+            name=form.cleaned_data["name"],
+            expires_at=form.cleaned_data["expires_on"],
+            monthly_limit_micros=form.cleaned_data["monthly_limit"],
+            actor=request.user,
+            request=request,
+        )
+    except APIKeyError as exc:
+        form.add_error(None, str(exc))
+        return _render_list(request, status=422, form=form, show_form=True)
+    return _issued(request, issued, verb="created")
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def edit(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = api_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+    initial = {
+        "name": key.name,
+        "expires_on": key.expires_at.date() if key.expires_at else None,
+        "monthly_limit": f"{key.monthly_limit_micros / 1_000_000:.2f}"
+        if key.monthly_limit_micros
+        else "",
+    }
+    form = APIKeyForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key_update(
+                key=key,
+                name=form.cleaned_data["name"],
+                expires_at=form.cleaned_data["expires_on"]
+                if form.cleaned_data["expires_on"] or "expires_on" in form.changed_data
+                else key.expires_at,
+                monthly_limit_micros=form.cleaned_data["monthly_limit"],
+                actor=request.user,
+                request=request,
+            )
+        except APIKeyError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Saved “{form.cleaned_data['name']}”.")
+            return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+    return render(
+        request, "keys/edit.html", {"key": key, "form": form}, status=422 if form.errors else 200
+    )
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = api_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+    if request.method == "POST":
+        api_key_revoke(key=key, actor=request.user, request=request)
+        messages.success(request, f"Revoked “{key.name}” ({key.masked}). It no longer works.")
+        return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+    return render(request, "keys/confirm.html", {"key": key, "action": "revoke"})
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = api_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+    if request.method == "POST":
+        try:
+            issued = api_key_regenerate(key=key, actor=request.user, request=request)
+        except APIKeyError as exc:
+            messages.error(request, str(exc))
+            return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+        return _issued(request, issued, verb="regenerated")
+    return render(request, "keys/confirm.html", {"key": key, "action": "regenerate"})

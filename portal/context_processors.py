@@ -11,7 +11,10 @@ from members.selectors import memberships_for_user
 
 def portal(request: HttpRequest) -> dict[str, Any]:
     """Layout context: the current group, the user's groups for the switcher, the product name."""
-    context: dict[str, Any] = {"PORTAL_NAME": settings.PORTAL_NAME}
+    context: dict[str, Any] = {
+        "PORTAL_NAME": settings.PORTAL_NAME,
+        "gateway_url": settings.GATEWAY_BASE_URL.rstrip("/"),
+    }
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return context

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from usage.catalogue import catalogue_sync
+from usage.models import AIModel
+from usage.pricing import Prices, Usage, compute_cost
+
+
+def prices(name: str) -> Prices:
+    return Prices.of(AIModel.objects.get(name=name))
+
+
+@pytest.mark.django_db
+def test_seeded_prices_are_perplexitys():
+    catalogue_sync()
+    assert prices("sonar") == Prices(
+        1_000_000, 1_000_000, 0, 0, 0, 5_000_000, 8_000_000, 12_000_000
+    )
+    assert prices("sonar-pro") == Prices(
+        3_000_000, 15_000_000, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
+    )
+    assert prices("sonar-reasoning-pro") == Prices(
+        2_000_000, 8_000_000, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
+    )
+    assert prices("sonar-deep-research") == Prices(
+        2_000_000, 8_000_000, 2_000_000, 3_000_000, 5_000_000, 0, 0, 0
+    )
+
+
+@pytest.mark.django_db
+def test_costs_match_hand_computed_amounts():
+    catalogue_sync()
+    # sonar-pro, 1,000 in, 500 out, medium context: $0.003 + $0.0075 + $0.010 = $0.0205
+    cost = compute_cost(prices("sonar-pro"), Usage(1000, 500, search_context_size="medium"))
+    assert (cost.input, cost.output, cost.request, cost.total) == (3_000, 7_500, 10_000, 20_500)
+    # sonar-deep-research: 33 in, 7,000 out, 20,000 citation, 73,000 reasoning, 18 searches
+    cost = compute_cost(prices("sonar-deep-research"), Usage(33, 7_000, 20_000, 73_000, 18))
+    assert (cost.input, cost.output, cost.citation, cost.reasoning, cost.search) == (
+        66,
+        56_000,
+        40_000,
+        219_000,
+        90_000,
+    )
+    assert cost.total == 405_066
+    assert cost.as_usage_cost()["total_cost"] == 0.405066
+
+
+def test_fractional_prices_round_half_up_per_component():
+    p = Prices(
+        input_per_m=150_000, output_per_m=600_000, request_low_per_k=1
+    )  # $0.15/M, $0.60/M, $0.001/K
+    assert compute_cost(p, Usage(prompt_tokens=3)).input == 0  # 0.45 micros
+    assert compute_cost(p, Usage(prompt_tokens=10)).input == 2  # 1.5 → 2
+    assert compute_cost(p, Usage(completion_tokens=5)).output == 3  # 3.0
+    assert compute_cost(p, Usage()).request == 0  # 0.001 micros → 0
+    assert compute_cost(p, Usage(prompt_tokens=10**9)).input == 150_000_000
+
+
+@pytest.mark.django_db
+def test_sync_models_updates_and_disables_never_deletes(tmp_path: Path):
+    catalogue_sync()
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[models.sonar]\ninput_per_m = "1.5"\noutput_per_m = 1\nrequest_fee_per_k = { low = 5 }\n'
+        '[models.my-llama]\nupstream_base_url = "http://vllm:8000/v1"\ninput_per_m = 0.2\noutput_per_m = 0.2\n'
+    )
+    call_command("sync_models", str(path), stdout=open("/dev/null", "w"))
+    assert AIModel.objects.get(name="sonar").input_per_m == 1_500_000
+    assert AIModel.objects.get(name="my-llama").upstream_base_url == "http://vllm:8000/v1"
+    assert not AIModel.objects.get(name="sonar-pro").enabled  # absent: disabled, still there
+    assert AIModel.objects.count() == 5
+    call_command("sync_models", str(path), stdout=open("/dev/null", "w"))  # idempotent
+    assert AIModel.objects.count() == 5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nonsense = [", "not valid"),
+        ("[other]\nx = 1", "no \\[models"),
+        ("[models.a]\ninput_per_m = -1", "cannot be negative"),
+        ("[models.a]\nprice = 1", "unknown setting"),
+        ("[models.a]\nrate_limit_rpm = 0", "rate_limit_rpm"),
+    ],
+)
+def test_sync_models_rejects_bad_files_and_changes_nothing(tmp_path, text, message):
+    catalogue_sync()
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(CommandError, match=message):
+        call_command("sync_models", str(path))
+    assert AIModel.objects.filter(enabled=True).count() == 4
