@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -69,12 +70,12 @@ def test_sync_models_updates_and_disables_never_deletes(tmp_path: Path):
         '[models.sonar]\ninput_per_m = "1.5"\noutput_per_m = 1\nrequest_fee_per_k = { low = 5 }\n'
         '[models.my-llama]\nupstream_base_url = "http://vllm:8000/v1"\ninput_per_m = 0.2\noutput_per_m = 0.2\n'
     )
-    call_command("sync_models", str(path), stdout=open("/dev/null", "w"))
+    call_command("sync_models", str(path), stdout=StringIO())
     assert AIModel.objects.get(name="sonar").input_per_m == 1_500_000
     assert AIModel.objects.get(name="my-llama").upstream_base_url == "http://vllm:8000/v1"
     assert not AIModel.objects.get(name="sonar-pro").enabled  # absent: disabled, still there
     assert AIModel.objects.count() == 5
-    call_command("sync_models", str(path), stdout=open("/dev/null", "w"))  # idempotent
+    call_command("sync_models", str(path), stdout=StringIO())  # idempotent
     assert AIModel.objects.count() == 5
 
 
