@@ -1,8 +1,30 @@
 from __future__ import annotations
 
+import re
+
 from django import forms
 
 from groups.models import APIGroup
+
+# Common formats shown as help text; validation stays permissive (characters and length)
+# because formats vary and change, and a wrong rejection would block an invoice.
+TAX_ID_EXAMPLES = {
+    "US": "EIN, e.g. 12-3456789",
+    "GB": "VAT, e.g. GB123456789",
+    "DE": "USt-IdNr., e.g. DE123456789",
+    "FR": "TVA, e.g. FRXX999999999",
+    "NL": "BTW, e.g. NL123456789B01",
+    "ES": "NIF/IVA, e.g. ESX12345678",
+    "IT": "Partita IVA, e.g. IT12345678901",
+    "IE": "VAT, e.g. IE1234567WA",
+    "CA": "BN/GST, e.g. 123456789RT0001",
+    "AU": "ABN, e.g. 12 345 678 901",
+    "IN": "GSTIN, e.g. 22AAAAA0000A1Z5",
+    "JP": "Corporate number, e.g. T1234567890123",
+    "CH": "UID/MWST, e.g. CHE-123.456.789 MWST",
+    "BR": "CNPJ, e.g. 12.345.678/0001-95",
+}
+TAX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 .\-/]{1,30}[A-Za-z0-9]$")
 
 
 class APIGroupForm(forms.ModelForm):
@@ -20,3 +42,34 @@ class APIGroupForm(forms.ModelForm):
             "tax_id",
         ]
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        help_texts = {
+            "tax_id": "Letters, digits, spaces and . - / only. Common formats: "
+            + "; ".join(f"{c}: {v}" for c, v in list(TAX_ID_EXAMPLES.items())[:6])
+            + "."
+        }
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the organization a name.")
+        return name
+
+    def clean_tax_id(self) -> str:
+        tax_id = " ".join(self.cleaned_data.get("tax_id", "").split())
+        if not tax_id:
+            return ""
+        if len(tax_id) < 3 or len(tax_id) > 32:
+            raise forms.ValidationError("A tax ID has 3 to 32 characters.")
+        if not TAX_ID_RE.match(tax_id):
+            raise forms.ValidationError(
+                "Use only letters, digits, spaces and . - / (starting and ending with a letter or digit)."
+            )
+        return tax_id.upper()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        country = data.get("country")
+        example = TAX_ID_EXAMPLES.get(str(country)) if country else None
+        if example:
+            self.fields["tax_id"].help_text = f"For {country.name}: {example}."  # type: ignore[union-attr]
+        return data

@@ -18,3 +18,23 @@ def api_group_create(*, creator: Any, name: str, request: Any = None, **details:
     CreditAccount.objects.create(group=group)
     audit_record(group=group, actor=creator, action="group.create", target=group, request=request)
     return group
+
+
+@transaction.atomic
+def api_group_update(
+    *, group: APIGroup, actor: Any, request: Any = None, **details: Any
+) -> APIGroup:
+    """Change a group's organization details; audited with what changed."""
+    group = APIGroup.objects.select_for_update().get(pk=group.pk)
+    changes = {
+        f: [str(getattr(group, f)), str(v)] for f, v in details.items() if getattr(group, f) != v
+    }
+    if not changes:
+        return group
+    for field in changes:
+        setattr(group, field, details[field])
+    group.save(update_fields=[*changes, "updated_at"])
+    audit_record(
+        group=group, actor=actor, action="group.update", target=group, request=request, data=changes
+    )
+    return group

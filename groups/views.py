@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from groups.forms import APIGroupForm
-from groups.services import api_group_create
+from groups.models import APIGroup
+from groups.services import api_group_create, api_group_update
 from members.permissions import CURRENT_GROUP_SESSION_KEY, member_required
 from members.selectors import memberships_for_user
 
@@ -44,7 +46,15 @@ def group_home(request: HttpRequest) -> HttpResponse:
 
 
 @member_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def details(request: HttpRequest) -> HttpResponse:
-    """The API Group page (organization details); editing arrives with the groups issue."""
-    return render(request, "groups/details.html", {"form": APIGroupForm(instance=request.group)})  # type: ignore[attr-defined]
+    """The API Group page: Admins edit the organization details, Members read them."""
+    group = request.group  # type: ignore[attr-defined]
+    form = APIGroupForm(request.POST or None, instance=APIGroup.objects.get(pk=group.pk))
+    if request.method == "POST":
+        if form.is_valid():
+            api_group_update(group=group, actor=request.user, request=request, **form.cleaned_data)
+            messages.success(request, "Organization details saved.")
+            return redirect("groups:details", group_id=group.public_id)
+        return render(request, "groups/details.html", {"form": form}, status=422)
+    return render(request, "groups/details.html", {"form": form})

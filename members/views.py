@@ -1,13 +1,220 @@
 from __future__ import annotations
 
+from django.contrib import messages
+from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from members.permissions import member_required
-from portal.views import coming_soon
+from members.forms import InviteForm, MemberFilterForm, RoleForm
+from members.models import Role
+from members.permissions import group_required, member_required
+from members.selectors import (
+    invitation_get_for_group,
+    membership_get_for_group,
+    memberships_for_group,
+    pending_invitations,
+)
+from members.services import (
+    InvitationProblem,
+    MembershipError,
+    email_verified,
+    invitation_accept,
+    invitation_create,
+    invitation_for_token,
+    invitation_resend,
+    invitation_revoke,
+    membership_change_role,
+    membership_remove,
+)
+
+INVITATION_SESSION_KEY = "invitation_token"
+
+
+def _members_url(request: HttpRequest) -> str:
+    return reverse("members:list", kwargs={"group_id": request.group.public_id})  # type: ignore[attr-defined]
+
+
+def _page(
+    request: HttpRequest, invite_form: InviteForm | None = None, status: int = 200
+) -> HttpResponse:
+    filters = MemberFilterForm(request.GET or None)
+    role = q = ""
+    if filters.is_valid():
+        role, q = filters.cleaned_data["role"], filters.cleaned_data["q"]
+    group = request.group  # type: ignore[attr-defined]
+    context = {
+        "memberships": memberships_for_group(group=group, role=role, q=q),
+        "invitations": pending_invitations(group=group),
+        "filters": filters,
+        "role_filter": role,
+        "q": q,
+        "roles": Role.choices,
+        "invite_form": invite_form or InviteForm(),
+        "admin_count": memberships_for_group(group=group, role=Role.ADMIN).count(),
+    }
+    htmx_target = request.headers.get("HX-Target") if getattr(request, "htmx", False) else None
+    template = (
+        "members/list.html#member-table" if htmx_target == "member-table" else "members/list.html"
+    )
+    return render(request, template, context, status=status)
 
 
 @member_required
 @require_GET
-def list(request: HttpRequest) -> HttpResponse:
-    return coming_soon(request, title="Members", issue="members")
+def list(request: HttpRequest) -> HttpResponse:  # noqa: A001 - the URL name the sidebar uses
+    """Members: everyone sees the list; Admins invite, change roles and remove."""
+    return _page(request)
+
+
+@member_required
+@require_POST
+def invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        try:
+            invitation_create(
+                group=request.group,  # type: ignore[attr-defined]
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
+                request=request,
+            )
+        except MembershipError as exc:
+            form.add_error("email", str(exc))
+        else:
+            messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+            return redirect(_members_url(request))
+    return _page(request, invite_form=form, status=422)
+
+
+@member_required
+@require_POST
+def invitation_action(request: HttpRequest, invitation_id: str, action: str) -> HttpResponse:
+    invitation = invitation_get_for_group(group=request.group, public_id=invitation_id)  # type: ignore[attr-defined]
+    try:
+        if action == "resend":
+            invitation_resend(invitation=invitation, actor=request.user, request=request)
+            messages.success(
+                request, f"A new link was sent to {invitation.email}; the old one no longer works."
+            )
+        else:
+            invitation_revoke(invitation=invitation, actor=request.user, request=request)
+            messages.success(request, f"The invitation for {invitation.email} was revoked.")
+    except MembershipError as exc:
+        messages.error(request, str(exc))
+    return redirect(_members_url(request))
+
+
+@member_required
+@require_POST
+def change_role(request: HttpRequest, member_id: str) -> HttpResponse:
+    membership = membership_get_for_group(group=request.group, public_id=member_id)  # type: ignore[attr-defined]
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose Admin or Member.")
+    else:
+        try:
+            membership_change_role(
+                membership=membership,
+                role=form.cleaned_data["role"],
+                actor=request.user,
+                request=request,
+            )
+        except MembershipError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                f"{membership.user.email} is now {dict(Role.choices)[form.cleaned_data['role']]}.",
+            )
+    return redirect(_members_url(request))
+
+
+@member_required
+@require_POST
+def remove(request: HttpRequest, member_id: str) -> HttpResponse:
+    membership = membership_get_for_group(group=request.group, public_id=member_id)  # type: ignore[attr-defined]
+    try:
+        membership_remove(membership=membership, actor=request.user, request=request)
+    except MembershipError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user.email} was removed from the group.")
+    return redirect(_members_url(request))
+
+
+@group_required(write=Role.MEMBER)
+@require_POST
+def leave(request: HttpRequest) -> HttpResponse:
+    """Any member may leave (the last Admin may not)."""
+    try:
+        membership_remove(membership=request.membership, actor=request.user, request=request)  # type: ignore[attr-defined]
+    except MembershipError as exc:
+        messages.error(request, str(exc))
+        return redirect(_members_url(request))
+    messages.success(request, f"You left {request.group.name}.")  # type: ignore[attr-defined]
+    return redirect("home")
+
+
+@require_http_methods(["GET", "POST"])
+def accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The link in an invitation e-mail."""
+    try:
+        invitation = invitation_for_token(token)
+    except InvitationProblem as problem:
+        return render(
+            request,
+            "members/invitation_problem.html",
+            {"problem": problem},
+            status=410 if problem.kind != "unknown" else 404,
+        )
+    user = request.user
+    if not user.is_authenticated:
+        # Remember the link: after signing up (address verified by the token) or signing in,
+        # the user comes back here.
+        request.session[INVITATION_SESSION_KEY] = token
+        from allauth.account.adapter import get_adapter  # noqa: PLC0415
+
+        get_adapter(request).stash_verified_email(request, invitation.email)
+        from accounts.models import User  # noqa: PLC0415
+
+        has_account = User.objects.filter(email__iexact=invitation.email).exists()
+        return render(
+            request,
+            "members/invitation.html",
+            {"invitation": invitation, "has_account": has_account},
+        )
+    if user.email.lower() != invitation.email.lower() or not email_verified(user, invitation.email):
+        problem = InvitationProblem(
+            "wrong_user",
+            f"This invitation is for {invitation.email}, but you are signed in as {user.email}.",
+        )
+        return render(
+            request,
+            "members/invitation_problem.html",
+            {"problem": problem, "signed_in": True},
+            status=403,
+        )
+    if request.method == "POST":
+        try:
+            membership = invitation_accept(token=token, user=user, request=request)
+        except InvitationProblem as problem:
+            return render(
+                request, "members/invitation_problem.html", {"problem": problem}, status=410
+            )
+        request.session.pop(INVITATION_SESSION_KEY, None)
+        messages.success(
+            request,
+            f"Welcome to {membership.group.name}! You joined as {membership.get_role_display()}.",
+        )
+        return redirect("groups:home", group_id=membership.group.public_id)
+    return render(request, "members/invitation.html", {"invitation": invitation})
+
+
+@require_POST
+def switch_user_for_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """Sign out the current user so the invited person can sign in or sign up."""
+    logout(request)
+    return redirect("invitation_accept", token=token)

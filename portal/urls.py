@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from groups import views as group_views
+from members import views as member_views
 from portal import views
 
 handler403 = "portal.views.permission_denied"
@@ -16,12 +17,19 @@ group_patterns = [
     path("keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
     path("usage/", include("usage.urls")),
+    path("audit/", include("audit.urls")),
 ]
 
 urlpatterns = [
     path("", group_views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("groups/new/", group_views.create, name="group_create"),
+    path("invitations/<str:token>/", member_views.accept, name="invitation_accept"),
+    path(
+        "invitations/<str:token>/switch/",
+        member_views.switch_user_for_invitation,
+        name="invitation_switch_user",
+    ),
     path("g/<str:group_id>/", include(group_patterns)),
     path("accounts/settings/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),

@@ -17,7 +17,7 @@ def test_console_layout_for_a_signed_in_member(admin_client, group):
 
 
 def test_unbuilt_pages_say_so_honestly(admin_client, group):
-    html = admin_client.get(f"/g/{group.public_id}/billing/").content.decode()
+    html = admin_client.get(f"/g/{group.public_id}/usage/").content.decode()
     assert "Coming soon" in html
 
 

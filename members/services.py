@@ -1,0 +1,249 @@
+"""Memberships and invitations. The last-Admin rule is enforced here, under a row lock."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from members.models import Invitation, InvitationStatus, Membership, Role
+
+INVITATION_VALID_FOR = timedelta(days=7)
+
+
+class MembershipError(ValueError):
+    """A change to a group's people that is not allowed; the message says why."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _lock_admins(group: Any) -> list[Membership]:
+    """Lock the group's Admin memberships so two changes cannot both remove 'the other' Admin."""
+    return list(
+        Membership.objects.select_for_update().filter(group=group, role=Role.ADMIN).order_by("id")
+    )
+
+
+def _ensure_not_last_admin(membership: Membership, admins: list[Membership], doing: str) -> None:
+    if membership.role == Role.ADMIN and len(admins) <= 1:
+        raise MembershipError(
+            f"You can't {doing} the last Admin of this group. Make someone else an Admin first."
+        )
+
+
+@transaction.atomic
+def membership_change_role(
+    *, membership: Membership, role: str, actor: Any, request: Any = None
+) -> Membership:
+    if role not in Role.values:
+        raise MembershipError("Choose Admin or Member.")
+    admins = _lock_admins(membership.group)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    if membership.role == role:
+        return membership
+    if role == Role.MEMBER:
+        _ensure_not_last_admin(membership, admins, "demote")
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        group=membership.group,
+        actor=actor,
+        action="member.role_change",
+        target=membership.user,
+        request=request,
+        data={"from": old, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: Any, request: Any = None) -> None:
+    admins = _lock_admins(membership.group)
+    membership = (
+        Membership.objects.select_for_update().select_related("user", "group").get(pk=membership.pk)
+    )
+    leaving = actor is not None and membership.user_id == actor.pk
+    _ensure_not_last_admin(membership, admins, "remove" if not leaving else "leave as")
+    audit_record(
+        group=membership.group,
+        actor=actor,
+        action="member.leave" if leaving else "member.remove",
+        target=membership.user,
+        request=request,
+        data={"role": membership.role},
+    )
+    membership.delete()
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str
+
+
+def _new_token() -> tuple[str, str]:
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def _queue_email(invitation: Invitation, token: str) -> None:
+    from members.tasks import send_invitation_email  # noqa: PLC0415 - avoid an import cycle
+
+    send_invitation_email.delay_on_commit(invitation.pk, token)
+
+
+@transaction.atomic
+def invitation_create(
+    *, group: Any, email: str, role: str, actor: Any, request: Any = None
+) -> IssuedInvitation:
+    email = email.strip().lower()
+    if role not in Role.values:
+        raise MembershipError("Choose Admin or Member.")
+    if Membership.objects.filter(group=group, user__email__iexact=email).exists():
+        raise MembershipError(f"{email} is already a member of this group.")
+    if Invitation.objects.filter(
+        group=group, email__iexact=email, status=InvitationStatus.PENDING
+    ).exists():
+        raise MembershipError(
+            f"{email} already has a pending invitation. Resend it from the list below."
+        )
+    token, hashed = _new_token()
+    try:
+        with transaction.atomic():
+            invitation = Invitation.objects.create(
+                group=group,
+                email=email,
+                role=role,
+                token_hash=hashed,
+                invited_by=actor,
+                expires_at=timezone.now() + INVITATION_VALID_FOR,
+            )
+    except IntegrityError:
+        raise MembershipError(f"{email} already has a pending invitation.") from None
+    audit_record(
+        group=group,
+        actor=actor,
+        action="invitation.create",
+        target_repr=email,
+        request=request,
+        data={"role": role},
+    )
+    _queue_email(invitation, token)
+    return IssuedInvitation(invitation, token)
+
+
+@transaction.atomic
+def invitation_resend(
+    *, invitation: Invitation, actor: Any, request: Any = None
+) -> IssuedInvitation:
+    """Send a new link; the old one stops working. The 7 days start again."""
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.status != InvitationStatus.PENDING:
+        raise MembershipError("Only pending invitations can be resent.")
+    token, hashed = _new_token()
+    invitation.token_hash = hashed
+    invitation.expires_at = timezone.now() + INVITATION_VALID_FOR
+    invitation.save(update_fields=["token_hash", "expires_at"])
+    audit_record(
+        group=invitation.group,
+        actor=actor,
+        action="invitation.resend",
+        target_repr=invitation.email,
+        request=request,
+    )
+    _queue_email(invitation, token)
+    return IssuedInvitation(invitation, token)
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, actor: Any, request: Any = None) -> None:
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.status != InvitationStatus.PENDING:
+        raise MembershipError("Only pending invitations can be revoked.")
+    invitation.status = InvitationStatus.REVOKED
+    invitation.save(update_fields=["status"])
+    audit_record(
+        group=invitation.group,
+        actor=actor,
+        action="invitation.revoke",
+        target_repr=invitation.email,
+        request=request,
+    )
+
+
+class InvitationProblem(ValueError):
+    """Why a link cannot be used: unknown, expired, revoked, used or for someone else."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def invitation_for_token(token: str) -> Invitation:
+    """Return the pending, unexpired invitation for a link's token, or raise InvitationProblem."""
+    invitation = (
+        Invitation.objects.select_related("group", "invited_by")
+        .filter(token_hash=token_hash(token))
+        .first()
+    )
+    if invitation is None:
+        raise InvitationProblem(
+            "unknown",
+            "This invitation link is not valid. It may have been replaced by a newer one: check your e-mail, or ask an Admin to resend it.",
+        )
+    if invitation.status == InvitationStatus.ACCEPTED:
+        raise InvitationProblem("used", "This invitation has already been used.")
+    if invitation.status == InvitationStatus.REVOKED:
+        raise InvitationProblem(
+            "revoked", "This invitation was withdrawn by an Admin of the group."
+        )
+    if invitation.expires_at <= timezone.now():
+        raise InvitationProblem(
+            "expired",
+            "This invitation has expired (links are valid for 7 days). Ask an Admin to resend it.",
+        )
+    return invitation
+
+
+def email_verified(user: Any, email: str) -> bool:
+    from allauth.account.models import EmailAddress  # noqa: PLC0415
+
+    return EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists()
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: Any, request: Any = None) -> Membership:
+    """Join the invited group as the invited role, if `user` owns the invited address."""
+    invitation = invitation_for_token(token)
+    invitation = (
+        Invitation.objects.select_for_update().select_related("group").get(pk=invitation.pk)
+    )
+    if invitation.status != InvitationStatus.PENDING:
+        raise InvitationProblem("used", "This invitation has already been used.")
+    if user.email.lower() != invitation.email.lower() or not email_verified(user, invitation.email):
+        raise InvitationProblem(
+            "wrong_user",
+            f"This invitation is for {invitation.email}, but you are signed in as {user.email}. "
+            "Sign out and open the link again, or ask the Admin to invite this address.",
+        )
+    membership, created = Membership.objects.get_or_create(
+        group=invitation.group, user=user, defaults={"role": invitation.role}
+    )
+    invitation.status = InvitationStatus.ACCEPTED
+    invitation.accepted_by = user
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["status", "accepted_by", "accepted_at"])
+    audit_record(
+        group=invitation.group, actor=user, action="invitation.accept", target=user, request=request,
+        data={"role": membership.role, "already_member": not created},
+    )  # fmt: skip
+    return membership
