@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django_countries import countries
 
 from groups.models import APIGroup
 
@@ -71,5 +72,5 @@ class APIGroupForm(forms.ModelForm):
         country = data.get("country")
         example = TAX_ID_EXAMPLES.get(str(country)) if country else None
         if example:
-            self.fields["tax_id"].help_text = f"For {country.name}: {example}."  # type: ignore[union-attr]
+            self.fields["tax_id"].help_text = f"For {countries.name(country)}: {example}."
         return data
