@@ -67,10 +67,10 @@ class APIGroupForm(forms.ModelForm):
             )
         return tax_id.upper()
 
-    def clean(self) -> dict:
-        data = super().clean()
-        country = data.get("country")
-        example = TAX_ID_EXAMPLES.get(str(country)) if country else None
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        # Tailor the tax ID help to the country being entered (or saved).
+        country = str(self.data.get("country") or getattr(self.instance, "country", "") or "")
+        example = TAX_ID_EXAMPLES.get(country)
         if example:
             self.fields["tax_id"].help_text = f"For {countries.name(country)}: {example}."
-        return data
