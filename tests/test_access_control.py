@@ -1,0 +1,168 @@
+"""Access-control proof, generated from the URL configuration.
+
+Every route under /g/<group_id>/ is tried with every method it accepts, as five people:
+anonymous, a signed-in non-member, a Member, an Admin, and the Admin of another group.
+Expected: anonymous → login redirect; non-member and other group's Admin → 404; a Member →
+success on what `group_required(read=…, write=…)` lets Members do, else 403; an Admin → success.
+Routes with object ids are also tried with an object of another group (always 404).
+
+Adding a route: add its URL name to ROUTES with the methods it accepts, what a plain Member may
+do there, and how to build the URL kwargs that name objects. The table is the specification; the
+views' decorators must make it true. A group-scoped route missing from ROUTES fails `test_every_group_route_is_declared`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from keys.services import api_key_create
+from members.models import Membership
+from members.services import invitation_create
+from tests.factories import GroupFactory, MembershipFactory
+
+pytestmark = pytest.mark.django_db
+
+Objects = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: tuple[str, ...]
+    member_can: tuple[str, ...] = ()  # what a plain Member may do here; Admins may do all
+    objects: Callable[[Objects], dict[str, str]] | None = None  # URL kwargs naming objects
+
+    def kwargs(self, world: Objects) -> dict[str, str]:
+        return self.objects(world) if self.objects else {}
+
+
+def _key(o: Objects) -> dict[str, str]:
+    return {"key_id": o["key"].public_id}
+
+
+def _member(o: Objects) -> dict[str, str]:
+    return {"member_id": o["membership"].public_id}
+
+
+def _invitation(o: Objects) -> dict[str, str]:
+    return {"invitation_id": o["invitation"].public_id}
+
+
+ROUTES: dict[str, Route] = {
+    "groups:home": Route(("GET",), member_can=("GET",)),
+    "groups:details": Route(("GET", "POST"), member_can=("GET",)),
+    "members:list": Route(("GET",), member_can=("GET",)),
+    "members:invite": Route(("POST",)),
+    "members:leave": Route(("POST",), member_can=("POST",)),
+    "members:invitation_resend": Route(("POST",), objects=_invitation),
+    "members:invitation_revoke": Route(("POST",), objects=_invitation),
+    "members:change_role": Route(("POST",), objects=_member),
+    "members:remove": Route(("POST",), objects=_member),
+    "keys:list": Route(("GET",), member_can=("GET",)),
+    "keys:create": Route(("POST",)),
+    "keys:edit": Route(("GET", "POST"), objects=_key),
+    "keys:revoke": Route(("GET", "POST"), objects=_key),
+    "keys:regenerate": Route(("GET", "POST"), objects=_key),
+    "billing:overview": Route(("GET",), member_can=("GET",)),
+    "usage:dashboard": Route(("GET",), member_can=("GET",)),
+    "audit:log": Route(("GET",)),
+}
+
+
+def group_routes() -> dict[str, Any]:
+    """Map every URL name under g/<group_id>/ to its view."""
+    found: dict[str, Any] = {}
+
+    def walk(patterns: list, prefix: str, namespace: str | None) -> None:
+        for p in patterns:
+            route = prefix + str(p.pattern)
+            if isinstance(p, URLResolver):
+                ns = p.namespace or namespace
+                walk(p.url_patterns, route, ns)
+            elif isinstance(p, URLPattern) and route.startswith("g/<str:group_id>/") and p.name:
+                found[f"{namespace}:{p.name}" if namespace else p.name] = p.callback
+
+    walk(get_resolver().url_patterns, "", None)
+    return found
+
+
+def test_every_group_route_is_declared():
+    routes = group_routes()
+    undeclared = sorted(set(routes) - set(ROUTES))
+    assert not undeclared, f"declare the expected access for: {undeclared}"
+    stale = sorted(set(ROUTES) - set(routes))
+    assert not stale, f"ROUTES names routes that no longer exist: {stale}"
+    for name, view in routes.items():
+        assert hasattr(view, "group_access"), f"{name} is not guarded by group_required"
+
+
+def build_world() -> Objects:
+    group = GroupFactory()
+    admin = MembershipFactory(group=group, role="admin").user
+    member = MembershipFactory(group=group, role="member").user
+    target = MembershipFactory(group=group, role="member")  # someone to act on
+    other = GroupFactory()
+    other_admin = MembershipFactory(group=other, role="admin").user
+    return {
+        "group": group,
+        "admin": admin,
+        "member": member,
+        "outsider": MembershipFactory(role="member").user,
+        "other_admin": other_admin,
+        "membership": target,
+        "key": api_key_create(group=group, name="K").key,
+        "invitation": invitation_create(
+            group=group, email="i@example.com", role="member", actor=admin
+        ).invitation,
+        "other": {
+            "group": other,
+            "membership": Membership.objects.get(user=other_admin),
+            "key": api_key_create(group=other, name="Theirs").key,
+            "invitation": invitation_create(
+                group=other, email="j@example.com", role="member", actor=other_admin
+            ).invitation,
+        },
+    }
+
+
+CASES = [(name, method) for name, route in ROUTES.items() for method in route.methods]
+PEOPLE = ["anonymous", "outsider", "other_admin", "member", "admin"]
+
+
+@pytest.mark.parametrize("person", PEOPLE)
+@pytest.mark.parametrize(("name", "method"), CASES)
+def test_access(client, name, method, person):
+    world = build_world()
+    url = reverse(name, kwargs={"group_id": world["group"].public_id, **ROUTES[name].kwargs(world)})
+    if person != "anonymous":
+        client.force_login(world[person])
+    response = client.get(url) if method == "GET" else client.post(url, {})
+    status, location = response.status_code, response.get("Location", "")
+    if person == "anonymous":
+        assert status == 302 and location.startswith("/accounts/login/"), (status, location)
+    elif person in ("outsider", "other_admin"):
+        assert status == 404
+    else:
+        if person == "admin" or method in ROUTES[name].member_can:
+            assert status in (200, 302, 422), status
+            assert not location.startswith("/accounts/login/")
+        else:
+            assert status == 403, status
+
+
+OBJECT_ROUTES = [(n, m) for n, m in CASES if ROUTES[n].objects is not None]
+
+
+@pytest.mark.parametrize(("name", "method"), OBJECT_ROUTES)
+def test_another_groups_objects_are_404(client, name, method):
+    world = build_world()
+    client.force_login(world["admin"])
+    url = reverse(
+        name, kwargs={"group_id": world["group"].public_id, **ROUTES[name].kwargs(world["other"])}
+    )
+    response = client.get(url) if method == "GET" else client.post(url, {"role": "admin"})
+    assert response.status_code == 404
