@@ -18,7 +18,9 @@ def sign_in(page, base: str, email: str, password: str) -> None:  # type: ignore
     page.get_by_role("button", name="Sign In").click()
 
 
-def test_admin_invites_teammate_who_joins_as_member(live_server, smtp_server, new_page, output_dir, settings, password):
+def test_admin_invites_teammate_who_joins_as_member(
+    live_server, smtp_server, new_page, output_dir, settings, password
+):
     settings.SITE_URL = live_server.url
     group = GroupFactory(name="Orbit Labs")
     admin = MembershipFactory(group=group, role="admin").user

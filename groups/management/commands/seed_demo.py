@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import User
+from billing.services import credits_grant
 from groups.models import APIGroup
 from groups.services import api_group_create
 
@@ -39,5 +40,13 @@ class Command(BaseCommand):
                 postal_code="94105",
                 country="US",
             )
+        # Welcome credits so the demo's gateway (built-in simulator models) works at once.
+        credits_grant(
+            group=group,
+            amount_micros=25_000_000,
+            reason="Demo welcome credit",
+            reference=f"grant:demo-welcome-{group.public_id}",
+            kind="promotional",
+        )
         state = "created" if created else "already there"
         self.stdout.write(f"Demo admin {email} {state}; demo group {group.public_id}.")
