@@ -336,6 +336,21 @@ class GatewayApp:
                 "headers": [(b"content-type", SSE), (b"cache-control", b"no-cache"), *headers],
             }
         )
+        try:
+            await self.relay(send, store, key, model, payload, request_id, started, events, first)
+        except Exception as exc:  # noqa: BLE001 - the response has started: end it cleanly
+            err = exc if isinstance(exc, GatewayError) else unavailable()
+            logger.warning("stream ended early: %s", exc, extra={"request_id": request_id})
+            await send_chunk(send, orjson.loads(err.body()), more=True)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return err.status
+        return 200
+
+    async def relay(
+        self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
+        request_id: str, started: float, events: AsyncIterator[bytes], first: bytes,
+    ) -> None:  # fmt: skip
+        """Pass events on; hold the usage chunk, meter, then send it with our cost and [DONE]."""
         held: dict[str, Any] | None = None  # the latest chunk carrying usage, sent last
         event: bytes | None = first
         while event is not None:
@@ -363,7 +378,6 @@ class GatewayApp:
         held["usage"]["cost"] = cost.as_usage_cost()
         await send_chunk(send, held, more=True)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-        return 200
 
     async def events(
         self, model: ModelInfo, payload: dict[str, Any], request_id: str

@@ -70,7 +70,7 @@ def gateway(transactional_db, settings) -> Iterator[Gateway]:  # type: ignore[no
 class FakeUpstream:
     url: str
     hits: list[dict] = field(default_factory=list)
-    mode: str = "ok"  # ok | fail | slow | bad | refuse
+    mode: str = "ok"  # ok | fail | bad | refuse | break
     delay: float = 0.0
     usage: dict = field(
         default_factory=lambda: {
@@ -101,6 +101,12 @@ def upstream() -> Iterator[FakeUpstream]:
         if body.get("stream"):
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
+            if fake.mode == "break":  # one chunk, then the connection drops mid-stream
+                await resp.write(
+                    b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+                )
+                request.transport.close()
+                return resp
             for word in ["Hello", " world"]:
                 chunk = {
                     "object": "chat.completion.chunk",

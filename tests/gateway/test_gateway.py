@@ -323,3 +323,20 @@ def test_two_hundred_concurrent_requests_on_credit_for_one_hundred(
     assert final > -50 * 28_207
     # Once below zero, everything is refused.
     assert gateway.chat(key, model="fake-pro").status_code == (402 if final <= 0 else 200)
+
+
+def test_a_stream_that_breaks_midway_ends_with_an_error_and_charges_nothing(
+    gateway, upstream, upstream_model, funded_group, api_key
+):
+    upstream.mode = "break"
+    before = balance(funded_group)
+    with gateway.client(api_key) as c, c.stream(
+        "POST", "/chat/completions",
+        json={"model": "fake-pro", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert "[DONE]" not in events
+    assert orjson.loads(events[-1])["error"]["code"] == "upstream_error"
+    assert UsageEvent.objects.count() == 0
+    assert balance(funded_group) == before
