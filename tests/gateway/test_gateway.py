@@ -340,3 +340,15 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_and_charges_nothing(
     assert orjson.loads(events[-1])["error"]["code"] == "upstream_error"
     assert UsageEvent.objects.count() == 0
     assert balance(funded_group) == before
+
+
+def test_last_used_is_written_at_most_once_a_minute(gateway, funded_group, api_key):
+    from keys.models import APIKey
+
+    assert gateway.chat(api_key).status_code == 200
+    time.sleep(0.3)  # written in the background after the response
+    first = APIKey.objects.get().last_used_at
+    assert first is not None
+    assert gateway.chat(api_key).status_code == 200
+    time.sleep(0.3)
+    assert APIKey.objects.get().last_used_at == first
