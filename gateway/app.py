@@ -100,9 +100,9 @@ class GatewayApp:
             OSError,
         ) as exc:
             logger.warning("dependency unavailable: %s", exc, extra={"request_id": request_id})
-            err = unavailable()
-            status = err.status
-            await respond(send, err.status, err.body(), headers + err.headers)
+            down = unavailable()
+            status = down.status
+            await respond(send, down.status, down.body(), headers + down.headers)
         finally:
             logger.info(
                 "%s %s %s %.2fms",

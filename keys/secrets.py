@@ -51,7 +51,7 @@ def is_well_formed(key: str, prefix: str | None = None) -> bool:
     """Return True if `key` has our shape and a valid checksum (no database involved)."""
     prefix = settings.API_KEY_PREFIX if prefix is None else prefix
     match = _pattern(prefix).match(key)
-    return bool(match) and checksum(prefix, match.group(1)) == match.group(2)
+    return match is not None and checksum(prefix, match.group(1)) == match.group(2)
 
 
 def hash_key(key: str) -> str:

@@ -187,14 +187,14 @@ def accept(request: HttpRequest, token: str) -> HttpResponse:
             {"invitation": invitation, "has_account": has_account},
         )
     if user.email.lower() != invitation.email.lower() or not email_verified(user, invitation.email):
-        problem = InvitationProblem(
+        refusal = InvitationProblem(
             "wrong_user",
             f"This invitation is for {invitation.email}, but you are signed in as {user.email}.",
         )
         return render(
             request,
             "members/invitation_problem.html",
-            {"problem": problem, "signed_in": True},
+            {"problem": refusal, "signed_in": True},
             status=403,
         )
     if request.method == "POST":
