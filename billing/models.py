@@ -79,3 +79,115 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_micros} ({self.reference})"
+
+
+class BillingProfile(models.Model):
+    """A group's Stripe customer and its credit settings (auto top-up, low-balance alert)."""
+
+    group = models.OneToOneField(
+        "groups.APIGroup", on_delete=models.CASCADE, related_name="billing"
+    )
+    stripe_customer_id = models.CharField(max_length=64, blank=True)
+    auto_top_up_enabled = models.BooleanField(default=False)
+    auto_top_up_threshold_micros = models.BigIntegerField(default=10_000_000)
+    auto_top_up_amount_micros = models.BigIntegerField(default=50_000_000)
+    low_balance_alert_micros = models.BigIntegerField(null=True, blank=True)
+    low_balance_alerted = models.BooleanField(default=False)
+    # A run of declined automatic top-ups: Admins are e-mailed once, retries back off.
+    top_up_failures = models.PositiveIntegerField(default=0)
+    top_up_failure_message = models.CharField(max_length=255, blank=True)
+    top_up_retry_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(auto_top_up_threshold_micros__gte=0)
+                & models.Q(auto_top_up_amount_micros__gt=0),
+                name="billing_profile_top_up_positive",
+            )
+        ]
+
+
+class PaymentMethod(models.Model):
+    """A card saved at Stripe (mirrored: brand, last four, expiry)."""
+
+    group = models.ForeignKey(
+        "groups.APIGroup", on_delete=models.CASCADE, related_name="payment_methods"
+    )
+    stripe_id = models.CharField(max_length=64, unique=True)
+    brand = models.CharField(max_length=32)
+    last4 = models.CharField(max_length=4)
+    exp_month = models.PositiveSmallIntegerField()
+    exp_year = models.PositiveSmallIntegerField()
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-is_default", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group"],
+                condition=models.Q(is_default=True),
+                name="billing_one_default_card",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.brand.title()} •••• {self.last4}"
+
+
+class PaymentKind(models.TextChoices):
+    PURCHASE = "purchase", "Credit purchase"
+    AUTO_TOP_UP = "auto_top_up", "Auto top-up"
+
+
+class PaymentStatus(models.TextChoices):
+    CREATING = "creating", "Processing"
+    REQUIRES_ACTION = "requires_action", "Needs authentication"
+    SUCCEEDED = "succeeded", "Paid"
+    FAILED = "failed", "Declined"
+
+
+IN_FLIGHT = ("creating", "requires_action")
+
+
+class Payment(models.Model):
+    """One charge of a saved card. The ledger is credited once per PaymentIntent."""
+
+    public_id = models.CharField(max_length=24, unique=True)
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="payments")
+    kind = models.CharField(max_length=16, choices=PaymentKind.choices)
+    amount_micros = models.BigIntegerField()
+    status = models.CharField(
+        max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.CREATING
+    )
+    stripe_payment_intent_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    error_message = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_micros__gt=0), name="billing_payment_positive"
+            ),
+            # Never two automatic top-ups in flight for one group.
+            models.UniqueConstraint(
+                fields=["group"],
+                condition=models.Q(kind="auto_top_up", status__in=IN_FLIGHT),
+                name="billing_one_top_up_in_flight",
+            ),
+        ]
+
+
+class StripeEvent(models.Model):
+    """A webhook event id we have processed (each is handled once)."""
+
+    event_id = models.CharField(max_length=64, unique=True)
+    type = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)

@@ -5,4 +5,12 @@ from billing import views
 app_name = "billing"
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("cards/new/", views.card_new, name="card_new"),
+    path("cards/saved/", views.card_saved, name="card_saved"),
+    path("cards/<str:card_id>/default/", views.card_default, name="card_default"),
+    path("cards/<str:card_id>/remove/", views.card_remove, name="card_remove"),
+    path("credits/", views.buy, name="buy"),
+    path("payments/<str:payment_id>/complete/", views.complete, name="complete"),
+    path("auto-top-up/", views.auto_top_up, name="auto_top_up"),
+    path("low-balance-alert/", views.low_balance, name="low_balance"),
 ]

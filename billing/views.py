@@ -1,28 +1,233 @@
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing import payments
+from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
+from billing.models import Payment, PaymentMethod, PaymentStatus
+from billing.money import format_usd
 from billing.selectors import credit_account_get, ledger_transactions, tier_info, usage_by_day
-from members.permissions import member_required
+from billing.stripe_api import StripeFailure
+from members.permissions import admin_required, member_required
+
+
+def _to_billing(request: HttpRequest) -> HttpResponse:
+    return redirect("billing:overview", group_id=request.group.public_id)  # type: ignore[attr-defined]
+
+
+def _page(request: HttpRequest, status: int = 200, **forms: object) -> HttpResponse:
+    group = request.group  # type: ignore[attr-defined]
+    account = credit_account_get(group=group)
+    profile = payments.profile_for(group=group)
+    page = Paginator(ledger_transactions(account=account), 20).get_page(request.GET.get("page"))
+    pending = Payment.objects.filter(group=group, status=PaymentStatus.REQUIRES_ACTION).first()
+    context = {
+        "account": account,
+        "profile": profile,
+        "blocked": account.balance_micros <= 0,
+        "tier": tier_info(account=account),
+        "page": page,
+        "usage_days": usage_by_day(account=account),
+        "cards": PaymentMethod.objects.filter(group=group),
+        "pending_payment": pending,
+        "purchase_form": forms.get("purchase_form") or PurchaseForm(),
+        "top_up_form": forms.get("top_up_form")
+        or AutoTopUpForm(
+            initial={
+                "enabled": profile.auto_top_up_enabled,
+                "threshold": f"{profile.auto_top_up_threshold_micros / 1e6:.2f}",
+                "amount": f"{profile.auto_top_up_amount_micros / 1e6:.2f}",
+            }
+        ),
+        "alert_form": forms.get("alert_form")
+        or LowBalanceForm(
+            initial={
+                "level": f"{profile.low_balance_alert_micros / 1e6:.2f}"
+                if profile.low_balance_alert_micros
+                else ""
+            }
+        ),
+        "stripe_js_url": settings.STRIPE_JS_URL,
+        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+    }
+    return render(request, "billing/overview.html", context, status=status)
 
 
 @member_required
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
-    """Billing: balance, blocked banner, tier and limits, transactions. Everyone may read."""
-    account = credit_account_get(group=request.group)  # type: ignore[attr-defined]
-    page = Paginator(ledger_transactions(account=account), 20).get_page(request.GET.get("page"))
+    """Billing: balance, tier and limits, cards, credits, auto top-up, transactions."""
+    return _page(request)
+
+
+@admin_required
+@require_GET
+def card_new(request: HttpRequest) -> HttpResponse:
+    """The card form (Stripe.js). Saving a card charges nothing."""
+    try:
+        client_secret = payments.card_setup_start(group=request.group)  # type: ignore[attr-defined]
+    except StripeFailure as exc:
+        messages.error(request, f"The payment provider is not available: {exc.user_message}")
+        return _to_billing(request)
     return render(
         request,
-        "billing/overview.html",
+        "billing/card_new.html",
         {
-            "account": account,
-            "blocked": account.balance_micros <= 0,
-            "tier": tier_info(account=account),
-            "page": page,
-            "usage_days": usage_by_day(account=account),
+            "client_secret": client_secret,
+            "stripe_js_url": settings.STRIPE_JS_URL,
+            "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
         },
     )
+
+
+@admin_required
+@require_POST
+def card_saved(request: HttpRequest) -> HttpResponse:
+    """Stripe.js confirmed the SetupIntent in the browser: record the card."""
+    try:
+        method = payments.card_setup_complete(
+            group=request.group,
+            setup_intent_id=request.POST.get("setup_intent", ""),
+            actor=request.user,
+            request=request,  # type: ignore[attr-defined]
+        )
+    except (payments.BillingError, StripeFailure) as exc:
+        messages.error(request, getattr(exc, "user_message", str(exc)))
+        return redirect("billing:card_new", group_id=request.group.public_id)  # type: ignore[attr-defined]
+    messages.success(request, f"{method} saved. Nothing was charged.")
+    return _to_billing(request)
+
+
+@admin_required
+@require_POST
+def card_default(request: HttpRequest, card_id: str) -> HttpResponse:
+    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)  # type: ignore[attr-defined]
+    payments.card_set_default(method=method, actor=request.user, request=request)
+    messages.success(request, f"{method} is now the default card.")
+    return _to_billing(request)
+
+
+@admin_required
+@require_POST
+def card_remove(request: HttpRequest, card_id: str) -> HttpResponse:
+    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)  # type: ignore[attr-defined]
+    try:
+        payments.card_remove(method=method, actor=request.user, request=request)
+    except payments.BillingError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{method} removed.")
+    return _to_billing(request)
+
+
+@admin_required
+@require_POST
+def buy(request: HttpRequest) -> HttpResponse:
+    form = PurchaseForm(request.POST)
+    if not form.is_valid():
+        return _page(request, status=422, purchase_form=form)
+    try:
+        payment = payments.purchase(
+            group=request.group,
+            amount_micros=form.cleaned_data["amount"],
+            actor=request.user,
+            request=request,
+        )  # type: ignore[attr-defined]
+    except payments.BillingError as exc:
+        form.add_error("amount", str(exc))
+        return _page(request, status=422, purchase_form=form)
+    if payment.status == PaymentStatus.SUCCEEDED:
+        messages.success(request, f"{format_usd(payment.amount_micros)} of credits added.")
+    elif payment.status == PaymentStatus.REQUIRES_ACTION:
+        return redirect(
+            "billing:complete", group_id=request.group.public_id, payment_id=payment.public_id
+        )  # type: ignore[attr-defined]
+    else:
+        form.add_error(
+            "amount", f"The payment was declined: {payment.error_message} Nothing was charged."
+        )
+        return _page(request, status=422, purchase_form=form)
+    return _to_billing(request)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def complete(request: HttpRequest, payment_id: str) -> HttpResponse:
+    """Finish a payment the bank wants confirmed (3-D Secure), on-session with Stripe.js."""
+    payment = get_object_or_404(Payment, group=request.group, public_id=payment_id)  # type: ignore[attr-defined]
+    from billing import stripe_api  # noqa: PLC0415
+
+    if payment.status != PaymentStatus.REQUIRES_ACTION or not payment.stripe_payment_intent_id:
+        return _to_billing(request)
+    intent = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)
+    if request.method == "POST":
+        payment = payments.payment_intent_apply(intent)
+        if payment.status == PaymentStatus.SUCCEEDED:
+            messages.success(request, f"{format_usd(payment.amount_micros)} of credits added.")
+        elif payment.status == PaymentStatus.FAILED:
+            messages.error(request, f"The payment failed: {payment.error_message}")
+        return _to_billing(request)
+    return render(
+        request,
+        "billing/complete.html",
+        {
+            "payment": payment,
+            "client_secret": intent.get("client_secret"),
+            "stripe_js_url": settings.STRIPE_JS_URL,
+            "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+        },
+    )
+
+
+@admin_required
+@require_POST
+def auto_top_up(request: HttpRequest) -> HttpResponse:
+    form = AutoTopUpForm(request.POST)
+    if form.is_valid():
+        try:
+            payments.auto_top_up_configure(
+                group=request.group,  # type: ignore[attr-defined]
+                enabled=form.cleaned_data["enabled"],
+                threshold_micros=form.cleaned_data["threshold"],
+                amount_micros=form.cleaned_data["amount"],
+                actor=request.user,
+                request=request,
+            )
+        except payments.BillingError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request,
+                "Auto top-up saved." if form.cleaned_data["enabled"] else "Auto top-up is off.",
+            )
+            if form.cleaned_data["enabled"]:
+                from billing.tasks import auto_top_up as task  # noqa: PLC0415
+
+                task.delay_on_commit(request.group.pk)  # type: ignore[attr-defined]
+            return _to_billing(request)
+    return _page(request, status=422, top_up_form=form)
+
+
+@admin_required
+@require_POST
+def low_balance(request: HttpRequest) -> HttpResponse:
+    form = LowBalanceForm(request.POST)
+    if form.is_valid():
+        try:
+            payments.low_balance_alert_configure(
+                group=request.group,
+                level_micros=form.cleaned_data["level"],
+                actor=request.user,
+                request=request,
+            )  # type: ignore[attr-defined]
+        except payments.BillingError as exc:
+            form.add_error("level", str(exc))
+        else:
+            messages.success(request, "Low-balance alert saved.")
+            return _to_billing(request)
+    return _page(request, status=422, alert_form=form)

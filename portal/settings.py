@@ -174,6 +174,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "portal.tasks.housekeeping",
         "schedule": crontab(minute="*/10"),
     },
+    # Every minute: start automatic top-ups that are due (balance under threshold, or a declined
+    # one whose back-off has passed) and send low-balance alerts.
+    "billing-credit-watch": {
+        "task": "billing.tasks.credit_watch",
+        "schedule": crontab(minute="*"),
+    },
 }
 
 # --- Accounts (django-allauth) -------------------------------------------------------------
@@ -244,6 +250,14 @@ STRIPE_JS_URL = env.str(
     if STRIPE_API_BASE
     else "https://js.stripe.com/v3/",
 )
+
+# Credit purchases (dollars): the smallest and largest amount one purchase may be.
+BILLING_MIN_PURCHASE = env.int("BILLING_MIN_PURCHASE", default=5)
+BILLING_MAX_PURCHASE = env.int("BILLING_MAX_PURCHASE", default=10_000)
+# Hours to wait before retrying a declined automatic top-up: 1st, 2nd, 3rd… retry (last repeats).
+AUTO_TOP_UP_RETRY_HOURS = [
+    int(h) for h in env.list("AUTO_TOP_UP_RETRY_HOURS", default=["1", "4", "12", "24"])
+]
 
 # --- Product settings ----------------------------------------------------------------------
 API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="pplx-")

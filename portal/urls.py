@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from billing import webhooks as billing_webhooks
 from groups import views as group_views
 from members import views as member_views
 from portal import views
@@ -23,6 +24,7 @@ group_patterns = [
 urlpatterns = [
     path("", group_views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("stripe/webhook/", billing_webhooks.stripe_webhook, name="stripe_webhook"),
     path("groups/new/", group_views.create, name="group_create"),
     path("invitations/<str:token>/", member_views.accept, name="invitation_accept"),
     path(

@@ -27,6 +27,35 @@ from tests.factories import GroupFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _stripe(localstripe):  # type: ignore[no-untyped-def]
+    """Billing views talk to Stripe: give them localstripe."""
+    return localstripe
+
+
+def _billing_objects(group) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from billing.models import Payment, PaymentMethod
+    from groups.models import new_public_id
+
+    card = PaymentMethod.objects.create(
+        group=group,
+        stripe_id=f"pm_{new_public_id()}",
+        brand="visa",
+        last4="4242",
+        exp_month=1,
+        exp_year=2030,
+    )
+    payment = Payment.objects.create(
+        public_id=new_public_id(),
+        group=group,
+        kind="purchase",
+        amount_micros=5_000_000,
+        status="requires_action",
+    )
+    return {"card": card, "payment": payment}
+
+
 Objects = dict[str, Any]
 
 
@@ -52,6 +81,14 @@ def _invitation(o: Objects) -> dict[str, str]:
     return {"invitation_id": o["invitation"].public_id}
 
 
+def _card(o: Objects) -> dict[str, str]:
+    return {"card_id": o["card"].stripe_id}
+
+
+def _payment(o: Objects) -> dict[str, str]:
+    return {"payment_id": o["payment"].public_id}
+
+
 ROUTES: dict[str, Route] = {
     "groups:home": Route(("GET",), member_can=("GET",)),
     "groups:details": Route(("GET", "POST"), member_can=("GET",)),
@@ -68,6 +105,14 @@ ROUTES: dict[str, Route] = {
     "keys:revoke": Route(("GET", "POST"), objects=_key),
     "keys:regenerate": Route(("GET", "POST"), objects=_key),
     "billing:overview": Route(("GET",), member_can=("GET",)),
+    "billing:card_new": Route(("GET",)),
+    "billing:card_saved": Route(("POST",)),
+    "billing:card_default": Route(("POST",), objects=_card),
+    "billing:card_remove": Route(("POST",), objects=_card),
+    "billing:buy": Route(("POST",)),
+    "billing:complete": Route(("GET", "POST"), objects=_payment),
+    "billing:auto_top_up": Route(("POST",)),
+    "billing:low_balance": Route(("POST",)),
     "usage:dashboard": Route(("GET",), member_can=("GET",)),
     "audit:log": Route(("GET",)),
 }
@@ -118,6 +163,7 @@ def build_world() -> Objects:
         "invitation": invitation_create(
             group=group, email="i@example.com", role="member", actor=admin
         ).invitation,
+        **_billing_objects(group),
         "other": {
             "group": other,
             "membership": Membership.objects.get(user=other_admin),
@@ -125,6 +171,7 @@ def build_world() -> Objects:
             "invitation": invitation_create(
                 group=other, email="j@example.com", role="member", actor=other_admin
             ).invitation,
+            **_billing_objects(other),
         },
     }
 

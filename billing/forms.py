@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from billing.money import parse_dollars
+
+
+class DollarField(forms.CharField):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, value):  # type: ignore[no-untyped-def]
+        raw = super().clean(value)
+        if raw in (None, ""):
+            return None
+        try:
+            micros = parse_dollars(raw)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        if micros % 10_000:
+            raise forms.ValidationError("Use whole cents, like 20.00.")
+        if micros > 10**15:
+            raise forms.ValidationError("That amount is too large.")
+        return micros
+
+
+class PurchaseForm(forms.Form):
+    amount = DollarField(label="Amount (USD)", help_text="")
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fields["amount"].help_text = (
+            f"From ${settings.BILLING_MIN_PURCHASE:,} to ${settings.BILLING_MAX_PURCHASE:,}. "
+            "Charged to your default card now."
+        )
+
+
+class AutoTopUpForm(forms.Form):
+    enabled = forms.BooleanField(required=False, label="Turn on auto top-up")
+    threshold = DollarField(label="When the balance falls below (USD)")
+    amount = DollarField(label="Add this amount (USD)")
+
+
+class LowBalanceForm(forms.Form):
+    level = DollarField(
+        required=False,
+        label="E-mail Admins when the balance falls below (USD)",
+        help_text="Leave empty to turn the alert off.",
+    )

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+from django.core.mail import send_mail
+from django.urls import reverse
+
+from billing.models import BillingProfile, CreditAccount, Payment
+from billing.money import format_usd
+from groups.models import APIGroup
+from members.models import Role
+
+
+def _admin_emails(group: APIGroup) -> list[str]:
+    return list(group.memberships.filter(role=Role.ADMIN).values_list("user__email", flat=True))
+
+
+def _billing_url(group: APIGroup) -> str:
+    return settings.SITE_URL.rstrip("/") + reverse(
+        "billing:overview", kwargs={"group_id": group.public_id}
+    )
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def auto_top_up(group_id: int) -> str | None:
+    """Charge a group's automatic top-up if it is due; safe to run twice or concurrently."""
+    from billing.payments import auto_top_up_run  # noqa: PLC0415
+
+    payment = auto_top_up_run(group_id=group_id)
+    return payment.status if payment else None
+
+
+@shared_task
+def credit_watch() -> int:
+    """Start due automatic top-ups and send low-balance alerts (runs every minute)."""
+    from billing.payments import auto_top_up_due, low_balance_check  # noqa: PLC0415
+
+    started = 0
+    for profile in BillingProfile.objects.select_related("group").filter(auto_top_up_enabled=True):
+        if auto_top_up_due(group=profile.group):
+            auto_top_up.delay(profile.group_id)
+            started += 1
+    for profile in BillingProfile.objects.select_related("group").filter(
+        low_balance_alert_micros__isnull=False
+    ):
+        low_balance_check(group=profile.group)
+    return started
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_admins_about_payment(kind: str, payment_id: int) -> None:
+    payment = Payment.objects.select_related("group").get(pk=payment_id)
+    group = payment.group
+    amount = format_usd(payment.amount_micros)
+    url = _billing_url(group)
+    if kind == "declined":
+        subject = f"Auto top-up of {amount} for {group.name} was declined"
+        body = (
+            f"We tried to add {amount} of credits to the API group {group.name}, but the card was "
+            f"declined: {payment.error_message}\n\nWe'll retry a few times a day. To avoid your API "
+            f"keys being blocked when credits run out, update the card or add credits:\n{url}\n"
+        )
+    else:
+        subject = f"Auto top-up of {amount} for {group.name} needs your confirmation"
+        body = (
+            f"Your bank asks you to confirm the automatic top-up of {amount} for {group.name}. "
+            f"Open the Billing page and complete it:\n{url}?complete={payment.public_id}\n"
+        )
+    send_mail(subject, body, None, _admin_emails(group))
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_low_balance(group_id: int, balance_micros: int) -> None:
+    group = APIGroup.objects.get(pk=group_id)
+    profile = BillingProfile.objects.get(group=group)
+    send_mail(
+        f"{group.name}: credit balance is low ({format_usd(balance_micros)})",
+        f"The credit balance of {group.name} is {format_usd(balance_micros)}, under your alert "
+        f"level of {format_usd(profile.low_balance_alert_micros or 0)}. When it reaches $0 the API "
+        f"keys are blocked.\n\nAdd credits or turn on auto top-up:\n{_billing_url(group)}\n",
+        None,
+        _admin_emails(group),
+    )
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def sync_customer(group_id: int) -> None:
+    from billing.payments import customer_sync  # noqa: PLC0415
+
+    customer_sync(group=APIGroup.objects.get(pk=group_id))
+
+
+def balance_of(group: APIGroup) -> int:
+    return (
+        CreditAccount.objects.filter(group=group).values_list("balance_micros", flat=True).first()
+        or 0
+    )

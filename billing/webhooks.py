@@ -1,0 +1,108 @@
+"""Stripe webhooks: verified, each event id handled once, handlers re-read the object."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from billing import payments, stripe_api
+from billing.models import BillingProfile, EntryKind, Payment, StripeEvent
+from billing.money import MICROS_PER_CENT
+from billing.services import ledger_post
+
+logger = logging.getLogger(__name__)
+
+
+def _object_id(event: dict) -> str:
+    obj = event["data"]["object"]
+    return obj["id"] if isinstance(obj, dict) else str(obj)
+
+
+def handle_payment_intent(event: dict) -> None:
+    intent = stripe_api.payment_intent_retrieve(_object_id(event))
+    if (intent.get("metadata") or {}).get("portal_payment") or Payment.objects.filter(
+        stripe_payment_intent_id=intent["id"]
+    ).exists():
+        payments.payment_intent_apply(intent)
+
+
+def handle_setup_intent(event: dict) -> None:
+    intent = stripe_api.setup_intent_retrieve(_object_id(event))
+    profile = (
+        BillingProfile.objects.filter(stripe_customer_id=intent.get("customer") or "-")
+        .select_related("group")
+        .first()
+    )
+    if profile is not None and intent.get("status") == "succeeded":
+        payments.card_setup_complete(group=profile.group, setup_intent_id=intent["id"])
+
+
+def handle_payment_method_detached(event: dict) -> None:
+    payments.card_forget(stripe_id=_object_id(event))
+
+
+def handle_charge_refunded(event: dict) -> None:
+    charge = stripe_api.charge_retrieve(_object_id(event))
+    pi = charge.get("payment_intent")
+    pi = pi["id"] if isinstance(pi, dict) else pi
+    payment = Payment.objects.filter(stripe_payment_intent_id=pi).select_related("group").first()
+    if payment is None:
+        return
+    refunds = (charge.get("refunds") or {}).get("data") or []
+    if not refunds and charge.get("amount_refunded"):
+        # No refund objects listed: book the refunded total against the charge itself.
+        refunds = [
+            {
+                "id": f"{charge['id']}:refunded",
+                "amount": charge["amount_refunded"],
+                "status": "succeeded",
+            }
+        ]
+    for refund in refunds:
+        if refund.get("status", "succeeded") == "succeeded":
+            ledger_post(
+                group=payment.group,
+                amount_micros=-int(refund["amount"]) * MICROS_PER_CENT,
+                kind=EntryKind.REFUND,
+                reference=refund["id"],
+                description="Refund to card",
+            )
+
+
+HANDLERS = {
+    "payment_intent.succeeded": handle_payment_intent,
+    "payment_intent.payment_failed": handle_payment_intent,
+    "payment_intent.requires_action": handle_payment_intent,
+    "payment_intent.canceled": handle_payment_intent,
+    "setup_intent.succeeded": handle_setup_intent,
+    "payment_method.detached": handle_payment_method_detached,
+    "charge.refunded": handle_charge_refunded,
+}
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    signature = request.headers.get("Stripe-Signature", "")
+    try:
+        event = stripe_api.webhook_event(request.body, signature)
+    except ValueError:
+        return JsonResponse({"error": "invalid signature"}, status=400)
+    handler = HANDLERS.get(event.get("type", ""))
+    if handler is None:
+        return JsonResponse({"received": True, "handled": False})
+    try:
+        with transaction.atomic():
+            StripeEvent.objects.create(event_id=event["id"], type=event["type"])
+            handler(event)
+    except IntegrityError:
+        # Already processed (a replay), or being processed concurrently: either way, done once.
+        return JsonResponse({"received": True, "duplicate": True})
+    except (stripe_api.StripeFailure, payments.BillingError) as exc:
+        logger.warning("webhook %s not handled: %s", event.get("id"), exc)
+        return JsonResponse({"error": "could not process"}, status=500)  # Stripe retries later
+    return JsonResponse({"received": True})
