@@ -229,37 +229,52 @@ def purchase(*, group: APIGroup, amount_micros: int, actor: Any, request: Any = 
 
 
 def charge(*, payment: Payment) -> Payment:
-    """Charge a Payment's amount once; safe to call again for the same Payment."""
-    group = payment.group
-    customer_id = customer_ensure(group=group)
-    method = PaymentMethod.objects.filter(group=group, is_default=True).first()
-    if method is None:
-        return _fail(payment, "No card on file.")
-    intent = next(
-        (
-            pi
-            for pi in stripe_api.payment_intents_for_customer(customer_id)
-            if (pi.get("metadata") or {}).get("portal_payment") == payment.public_id
-        ),
-        None,
-    )
-    if intent is None:
-        try:
-            intent = stripe_api.payment_intent_create(
-                customer_id=customer_id,
-                payment_method_id=method.stripe_id,
-                amount_cents=payment.amount_micros // MICROS_PER_CENT,
-                idempotency_key=f"portal-payment-{payment.public_id}",
-                metadata={
-                    "portal_payment": payment.public_id,
-                    "portal_group": group.public_id,
-                    "kind": payment.kind,
-                },
-                description=f"{settings.PORTAL_NAME} credits ({payment.get_kind_display().lower()})",
+    """Charge a Payment's amount once; safe to call again, or concurrently, for the same Payment.
+
+    The Payment row stays locked (SKIP LOCKED for everyone else) while Stripe is called, so two
+    workers never charge it at once; if a worker dies, its connection and lock go with it and a
+    re-run finds the PaymentIntent it may have created by its metadata.
+    """
+    with transaction.atomic():
+        locked = Payment.objects.select_for_update(skip_locked=True).filter(pk=payment.pk).first()
+        if locked is None:
+            return payment  # another worker is charging it right now
+        if locked.status == PaymentStatus.REQUIRES_ACTION and locked.stripe_payment_intent_id:
+            return payment_intent_apply(
+                stripe_api.payment_intent_retrieve(locked.stripe_payment_intent_id)
             )
-        except stripe_api.StripeFailure as exc:
-            return _fail(payment, exc.user_message)
-    return payment_intent_apply(intent)
+        if locked.status != PaymentStatus.CREATING:
+            return locked
+        group = locked.group
+        customer_id = customer_ensure(group=group)
+        method = PaymentMethod.objects.filter(group=group, is_default=True).first()
+        if method is None:
+            return _fail(locked, "No card on file.")
+        intent = next(
+            (
+                pi
+                for pi in stripe_api.payment_intents_for_customer(customer_id)
+                if (pi.get("metadata") or {}).get("portal_payment") == locked.public_id
+            ),
+            None,
+        )
+        if intent is None:
+            try:
+                intent = stripe_api.payment_intent_create(
+                    customer_id=customer_id,
+                    payment_method_id=method.stripe_id,
+                    amount_cents=locked.amount_micros // MICROS_PER_CENT,
+                    idempotency_key=f"portal-payment-{locked.public_id}",
+                    metadata={
+                        "portal_payment": locked.public_id,
+                        "portal_group": group.public_id,
+                        "kind": locked.kind,
+                    },
+                    description=f"{settings.PORTAL_NAME} credits ({locked.get_kind_display().lower()})",
+                )
+            except stripe_api.StripeFailure as exc:
+                return _fail(locked, exc.user_message)
+        return payment_intent_apply(intent)
 
 
 def _fail(payment: Payment, message: str) -> Payment:

@@ -110,8 +110,7 @@ def payment_intent_create(
         payment_method=payment_method_id,
         off_session=True,
         confirm=True,
-        description=description,
-        metadata=metadata,
+        metadata={**metadata, "description": description},  # localstripe has no description
         idempotency_key=idempotency_key,
     )
 
@@ -121,7 +120,15 @@ def payment_intent_retrieve(payment_intent_id: str) -> dict:
 
 
 def payment_intents_for_customer(customer_id: str, limit: int = 20) -> list[dict]:
-    return _call(stripe.PaymentIntent.list, customer=customer_id, limit=limit).get("data", [])
+    """The customer's most recent PaymentIntents."""
+    try:
+        return _call(stripe.PaymentIntent.list, customer=customer_id, limit=limit).get("data", [])
+    except StripeFailure as exc:
+        if "customer" not in exc.user_message.lower():
+            raise
+    # localstripe cannot filter by customer: filter here.
+    intents = _call(stripe.PaymentIntent.list, limit=100).get("data", [])
+    return [pi for pi in intents if pi.get("customer") == customer_id][:limit]
 
 
 def charge_retrieve(charge_id: str) -> dict:

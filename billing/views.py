@@ -91,7 +91,7 @@ def card_saved(request: HttpRequest) -> HttpResponse:
     """Stripe.js confirmed the SetupIntent in the browser: record the card."""
     try:
         method = payments.card_setup_complete(
-            group=request.group,
+            group=request.group,  # type: ignore[attr-defined]
             setup_intent_id=request.POST.get("setup_intent", ""),
             actor=request.user,
             request=request,  # type: ignore[attr-defined]
@@ -133,7 +133,7 @@ def buy(request: HttpRequest) -> HttpResponse:
         return _page(request, status=422, purchase_form=form)
     try:
         payment = payments.purchase(
-            group=request.group,
+            group=request.group,  # type: ignore[attr-defined]
             amount_micros=form.cleaned_data["amount"],
             actor=request.user,
             request=request,
@@ -145,7 +145,7 @@ def buy(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"{format_usd(payment.amount_micros)} of credits added.")
     elif payment.status == PaymentStatus.REQUIRES_ACTION:
         return redirect(
-            "billing:complete", group_id=request.group.public_id, payment_id=payment.public_id
+            "billing:complete", group_id=request.group.public_id, payment_id=payment.public_id  # type: ignore[attr-defined]
         )  # type: ignore[attr-defined]
     else:
         form.add_error(
@@ -220,7 +220,7 @@ def low_balance(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             payments.low_balance_alert_configure(
-                group=request.group,
+                group=request.group,  # type: ignore[attr-defined]
                 level_micros=form.cleaned_data["level"],
                 actor=request.user,
                 request=request,
