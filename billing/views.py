@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -13,15 +13,15 @@ from billing.models import Payment, PaymentMethod, PaymentStatus
 from billing.money import format_usd
 from billing.selectors import credit_account_get, ledger_transactions, tier_info, usage_by_day
 from billing.stripe_api import StripeFailure
-from members.permissions import admin_required, member_required
+from members.permissions import GroupRequest, admin_required, member_required
 
 
-def _to_billing(request: HttpRequest) -> HttpResponse:
-    return redirect("billing:overview", group_id=request.group.public_id)  # type: ignore[attr-defined]
+def _to_billing(request: GroupRequest) -> HttpResponse:
+    return redirect("billing:overview", group_id=request.group.public_id)
 
 
-def _page(request: HttpRequest, status: int = 200, **forms: object) -> HttpResponse:
-    group = request.group  # type: ignore[attr-defined]
+def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResponse:
+    group = request.group
     account = credit_account_get(group=group)
     profile = payments.profile_for(group=group)
     page = Paginator(ledger_transactions(account=account), 20).get_page(request.GET.get("page"))
@@ -60,17 +60,17 @@ def _page(request: HttpRequest, status: int = 200, **forms: object) -> HttpRespo
 
 @member_required
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: GroupRequest) -> HttpResponse:
     """Billing: balance, tier and limits, cards, credits, auto top-up, transactions."""
     return _page(request)
 
 
 @admin_required
 @require_GET
-def card_new(request: HttpRequest) -> HttpResponse:
+def card_new(request: GroupRequest) -> HttpResponse:
     """The card form (Stripe.js). Saving a card charges nothing."""
     try:
-        client_secret = payments.card_setup_start(group=request.group)  # type: ignore[attr-defined]
+        client_secret = payments.card_setup_start(group=request.group)
     except StripeFailure as exc:
         messages.error(request, f"The payment provider is not available: {exc.user_message}")
         return _to_billing(request)
@@ -87,26 +87,26 @@ def card_new(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 @require_POST
-def card_saved(request: HttpRequest) -> HttpResponse:
+def card_saved(request: GroupRequest) -> HttpResponse:
     """Stripe.js confirmed the SetupIntent in the browser: record the card."""
     try:
         method = payments.card_setup_complete(
-            group=request.group,  # type: ignore[attr-defined]
+            group=request.group,
             setup_intent_id=request.POST.get("setup_intent", ""),
             actor=request.user,
-            request=request,  # type: ignore[attr-defined]
+            request=request,
         )
     except (payments.BillingError, StripeFailure) as exc:
         messages.error(request, getattr(exc, "user_message", str(exc)))
-        return redirect("billing:card_new", group_id=request.group.public_id)  # type: ignore[attr-defined]
+        return redirect("billing:card_new", group_id=request.group.public_id)
     messages.success(request, f"{method} saved. Nothing was charged.")
     return _to_billing(request)
 
 
 @admin_required
 @require_POST
-def card_default(request: HttpRequest, card_id: str) -> HttpResponse:
-    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)  # type: ignore[attr-defined]
+def card_default(request: GroupRequest, card_id: str) -> HttpResponse:
+    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)
     payments.card_set_default(method=method, actor=request.user, request=request)
     messages.success(request, f"{method} is now the default card.")
     return _to_billing(request)
@@ -114,8 +114,8 @@ def card_default(request: HttpRequest, card_id: str) -> HttpResponse:
 
 @admin_required
 @require_POST
-def card_remove(request: HttpRequest, card_id: str) -> HttpResponse:
-    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)  # type: ignore[attr-defined]
+def card_remove(request: GroupRequest, card_id: str) -> HttpResponse:
+    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)
     try:
         payments.card_remove(method=method, actor=request.user, request=request)
     except payments.BillingError as exc:
@@ -127,17 +127,17 @@ def card_remove(request: HttpRequest, card_id: str) -> HttpResponse:
 
 @admin_required
 @require_POST
-def buy(request: HttpRequest) -> HttpResponse:
+def buy(request: GroupRequest) -> HttpResponse:
     form = PurchaseForm(request.POST)
     if not form.is_valid():
         return _page(request, status=422, purchase_form=form)
     try:
         payment = payments.purchase(
-            group=request.group,  # type: ignore[attr-defined]
+            group=request.group,
             amount_micros=form.cleaned_data["amount"],
             actor=request.user,
             request=request,
-        )  # type: ignore[attr-defined]
+        )
     except payments.BillingError as exc:
         form.add_error("amount", str(exc))
         return _page(request, status=422, purchase_form=form)
@@ -145,8 +145,10 @@ def buy(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"{format_usd(payment.amount_micros)} of credits added.")
     elif payment.status == PaymentStatus.REQUIRES_ACTION:
         return redirect(
-            "billing:complete", group_id=request.group.public_id, payment_id=payment.public_id  # type: ignore[attr-defined]
-        )  # type: ignore[attr-defined]
+            "billing:complete",
+            group_id=request.group.public_id,
+            payment_id=payment.public_id,
+        )
     else:
         form.add_error(
             "amount", f"The payment was declined: {payment.error_message} Nothing was charged."
@@ -157,9 +159,9 @@ def buy(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 @require_http_methods(["GET", "POST"])
-def complete(request: HttpRequest, payment_id: str) -> HttpResponse:
+def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
     """Finish a payment the bank wants confirmed (3-D Secure), on-session with Stripe.js."""
-    payment = get_object_or_404(Payment, group=request.group, public_id=payment_id)  # type: ignore[attr-defined]
+    payment = get_object_or_404(Payment, group=request.group, public_id=payment_id)
     from billing import stripe_api  # noqa: PLC0415
 
     if payment.status != PaymentStatus.REQUIRES_ACTION or not payment.stripe_payment_intent_id:
@@ -186,12 +188,12 @@ def complete(request: HttpRequest, payment_id: str) -> HttpResponse:
 
 @admin_required
 @require_POST
-def auto_top_up(request: HttpRequest) -> HttpResponse:
+def auto_top_up(request: GroupRequest) -> HttpResponse:
     form = AutoTopUpForm(request.POST)
     if form.is_valid():
         try:
             payments.auto_top_up_configure(
-                group=request.group,  # type: ignore[attr-defined]
+                group=request.group,
                 enabled=form.cleaned_data["enabled"],
                 threshold_micros=form.cleaned_data["threshold"],
                 amount_micros=form.cleaned_data["amount"],
@@ -208,23 +210,23 @@ def auto_top_up(request: HttpRequest) -> HttpResponse:
             if form.cleaned_data["enabled"]:
                 from billing.tasks import auto_top_up as task  # noqa: PLC0415
 
-                task.delay_on_commit(request.group.pk)  # type: ignore[attr-defined]
+                task.delay_on_commit(request.group.pk)
             return _to_billing(request)
     return _page(request, status=422, top_up_form=form)
 
 
 @admin_required
 @require_POST
-def low_balance(request: HttpRequest) -> HttpResponse:
+def low_balance(request: GroupRequest) -> HttpResponse:
     form = LowBalanceForm(request.POST)
     if form.is_valid():
         try:
             payments.low_balance_alert_configure(
-                group=request.group,  # type: ignore[attr-defined]
+                group=request.group,
                 level_micros=form.cleaned_data["level"],
                 actor=request.user,
                 request=request,
-            )  # type: ignore[attr-defined]
+            )
         except payments.BillingError as exc:
             form.add_error("level", str(exc))
         else:

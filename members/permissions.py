@@ -21,6 +21,15 @@ from django.http import Http404, HttpRequest, HttpResponse
 from members.models import Membership, Role
 
 CURRENT_GROUP_SESSION_KEY = "current_group"
+
+
+class GroupRequest(HttpRequest):
+    """The request a group view receives: `group_required` has set these."""
+
+    group: Any
+    membership: Membership
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RANK = {Role.MEMBER: 1, Role.ADMIN: 2}
 
