@@ -444,11 +444,31 @@ class GatewayApp:
                 "latency_ms": int((time.perf_counter() - started) * 1000),
             }
         )
-        if await store.settle(key, cost.total):
-            task = asyncio.create_task(store.touch_key(key.id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        touch, top_up = await store.settle(key, cost.total)
+        if touch:
+            self._spawn(store.touch_key(key.id))
+        if top_up:
+            self._spawn(asyncio.to_thread(queue_auto_top_up, key.group_id))
         return cost
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def queue_auto_top_up(group_id: int) -> None:
+    """Ask a Celery worker to top the group up (it re-checks everything under a lock)."""
+    from billing.tasks import auto_top_up  # noqa: PLC0415 - Celery only when needed
+
+    try:
+        auto_top_up.delay(group_id)
+    except Exception:  # noqa: BLE001 - the periodic credit watch will catch it up
+        logger.warning("could not queue auto top-up for group %s", group_id)
+    finally:
+        from django.db import connections  # noqa: PLC0415
+
+        connections.close_all()  # this helper thread's own connections, if it opened any
 
 
 def _int(value: Any) -> int:

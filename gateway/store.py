@@ -49,16 +49,26 @@ if n == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
 return {acct[1], acct[2], spend, n}
 """
 
+# Returns a bit set: 1 = last_used_at is due; 2 = this debit took the balance under the group's
+# auto top-up threshold (once per 60 s per group, whoever crossed it first).
 SETTLE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'bal', -tonumber(ARGV[1])) end
+local flags = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local cost = tonumber(ARGV[1])
+  local bal = redis.call('HINCRBY', KEYS[1], 'bal', -cost)
+  local thr = tonumber(redis.call('HGET', KEYS[1], 'thr') or '-1')
+  if thr >= 0 and bal < thr and bal + cost >= thr then
+    if redis.call('SET', KEYS[4], '1', 'NX', 'EX', 60) then flags = flags + 2 end
+  end
+end
 if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[1]) end
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', 60) then return 1 end
-return 0
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', 60) then flags = flags + 1 end
+return flags
 """
 
 FILL_ACCOUNT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'paid', ARGV[2])
+  redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'paid', ARGV[2], 'thr', ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 return redis.call('HMGET', KEYS[1], 'bal', 'paid')
@@ -283,13 +293,17 @@ class Store:
     async def _load_account(self, group_id: int) -> tuple[int, int]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT balance_micros, purchased_micros FROM billing_creditaccount WHERE group_id = %s",
+                "SELECT a.balance_micros, a.purchased_micros, CASE WHEN p.auto_top_up_enabled "
+                "THEN p.auto_top_up_threshold_micros ELSE -1 END "
+                "FROM billing_creditaccount a "
+                "LEFT JOIN billing_billingprofile p ON p.group_id = a.group_id "
+                "WHERE a.group_id = %s",
                 (group_id,),
             )
             row = await cur.fetchone()
-        bal, paid = (row[0], row[1]) if row else (0, 0)
+        bal, paid, thr = (row[0], row[1], row[2]) if row else (0, 0, -1)
         bal, paid = await self._fill_account(
-            keys=[balance_key(group_id)], args=[bal, paid, ACCOUNT_TTL]
+            keys=[balance_key(group_id)], args=[bal, paid, ACCOUNT_TTL, thr]
         )
         return int(bal), int(paid)
 
@@ -310,10 +324,20 @@ class Store:
         async with self.pool.connection() as conn:
             await conn.execute(METER_SQL, params)
 
-    async def settle(self, key: KeyInfo, cost: int) -> bool:
-        """Apply a metered cost to the cached balance and spend; True if last_used_at is due."""
-        touched = await self._settle(
-            keys=[balance_key(key.group_id), self._spend_key(key), f"portal:keyused:{key.id}"],
-            args=[cost],
+    async def settle(self, key: KeyInfo, cost: int) -> tuple[bool, bool]:
+        """Apply a metered cost to the cached balance and spend.
+
+        Return (last_used_at is due, the balance just crossed the auto top-up threshold).
+        """
+        flags = int(
+            await self._settle(
+                keys=[
+                    balance_key(key.group_id),
+                    self._spend_key(key),
+                    f"portal:keyused:{key.id}",
+                    f"portal:topup:{key.group_id}",
+                ],
+                args=[cost],
+            )
         )
-        return bool(touched)
+        return bool(flags & 1), bool(flags & 2)

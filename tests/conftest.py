@@ -8,6 +8,7 @@ is Django's locmem outbox in unit tests and a real aiosmtpd SMTP server in brows
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -21,8 +22,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import stripe
 from django.core.cache import cache
 
+from billing import payments
+from billing.models import PaymentMethod
 from tests.factories import GroupFactory, MembershipFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,3 +255,43 @@ def new_page(browser, output_dir):  # type: ignore[no-untyped-def]
     yield make
     for context in contexts:
         context.close()
+
+
+# --- Cards saved through localstripe, the way the browser saves them ----------------------
+
+
+def card(number: str) -> dict:
+    return {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+
+
+@pytest.fixture
+def save_card(localstripe):  # type: ignore[no-untyped-def]
+    """Save a card the way the browser does: SetupIntent confirmed with the card, then recorded."""
+
+    def save(group, number: str = "4242424242424242", actor=None) -> PaymentMethod:  # type: ignore[no-untyped-def]
+        secret = payments.card_setup_start(group=group)
+        setup_intent_id = secret.split("_secret_")[0]
+        stripe.api_base = localstripe.base_url
+        pm = stripe.PaymentMethod.create(
+            type="card", card=card(number), api_key="sk_test_localstripe"
+        )
+        intent = stripe.SetupIntent.confirm(
+            setup_intent_id, payment_method=pm.id, api_key="sk_test_localstripe"
+        )
+        if (
+            intent.status == "requires_action"
+        ):  # 3-D Secure: what Stripe.js does when the user confirms
+            body = json.dumps(
+                {"key": "pk_test_localstripe", "use_stripe_sdk": True, "client_secret": secret}
+            )
+            request = urllib.request.Request(
+                f"{localstripe.base_url}/v1/setup_intents/{setup_intent_id}/confirm",
+                data=body.encode(),
+                method="POST",
+            )
+            urllib.request.urlopen(request).read()
+        return payments.card_setup_complete(
+            group=group, setup_intent_id=setup_intent_id, actor=actor
+        )
+
+    return save

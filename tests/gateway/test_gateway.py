@@ -11,7 +11,7 @@ from django.utils import timezone
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import ledger_post
 from keys.services import api_key_create, api_key_regenerate, api_key_revoke
-from tests.factories import GroupFactory
+from tests.factories import GroupFactory, MembershipFactory
 from usage.models import AIModel, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -352,3 +352,26 @@ def test_last_used_is_written_at_most_once_a_minute(gateway, funded_group, api_k
     assert gateway.chat(api_key).status_code == 200
     time.sleep(0.3)
     assert APIKey.objects.get().last_used_at == first
+
+
+def test_crossing_the_threshold_starts_one_auto_top_up(gateway, upstream, upstream_model, localstripe, save_card):
+    from billing import payments
+    from billing.models import Payment
+
+    group = GroupFactory()
+    admin = MembershipFactory(group=group, role="admin").user
+    save_card(group)
+    ledger_post(group=group, amount_micros=100_000, kind="promotional", reference="pi_small")
+    # Threshold just under the balance: the third request (3 × 28,207) crosses it.
+    payments.auto_top_up_configure(group=group, enabled=True, threshold_micros=30_000, amount_micros=5_000_000, actor=admin)
+    key = api_key_create(group=group, name="Topped").secret
+    for _ in range(3):
+        assert gateway.chat(key, model="fake-pro").status_code == 200
+    deadline = time.monotonic() + 5
+    while not Payment.objects.filter(group=group, status="succeeded").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(2):  # topped up: requests keep succeeding
+        assert gateway.chat(key, model="fake-pro").status_code == 200
+    top_ups = Payment.objects.filter(group=group, kind="auto_top_up")
+    assert top_ups.count() == 1 and top_ups.get().status == "succeeded"
+    assert balance(group) == 100_000 - 5 * 28_207 + 5_000_000
