@@ -354,7 +354,9 @@ def test_last_used_is_written_at_most_once_a_minute(gateway, funded_group, api_k
     assert APIKey.objects.get().last_used_at == first
 
 
-def test_crossing_the_threshold_starts_one_auto_top_up(gateway, upstream, upstream_model, localstripe, save_card):
+def test_crossing_the_threshold_starts_one_auto_top_up(
+    gateway, upstream, upstream_model, localstripe, save_card
+):
     from billing import payments
     from billing.models import Payment
 
@@ -363,12 +365,17 @@ def test_crossing_the_threshold_starts_one_auto_top_up(gateway, upstream, upstre
     save_card(group)
     ledger_post(group=group, amount_micros=100_000, kind="promotional", reference="pi_small")
     # Threshold just under the balance: the third request (3 × 28,207) crosses it.
-    payments.auto_top_up_configure(group=group, enabled=True, threshold_micros=30_000, amount_micros=5_000_000, actor=admin)
+    payments.auto_top_up_configure(
+        group=group, enabled=True, threshold_micros=30_000, amount_micros=5_000_000, actor=admin
+    )
     key = api_key_create(group=group, name="Topped").secret
     for _ in range(3):
         assert gateway.chat(key, model="fake-pro").status_code == 200
     deadline = time.monotonic() + 5
-    while not Payment.objects.filter(group=group, status="succeeded").exists() and time.monotonic() < deadline:
+    while (
+        not Payment.objects.filter(group=group, status="succeeded").exists()
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     for _ in range(2):  # topped up: requests keep succeeding
         assert gateway.chat(key, model="fake-pro").status_code == 200
