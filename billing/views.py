@@ -35,22 +35,24 @@ def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResp
         "usage_days": usage_by_day(account=account),
         "cards": PaymentMethod.objects.filter(group=group),
         "pending_payment": pending,
-        "purchase_form": forms.get("purchase_form") or PurchaseForm(),
+        "purchase_form": forms.get("purchase_form") or PurchaseForm(prefix="buy"),
         "top_up_form": forms.get("top_up_form")
         or AutoTopUpForm(
+            prefix="topup",
             initial={
                 "enabled": profile.auto_top_up_enabled,
                 "threshold": f"{profile.auto_top_up_threshold_micros / 1e6:.2f}",
                 "amount": f"{profile.auto_top_up_amount_micros / 1e6:.2f}",
-            }
+            },
         ),
         "alert_form": forms.get("alert_form")
         or LowBalanceForm(
+            prefix="alert",
             initial={
                 "level": f"{profile.low_balance_alert_micros / 1e6:.2f}"
                 if profile.low_balance_alert_micros
                 else ""
-            }
+            },
         ),
         "stripe_js_url": settings.STRIPE_JS_URL,
         "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
@@ -128,7 +130,7 @@ def card_remove(request: GroupRequest, card_id: str) -> HttpResponse:
 @admin_required
 @require_POST
 def buy(request: GroupRequest) -> HttpResponse:
-    form = PurchaseForm(request.POST)
+    form = PurchaseForm(request.POST, prefix="buy")
     if not form.is_valid():
         return _page(request, status=422, purchase_form=form)
     try:
@@ -189,7 +191,7 @@ def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
 @admin_required
 @require_POST
 def auto_top_up(request: GroupRequest) -> HttpResponse:
-    form = AutoTopUpForm(request.POST)
+    form = AutoTopUpForm(request.POST, prefix="topup")
     if form.is_valid():
         try:
             payments.auto_top_up_configure(
@@ -218,7 +220,7 @@ def auto_top_up(request: GroupRequest) -> HttpResponse:
 @admin_required
 @require_POST
 def low_balance(request: GroupRequest) -> HttpResponse:
-    form = LowBalanceForm(request.POST)
+    form = LowBalanceForm(request.POST, prefix="alert")
     if form.is_valid():
         try:
             payments.low_balance_alert_configure(

@@ -323,10 +323,11 @@ def test_low_balance_alert_once_until_recovered(
 def test_members_cannot_buy_or_change_billing(member_client, group, save_card):
     save_card(group)
     base = f"/g/{group.public_id}/billing/"
-    assert member_client.post(base + "credits/", {"amount": "20"}).status_code == 403
+    assert member_client.post(base + "credits/", {"buy-amount": "20"}).status_code == 403
     assert (
         member_client.post(
-            base + "auto-top-up/", {"enabled": "on", "threshold": "5", "amount": "20"}
+            base + "auto-top-up/",
+            {"topup-enabled": "on", "topup-threshold": "5", "topup-amount": "20"},
         ).status_code
         == 403
     )
@@ -338,9 +339,9 @@ def test_members_cannot_buy_or_change_billing(member_client, group, save_card):
 def test_admin_buys_through_the_page(admin_client, group, save_card):
     save_card(group)
     response = admin_client.post(
-        f"/g/{group.public_id}/billing/credits/", {"amount": "20.00"}, follow=True
+        f"/g/{group.public_id}/billing/credits/", {"buy-amount": "20.00"}, follow=True
     )
     assert "$20.00 of credits added" in response.content.decode()
     assert balance(group) == 20_000_000
-    bad = admin_client.post(f"/g/{group.public_id}/billing/credits/", {"amount": "2"})
+    bad = admin_client.post(f"/g/{group.public_id}/billing/credits/", {"buy-amount": "2"})
     assert bad.status_code == 422 and "from $5.00" in bad.content.decode()
