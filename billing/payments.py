@@ -35,6 +35,7 @@ from billing.models import (
 from billing.money import MICROS_PER_CENT, format_usd
 from billing.services import ledger_post
 from groups.models import APIGroup, new_public_id
+from portal import faults
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ def charge(*, payment: Payment) -> Payment:
                 )
             except stripe_api.StripeFailure as exc:
                 return _fail(locked, exc.user_message)
+            faults.pause("after_charge")  # reliability tests kill the worker here
         return payment_intent_apply(intent)
 
 
