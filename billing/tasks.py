@@ -95,3 +95,21 @@ def balance_of(group: APIGroup) -> int:
         CreditAccount.objects.filter(group=group).values_list("balance_micros", flat=True).first()
         or 0
     )
+
+
+@shared_task
+def ledger_reconcile() -> list[int]:
+    """Check balance = sum of entries for every account; log and return the ids that differ."""
+    import logging  # noqa: PLC0415
+
+    from django.db.models import F, Sum  # noqa: PLC0415
+    from django.db.models.functions import Coalesce  # noqa: PLC0415
+
+    broken = list(
+        CreditAccount.objects.annotate(total=Coalesce(Sum("entries__amount_micros"), 0))
+        .exclude(balance_micros=F("total"))
+        .values_list("id", flat=True)
+    )
+    if broken:
+        logging.getLogger(__name__).error("ledger out of balance for accounts %s", broken)
+    return broken

@@ -179,6 +179,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     # Every minute: start automatic top-ups that are due (balance under threshold, or a declined
     # one whose back-off has passed) and send low-balance alerts.
+    # Hourly at :17: prove balance = sum of ledger entries for every account (alerts if not).
+    "billing-ledger-reconcile": {
+        "task": "billing.tasks.ledger_reconcile",
+        "schedule": crontab(minute="17"),
+    },
     "billing-credit-watch": {
         "task": "billing.tasks.credit_watch",
         "schedule": crontab(minute="*"),

@@ -212,3 +212,14 @@ def test_money_display_rounds_half_cents_away_from_zero():
     assert parse_dollars("10.50") == 10_500_000
     assert parse_dollars("$1,000") == 1_000_000_000
     assert parse_dollars("0.000001") == 1
+
+
+def test_reconcile_task_finds_no_drift_and_would_report_it(group):
+    from billing.tasks import ledger_reconcile
+
+    ledger_post(group=group, amount_micros=7_000_000, kind="purchase", reference="pi_r")
+    ledger_post(group=group, amount_micros=-3, kind="usage", reference="usage:r")
+    assert ledger_reconcile() == []
+    # Only a direct write behind the ledger's back could do this; the task must notice it.
+    CreditAccount.objects.filter(group=group).update(balance_micros=1)
+    assert ledger_reconcile() == [CreditAccount.objects.get(group=group).pk]
