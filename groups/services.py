@@ -37,4 +37,7 @@ def api_group_update(
     audit_record(
         group=group, actor=actor, action="group.update", target=group, request=request, data=changes
     )
+    from billing.tasks import sync_customer  # noqa: PLC0415 - keep Stripe's copy in step
+
+    sync_customer.delay_on_commit(group.pk)
     return group

@@ -345,3 +345,34 @@ def test_admin_buys_through_the_page(admin_client, group, save_card):
     assert balance(group) == 20_000_000
     bad = admin_client.post(f"/g/{group.public_id}/billing/credits/", {"buy-amount": "2"})
     assert bad.status_code == 422 and "from $5.00" in bad.content.decode()
+
+
+def test_top_up_needing_authentication_emails_admins_a_link(
+    group, user, save_card, django_capture_on_commit_callbacks
+):
+    save_card(group, NEEDS_AUTH)
+    enable_top_up(group, user)
+    with django_capture_on_commit_callbacks(execute=True):
+        payment = payments.auto_top_up_run(group_id=group.pk)
+    assert payment.status == "requires_action" and balance(group) == 0
+    assert len(mail.outbox) == 1
+    assert "needs your confirmation" in mail.outbox[0].subject
+    assert f"/g/{group.public_id}/billing/?complete={payment.public_id}" in mail.outbox[0].body
+    # While it waits for the Admin, no second top-up is started.
+    assert payments.auto_top_up_run(group_id=group.pk).pk == payment.pk
+    assert len(intents(group)) == 1
+
+
+def test_group_details_are_copied_to_the_stripe_customer(
+    group, user, save_card, django_capture_on_commit_callbacks
+):
+    from groups.services import api_group_update
+
+    save_card(group)
+    with django_capture_on_commit_callbacks(execute=True):
+        api_group_update(group=group, actor=user, name="Renamed Inc", tax_id="DE123456789")
+    customer = stripe.Customer.retrieve(
+        payments.profile_for(group=group).stripe_customer_id, api_key="sk_test_localstripe"
+    )
+    assert customer.name == "Renamed Inc"
+    assert customer.metadata["tax_id"] == "DE123456789"
