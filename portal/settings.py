@@ -184,6 +184,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "billing.tasks.ledger_reconcile",
         "schedule": crontab(minute="17"),
     },
+    # Every minute: recompute the last two hours of usage rollups for the dashboards.
+    "usage-rollup": {
+        "task": "usage.tasks.rollup_usage",
+        "schedule": crontab(minute="*"),
+    },
     "billing-credit-watch": {
         "task": "billing.tasks.credit_watch",
         "schedule": crontab(minute="*"),

@@ -114,6 +114,9 @@ ROUTES: dict[str, Route] = {
     "billing:auto_top_up": Route(("POST",)),
     "billing:low_balance": Route(("POST",)),
     "usage:dashboard": Route(("GET",), member_can=("GET",)),
+    "usage:export": Route(("GET",), member_can=("GET",)),
+    "usage:export_raw": Route(("GET",), member_can=("GET",)),
+    "usage:key": Route(("GET",), member_can=("GET",), objects=_key),
     "audit:log": Route(("GET",)),
 }
 

@@ -107,3 +107,40 @@ class UsageEvent(models.Model):
                 condition=models.Q(cost_micros__gte=0), name="usage_event_cost_ge_0"
             )
         ]
+
+
+class UsageRollup(models.Model):
+    """Usage summed per hour (UTC) × group × key × model; the dashboards read these.
+
+    Kept by `usage.rollups.rollup_hours` (recomputes whole hours from raw events, so re-running
+    it or late events never double count). `period` is "hour" or "day" (UTC days).
+    """
+
+    period = models.CharField(max_length=4)
+    start = models.DateTimeField()
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey("keys.APIKey", on_delete=models.CASCADE, related_name="+")
+    model = models.ForeignKey(AIModel, on_delete=models.CASCADE, related_name="+")
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    citation_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    search_queries = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "group", "start", "api_key", "model"], name="usage_rollup_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["group", "period", "start"], name="usage_rollup_lookup_idx")
+        ]
+
+
+class RollupState(models.Model):
+    """Everything created before `rolled_through` is in the rollups (one row)."""
+
+    rolled_through = models.DateTimeField(null=True)

@@ -1,13 +1,206 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
-from members.permissions import member_required
-from portal.views import coming_soon
+from keys.models import APIKey
+from keys.selectors import api_keys_for_group
+from members.permissions import GroupRequest, member_required
+from usage.models import AIModel, UsageEvent
+from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
+from usage.rollups import METRICS
+from usage.selectors import bucket_label, usage_for
+
+METRIC_CHOICES = {"requests": "Requests", "tokens": "Tokens", "cost_micros": "Spend"}
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _filters(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str, Any]:
+    """Read the filters from the query string; a bad value becomes a message, not an error."""
+    q = request.GET
+    errors: list[str] = []
+    tz = getattr(request.user, "time_zone", "UTC")
+    try:
+        period = resolve_period(
+            preset=q.get("range") or None, start=q.get("start"), end=q.get("end"), tz=tz
+        )
+    except PeriodError as exc:
+        errors.append(str(exc))
+        period = resolve_period(preset=DEFAULT_PRESET, tz=tz)
+    key = fixed_key
+    if key is None and q.get("key"):
+        key = APIKey.objects.filter(group=request.group, public_id=q["key"]).first()
+        if key is None:
+            errors.append("That API key is not in this group; showing all keys.")
+    model = None
+    if q.get("model"):
+        model = AIModel.objects.filter(name=q["model"]).first()
+        if model is None:
+            errors.append(f"There is no model “{q['model']}”; showing all models.")
+    metric = q.get("metric") if q.get("metric") in METRIC_CHOICES else "requests"
+    return {"period": period, "key": key, "model": model, "metric": metric, "errors": errors}
+
+
+def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str, Any]:
+    f = _filters(request, fixed_key)
+    usage = usage_for(
+        group=request.group,
+        period=f["period"],
+        key_id=f["key"].pk if f["key"] else None,
+        model_id=f["model"].pk if f["model"] else None,
+    )
+    return {
+        **f,
+        "usage": usage,
+        "chart": {
+            "labels": usage.labels,
+            "series": {
+                "requests": usage.series["requests"],
+                "tokens": usage.series["tokens"],
+                "cost": [c / 1e6 for c in usage.series["cost_micros"]],
+            },
+            "metric": {"cost_micros": "cost"}.get(f["metric"], f["metric"]),
+        },
+        "presets": PRESETS,
+        "metrics": METRIC_CHOICES,
+        "keys": api_keys_for_group(group=request.group),
+        "models": AIModel.objects.order_by("name").values_list("name", flat=True),
+        "fixed_key": fixed_key,
+        "query": request.GET.urlencode(),
+    }
+
+
+def _render(request: GroupRequest, context: dict[str, Any]) -> HttpResponse:
+    template = (
+        "usage/dashboard.html#usage-body"
+        if getattr(request, "htmx", False)
+        else "usage/dashboard.html"
+    )
+    return render(request, template, context, status=400 if context["errors"] else 200)
 
 
 @member_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
-    return coming_soon(request, title="Usage Metrics", issue="usage")
+def dashboard(request: GroupRequest) -> HttpResponse:
+    """Usage Metrics: totals, trend, breakdowns by model and key; every member may see it."""
+    return _render(request, _usage_context(request))
+
+
+@member_required
+@require_GET
+def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
+    """Spend per API key: one key's usage over time and by model."""
+    key = get_object_or_404(APIKey, group=request.group, public_id=key_id)
+    return _render(request, _usage_context(request, fixed_key=key))
+
+
+@member_required
+@require_GET
+def export(request: GroupRequest) -> HttpResponse:
+    """CSV of the filtered view: one row per bucket × key × model."""
+    context = _usage_context(request)
+    usage, period = context["usage"], context["period"]
+    keys = {k.pk: k for k in context["keys"]}
+    models = dict(AIModel.objects.values_list("pk", "name"))
+    header = ["bucket", "api_key", "key", "model", *METRICS[:-1], "cost_usd"]
+
+    def rows() -> Iterator[list[Any]]:
+        yield header
+        for bucket, key_id, model_id, m in sorted(
+            usage.rows, key=lambda r: (str(r[0]), r[1], r[2])
+        ):
+            key = keys.get(key_id)
+            yield [
+                bucket_label(bucket, period), key.name if key else key_id, key.masked if key else "",
+                models.get(model_id, model_id), *(m[x] for x in METRICS[:-1]), _usd(m["cost_micros"]),
+            ]  # fmt: skip
+
+    return _csv_response(
+        rows(), f"usage-{slugify(request.group.name)}-{period.local_start:%Y%m%d}.csv"
+    )
+
+
+@member_required
+@require_GET
+def export_raw(request: GroupRequest) -> HttpResponse:
+    """Every usage event of the range as CSV, streamed from a server-side cursor."""
+    f = _filters(request)
+    period = f["period"]
+    events = UsageEvent.objects.filter(
+        group=request.group, created_at__gte=period.start, created_at__lt=period.end
+    )
+    if f["key"]:
+        events = events.filter(api_key=f["key"])
+    if f["model"]:
+        events = events.filter(model=f["model"])
+    keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
+    models = dict(AIModel.objects.values_list("pk", "name"))
+    fields = [
+        "request_id",
+        "created_at",
+        "api_key_id",
+        "model_id",
+        "prompt_tokens",
+        "completion_tokens",
+        "citation_tokens",
+        "reasoning_tokens",
+        "search_queries",
+        "search_context_size",
+        "cost_micros",
+        "streamed",
+        "latency_ms",
+    ]
+
+    def rows() -> Iterator[list[Any]]:
+        yield [
+            "request_id",
+            "time",
+            "key",
+            "api_key",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+            "citation_tokens",
+            "reasoning_tokens",
+            "search_queries",
+            "search_context_size",
+            "cost_usd",
+            "streamed",
+            "latency_ms",
+        ]
+        for e in events.order_by("created_at", "id").values_list(*fields).iterator(chunk_size=5000):
+            key = keys.get(e[2])
+            yield [
+                e[0], e[1].astimezone(period.tz).isoformat(), key.name if key else e[2], key.masked if key else "",
+                models.get(e[3], e[3]), e[4], e[5], e[6], e[7], e[8], e[9], _usd(e[10]), e[11], e[12],
+            ]  # fmt: skip
+
+    return _csv_response(
+        rows(), f"usage-events-{slugify(request.group.name)}-{period.local_start:%Y%m%d}.csv"
+    )
+
+
+def _usd(micros: int) -> str:
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def _csv_response(rows: Iterator[list[Any]], filename: str) -> HttpResponse:
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse(
+        (writer.writerow(r) for r in rows), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response  # type: ignore[return-value]
