@@ -144,3 +144,22 @@ class RollupState(models.Model):
     """Everything created before `rolled_through` is in the rollups (one row)."""
 
     rolled_through = models.DateTimeField(null=True)
+
+
+class UsageGroupHour(models.Model):
+    """Usage summed per hour (UTC) × group, for charts in any time zone (few rows per range)."""
+
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
+    start = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    citation_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    search_queries = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["group", "start"], name="usage_group_hour_unique")
+        ]

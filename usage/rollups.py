@@ -50,6 +50,16 @@ ON CONFLICT (period, group_id, start, api_key_id, model_id) DO UPDATE SET {_SET}
 """
 
 
+GROUP_HOURS_SQL = f"""
+INSERT INTO usage_usagegrouphour (group_id, start, {", ".join(METRICS)})
+SELECT group_id, start, {", ".join(f"sum({m})" for m in METRICS)}
+FROM usage_usagerollup
+WHERE period = 'hour' AND start >= %(since)s AND start < %(until)s
+GROUP BY 1, 2
+ON CONFLICT (group_id, start) DO UPDATE SET {_SET}
+"""
+
+
 def floor_hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -66,6 +76,7 @@ def rollup_range(since: datetime, until: datetime) -> None:
     day_to = floor_day(until - timedelta(microseconds=1)) + timedelta(days=1)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(HOURS_SQL, {"since": hour_from, "until": hour_to})
+        cursor.execute(GROUP_HOURS_SQL, {"since": hour_from, "until": hour_to})
         cursor.execute(DAYS_SQL, {"since": day_from, "until": day_to})
 
 

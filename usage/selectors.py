@@ -7,7 +7,6 @@ day), hourly rollups for the other complete hours, and raw events only after
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -63,7 +62,6 @@ class Usage:
     series: dict[str, list[int]]
     by_model: list[Breakdown] = field(default_factory=list)
     by_key: list[Breakdown] = field(default_factory=list)
-    rows: list[tuple[Any, int, int, dict[str, int]]] = field(default_factory=list)
 
 
 def _filters(key_id: int | None, model_id: int | None) -> str:
@@ -75,53 +73,124 @@ def _filters(key_id: int | None, model_id: int | None) -> str:
     return sql
 
 
+@dataclass(frozen=True)
+class Spans:
+    """[start, end) cut into what each table answers exactly."""
+
+    h0: datetime  # hourly rollups [h0, d0)
+    d0: datetime  # daily rollups [d0, d1)
+    d1: datetime  # hourly rollups [d1, cutoff)
+    cutoff: datetime  # raw events [cutoff, end)
+    end: datetime
+
+
+def spans(period: Period) -> Spans:
+    start, end = period.start, period.end
+    through = rolled_through()
+    cutoff = max(start, min(end, floor_hour(through))) if through else start
+    first_midnight = (
+        floor_day(start) if floor_day(start) == start else floor_day(start) + timedelta(days=1)
+    )
+    d0 = min(max(start, first_midnight), cutoff)
+    d1 = max(d0, floor_day(cutoff))
+    return Spans(start, d0, d1, cutoff, end)
+
+
+def _params(group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None) -> dict:
+    return {
+        "group": group.pk, "tz": period.tz.key, "key": key_id, "model": model_id,
+        "h0": s.h0, "d0": s.d0, "d1": s.d1, "cutoff": s.cutoff, "end": s.end,
+    }  # fmt: skip
+
+
+def _breakdown_sql(extra: str, select: str, group_by: str) -> str:
+    cols = ", ".join(METRICS)
+    raw_cols = "1 AS requests, " + ", ".join(METRICS[1:])
+    sums = ", ".join(f"sum({m})" for m in METRICS)
+    return f"""
+        SELECT {select}, {sums} FROM (
+            SELECT start, api_key_id, model_id, {cols} FROM usage_usagerollup
+             WHERE group_id = %(group)s AND period = 'hour'
+               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){extra}
+            UNION ALL
+            SELECT start, api_key_id, model_id, {cols} FROM usage_usagerollup
+             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{extra}
+            UNION ALL
+            SELECT created_at, api_key_id, model_id, {raw_cols} FROM usage_usageevent
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
+        ) AS x GROUP BY {group_by}
+    """
+
+
 def usage_rows(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None
 ) -> list:
-    """Return (bucket, key id, model id, metrics…) rows for the period, in one query."""
-    start, end = period.start, period.end
-    through = rolled_through()
-    cutoff = min(end, floor_hour(through)) if through else start
-    cutoff = max(cutoff, start)
-    by_day = period.granularity == "day"
-    use_days = by_day and period.tz.key == "UTC"
-    days_to = max(start, min(cutoff, floor_day(cutoff))) if use_days else start
-    tz = period.tz.key
-    if by_day:
-        hour_bucket = "(start AT TIME ZONE %(tz)s)::date"
-        raw_bucket = "(created_at AT TIME ZONE %(tz)s)::date"
-        day_bucket = "(start AT TIME ZONE 'UTC')::date"
-    else:
-        hour_bucket, raw_bucket, day_bucket = "start", "date_trunc('hour', created_at)", "start"
-    extra = _filters(key_id, model_id)
-    sums = ", ".join(f"sum({m})" for m in METRICS)
-    cols = ", ".join(METRICS)
-    raw_cols = "1, " + ", ".join(METRICS[1:])
-    sql = f"""
-        SELECT b, api_key_id, model_id, {sums} FROM (
-            SELECT {day_bucket} AS b, api_key_id, model_id, {cols} FROM usage_usagerollup
-             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{extra}
-            UNION ALL
-            SELECT {hour_bucket}, api_key_id, model_id, {cols} FROM usage_usagerollup
-             WHERE group_id = %(group)s AND period = 'hour' AND start >= %(h0)s AND start < %(h1)s{extra}
-            UNION ALL
-            SELECT {raw_bucket}, api_key_id, model_id, {raw_cols} FROM usage_usageevent
-             WHERE group_id = %(group)s AND created_at >= %(r0)s AND created_at < %(r1)s{extra}
-        ) AS x GROUP BY 1, 2, 3
+    """(bucket, key id, model id, metrics…) rows for CSV export; buckets on the viewer's clock.
+
+    Daily rollups are UTC days, so for exports by day in another zone the hourly rollups are read.
     """
-    params = {
-        "group": group.pk, "tz": tz, "key": key_id, "model": model_id,
-        "d0": start, "d1": days_to, "h0": days_to, "h1": cutoff, "r0": cutoff, "r1": end,
-    }  # fmt: skip
+    s = spans(period)
+    if period.granularity == "day" and period.tz.key != "UTC":
+        s = Spans(s.h0, s.cutoff, s.cutoff, s.cutoff, s.end)  # hourly rollups only
+    bucket = (
+        "(start AT TIME ZONE %(tz)s)::date"
+        if period.granularity == "day"
+        else "date_trunc('hour', start)"
+    )
+    sql = _breakdown_sql(
+        _filters(key_id, model_id), f"{bucket} AS b, api_key_id, model_id", "1, 2, 3"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _params(group, period, s, key_id, model_id))
+        return cursor.fetchall()
+
+
+def _totals_by_key_and_model(
+    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None
+) -> list:
+    sql = _breakdown_sql(
+        _filters(key_id, model_id),
+        "GROUPING(api_key_id) AS by_model, api_key_id, model_id",
+        "GROUPING SETS ((api_key_id), (model_id))",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _params(group, period, s, key_id, model_id))
+        return cursor.fetchall()
+
+
+def _series(group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None) -> list:
+    bucket = "(start AT TIME ZONE %(tz)s)::date" if period.granularity == "day" else "start"
+    raw_bucket = (
+        "(created_at AT TIME ZONE %(tz)s)::date"
+        if period.granularity == "day"
+        else "date_trunc('hour', created_at)"
+    )
+    extra = _filters(key_id, model_id)
+    tokens = "prompt_tokens + completion_tokens + citation_tokens + reasoning_tokens"
+    if extra:  # a key or model filter needs the detailed hourly rollups
+        rolled = f"""SELECT {bucket} AS b, requests, {tokens} AS tokens, cost_micros FROM usage_usagerollup
+                     WHERE group_id = %(group)s AND period = 'hour' AND start >= %(h0)s AND start < %(cutoff)s{extra}"""
+    else:
+        rolled = f"""SELECT {bucket} AS b, requests, {tokens} AS tokens, cost_micros FROM usage_usagegrouphour
+                     WHERE group_id = %(group)s AND start >= %(h0)s AND start < %(cutoff)s"""
+    sql = f"""
+        SELECT b, sum(requests), sum(tokens), sum(cost_micros) FROM (
+            {rolled}
+            UNION ALL
+            SELECT {raw_bucket}, 1, {tokens}, cost_micros FROM usage_usageevent
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
+        ) AS x GROUP BY 1
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _params(group, period, s, key_id, model_id))
         return cursor.fetchall()
 
 
 def usage_for(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None
 ) -> Usage:
-    rows = usage_rows(group=group, period=period, key_id=key_id, model_id=model_id)
+    """Totals, chart series and breakdowns for the dashboard, in two small queries."""
+    s = spans(period)
     buckets = period.buckets()
     if period.granularity == "day":
         index: dict[Any, int] = {
@@ -130,29 +199,24 @@ def usage_for(
     else:
         index = {b.start: i for i, b in enumerate(buckets)}
     series = {m: [0] * len(buckets) for m in ("requests", "tokens", "cost_micros")}
+    for bucket, requests, tokens, cost in _series(group, period, s, key_id, model_id):
+        i = index.get(bucket)
+        if i is not None:
+            series["requests"][i] += int(requests)
+            series["tokens"][i] += int(tokens or 0)
+            series["cost_micros"][i] += int(cost or 0)
     totals = Totals()
-    per_model: dict[int, Totals] = defaultdict(Totals)
-    per_key: dict[int, Totals] = defaultdict(Totals)
-    parsed = []
-    for bucket, key, model, *values in rows:
-        metrics = dict(zip(METRICS, (int(v or 0) for v in values), strict=True))
-        parsed.append((bucket, key, model, metrics))
-        totals.add(metrics)
-        per_model[model].add(metrics)
-        per_key[key].add(metrics)
-        i = index.get(
-            bucket
-            if not isinstance(bucket, datetime) or period.granularity == "hour"
-            else bucket.date()
-        )
-        if i is None:
-            continue
-        series["requests"][i] += metrics["requests"]
-        series["tokens"][i] += sum(
-            metrics[m]
-            for m in ("prompt_tokens", "completion_tokens", "citation_tokens", "reasoning_tokens")
-        )
-        series["cost_micros"][i] += metrics["cost_micros"]
+    per_model: dict[int, Totals] = {}
+    per_key: dict[int, Totals] = {}
+    for by_model, key, model, *values in _totals_by_key_and_model(
+        group, period, s, key_id, model_id
+    ):
+        t = Totals(*(int(v or 0) for v in values))
+        if by_model:
+            per_model[model] = t
+            totals.add(vars(t))
+        else:
+            per_key[key] = t
     models = {m.pk: m for m in AIModel.objects.filter(pk__in=per_model)}
     keys = {k.pk: k for k in APIKey.objects.filter(group=group, pk__in=per_key)}
     by_model = sorted(
@@ -172,13 +236,10 @@ def usage_for(
         ),
         key=lambda b: (-b.totals.cost_micros, b.label),
     )
-    return Usage(period, totals, [b.label for b in buckets], series, by_model, by_key, parsed)
+    return Usage(period, totals, [b.label for b in buckets], series, by_model, by_key)
 
 
 def bucket_label(bucket: Any, period: Period) -> str:
     if isinstance(bucket, date) and not isinstance(bucket, datetime):
         return bucket.isoformat()
     return bucket.astimezone(period.tz).isoformat(timespec="minutes")
-
-
-__all__ = ["ZERO", "Usage", "bucket_label", "timedelta", "usage_for", "usage_rows"]

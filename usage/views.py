@@ -15,7 +15,7 @@ from members.permissions import GroupRequest, member_required
 from usage.models import AIModel, UsageEvent
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
 from usage.rollups import METRICS
-from usage.selectors import bucket_label, usage_for
+from usage.selectors import bucket_label, usage_for, usage_rows
 
 METRIC_CHOICES = {"requests": "Requests", "tokens": "Tokens", "cost_micros": "Spend"}
 
@@ -108,17 +108,24 @@ def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
 @require_GET
 def export(request: GroupRequest) -> HttpResponse:
     """CSV of the filtered view: one row per bucket × key × model."""
-    context = _usage_context(request)
-    usage, period = context["usage"], context["period"]
-    keys = {k.pk: k for k in context["keys"]}
+    f = _filters(request)
+    period = f["period"]
+    data = usage_rows(
+        group=request.group,
+        period=period,
+        key_id=f["key"].pk if f["key"] else None,
+        model_id=f["model"].pk if f["model"] else None,
+    )
+    keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = dict(AIModel.objects.values_list("pk", "name"))
     header = ["bucket", "api_key", "key", "model", *METRICS[:-1], "cost_usd"]
 
     def rows() -> Iterator[list[Any]]:
         yield header
-        for bucket, key_id, model_id, m in sorted(
-            usage.rows, key=lambda r: (str(r[0]), r[1], r[2])
+        for bucket, key_id, model_id, *values in sorted(
+            data, key=lambda r: (str(r[0]), r[1], r[2])
         ):
+            m = dict(zip(METRICS, (int(v or 0) for v in values), strict=True))
             key = keys.get(key_id)
             yield [
                 bucket_label(bucket, period), key.name if key else key_id, key.masked if key else "",

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing.services import ledger_post
+from groups.models import APIGroup
+from keys.models import APIKey
+from keys.services import api_key_create
+from usage.models import AIModel
+from usage.rollups import rollup_range
+
+COLUMNS = (
+    "request_id, group_id, api_key_id, model_id, prompt_tokens, completion_tokens, citation_tokens, "
+    "reasoning_tokens, search_queries, search_context_size, input_cost_micros, output_cost_micros, "
+    "citation_cost_micros, reasoning_cost_micros, search_cost_micros, request_cost_micros, cost_micros, "
+    "streamed, latency_ms, created_at"
+)
+SIZES = ("low", "medium", "high")
+
+
+def _cost(units: int, price: int, block: int) -> int:
+    return (2 * units * price + block) // (2 * block)
+
+
+class Command(BaseCommand):
+    help = "Fill a group with realistic usage events quickly (COPY), then roll them up."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--group", required=True, help="the group's public id")
+        parser.add_argument("--events", type=int, default=100_000)
+        parser.add_argument("--days", type=int, default=30)
+        parser.add_argument(
+            "--keys", type=int, default=8, help="create keys until the group has this many"
+        )
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--no-ledger", action="store_true", help="don't book the usage to the ledger"
+        )
+
+    def handle(self, *args, **o):  # type: ignore[no-untyped-def]
+        group = APIGroup.objects.filter(public_id=o["group"]).first()
+        if group is None:
+            raise CommandError(f"No API group with id {o['group']!r}.")
+        if o["events"] < 1 or o["days"] < 1:
+            raise CommandError("--events and --days must be at least 1.")
+        while APIKey.objects.filter(group=group).count() < o["keys"]:
+            api_key_create(
+                group=group, name=f"Seeded key {APIKey.objects.filter(group=group).count() + 1}"
+            )
+        keys = list(APIKey.objects.filter(group=group).values_list("pk", flat=True))
+        models = list(AIModel.objects.filter(enabled=True))
+        if not models:
+            raise CommandError("The model catalogue is empty: run sync_models first.")
+        rng = random.Random(o["seed"])
+        end = timezone.now()
+        start = end - timedelta(days=o["days"])
+        span = (end - start).total_seconds()
+        batch = uuid.uuid4().hex[:12]
+        total_cost = 0
+        started = time.monotonic()
+        step = max(1, o["events"] // 20)
+        self.stdout.write(
+            f"Seeding {o['events']:,} events over {o['days']} days into {group.name}…"
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            raw = cursor.connection  # psycopg connection
+            with raw.cursor().copy(f"COPY usage_usageevent ({COLUMNS}) FROM STDIN") as copy:
+                for n in range(o["events"]):
+                    m = models[n % len(models)] if rng.random() < 0.3 else rng.choice(models)
+                    prompt = rng.randint(5, 2_000)
+                    completion = rng.randint(20, 1_500)
+                    deep = m.citation_per_m or m.reasoning_per_m
+                    citation = rng.randint(0, 3_000) if deep else 0
+                    reasoning = rng.randint(0, 6_000) if deep else 0
+                    searches = rng.randint(1, 5) if deep else 0
+                    size = SIZES[rng.randint(0, 2)]
+                    costs = (
+                        _cost(prompt, m.input_per_m, 1_000_000),
+                        _cost(completion, m.output_per_m, 1_000_000),
+                        _cost(citation, m.citation_per_m, 1_000_000),
+                        _cost(reasoning, m.reasoning_per_m, 1_000_000),
+                        _cost(searches, m.search_per_k, 1_000),
+                        _cost(1, getattr(m, f"request_{size}_per_k"), 1_000),
+                    )
+                    total = sum(costs)
+                    total_cost += total
+                    at = start + timedelta(seconds=rng.random() * span)
+                    copy.write_row((
+                        f"seed-{batch}-{n}", group.pk, rng.choice(keys), m.pk, prompt, completion, citation,
+                        reasoning, searches, size, *costs, total, False, rng.randint(80, 4_000), at,
+                    ))  # fmt: skip
+                    if (n + 1) % step == 0:
+                        pct = 100 * (n + 1) // o["events"]
+                        self.stdout.write(
+                            f"  {pct:3d}%  {n + 1:,} events  {time.monotonic() - started:.0f}s"
+                        )
+        if total_cost and not o["no_ledger"]:
+            ledger_post(
+                group=group, amount_micros=-total_cost, kind="usage", reference=f"usage:seed-{batch}",
+                description=f"Seeded usage ({o['events']:,} requests)",
+            )  # fmt: skip
+        self.stdout.write("Rolling up…")
+        t = time.monotonic()
+        rollup_range(start, end + timedelta(seconds=1))
+        self.stdout.write(
+            f"Done: {o['events']:,} events, {total_cost / 1e6:,.2f} USD, "
+            f"{time.monotonic() - started:.0f}s (rollup {time.monotonic() - t:.0f}s)."
+        )
