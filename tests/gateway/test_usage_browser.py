@@ -39,9 +39,13 @@ def test_gateway_calls_appear_on_the_usage_page(gateway, new_page, output_dir, p
     assert "Laptop" not in table.inner_text()
 
     other = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=laptop.secret, max_retries=0)
-    other.chat.completions.create(model="sonar-pro", messages=[{"role": "user", "content": "hello"}])
+    other.chat.completions.create(
+        model="sonar-pro", messages=[{"role": "user", "content": "hello"}]
+    )
     page.get_by_label("Chart").select_option("cost_micros")  # htmx swaps the body in place
-    page.wait_for_function("document.querySelector('[data-testid=total-requests]').textContent.trim() === '4'")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=total-requests]').textContent.trim() === '4'"
+    )
     assert "metric=cost_micros" in page.url
     table = page.get_by_test_id("by-key")
     assert "Laptop" in table.inner_text() and laptop.key.masked in table.inner_text()
