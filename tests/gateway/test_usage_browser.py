@@ -51,3 +51,8 @@ def test_gateway_calls_appear_on_the_usage_page(gateway, new_page, output_dir, p
     assert "Laptop" in table.inner_text() and laptop.key.masked in table.inner_text()
     assert "sonar-pro" in page.get_by_test_id("by-model").inner_text()
     page.screenshot(path=output_dir / "usage.png", full_page=True)
+    # The CSV export streams under ASGI too (an async iterator, not a buffered list).
+    export = page.request.get(f"{gateway.url}/g/{group.public_id}/usage/events.csv?range=24h")
+    assert export.status == 200 and export.headers["content-type"].startswith("text/csv")
+    lines = export.text().strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("request_id,time,key")
