@@ -109,7 +109,22 @@ class UsageEvent(models.Model):
         ]
 
 
-class UsageRollup(models.Model):
+class UsageSums(models.Model):
+    """The summed metrics every rollup table carries."""
+
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    citation_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    search_queries = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageRollup(UsageSums):
     """Usage summed per hour (UTC) × group × key × model; the dashboards read these.
 
     Kept by `usage.rollups.rollup_hours` (recomputes whole hours from raw events, so re-running
@@ -121,13 +136,6 @@ class UsageRollup(models.Model):
     group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
     api_key = models.ForeignKey("keys.APIKey", on_delete=models.CASCADE, related_name="+")
     model = models.ForeignKey(AIModel, on_delete=models.CASCADE, related_name="+")
-    requests = models.BigIntegerField(default=0)
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    citation_tokens = models.BigIntegerField(default=0)
-    reasoning_tokens = models.BigIntegerField(default=0)
-    search_queries = models.BigIntegerField(default=0)
-    cost_micros = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -146,18 +154,11 @@ class RollupState(models.Model):
     rolled_through = models.DateTimeField(null=True)
 
 
-class UsageGroupHour(models.Model):
+class UsageGroupHour(UsageSums):
     """Usage summed per hour (UTC) × group, for charts in any time zone (few rows per range)."""
 
     group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
     start = models.DateTimeField()
-    requests = models.BigIntegerField(default=0)
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    citation_tokens = models.BigIntegerField(default=0)
-    reasoning_tokens = models.BigIntegerField(default=0)
-    search_queries = models.BigIntegerField(default=0)
-    cost_micros = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
