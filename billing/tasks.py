@@ -90,13 +90,6 @@ def sync_customer(group_id: int) -> None:
     customer_sync(group=APIGroup.objects.get(pk=group_id))
 
 
-def balance_of(group: APIGroup) -> int:
-    return (
-        CreditAccount.objects.filter(group=group).values_list("balance_micros", flat=True).first()
-        or 0
-    )
-
-
 @shared_task
 def ledger_reconcile() -> list[int]:
     """Check balance = sum of entries for every account; log and return the ids that differ."""

@@ -16,6 +16,13 @@ from billing.stripe_api import StripeFailure
 from members.permissions import GroupRequest, admin_required, member_required
 
 
+def _stripe_js() -> dict[str, str]:
+    return {
+        "stripe_js_url": settings.STRIPE_JS_URL,
+        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+    }
+
+
 def _to_billing(request: GroupRequest) -> HttpResponse:
     return redirect("billing:overview", group_id=request.group.public_id)
 
@@ -54,8 +61,7 @@ def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResp
                 else ""
             },
         ),
-        "stripe_js_url": settings.STRIPE_JS_URL,
-        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+        **_stripe_js(),
     }
     return render(request, "billing/overview.html", context, status=status)
 
@@ -81,8 +87,7 @@ def card_new(request: GroupRequest) -> HttpResponse:
         "billing/card_new.html",
         {
             "client_secret": client_secret,
-            "stripe_js_url": settings.STRIPE_JS_URL,
-            "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+            **_stripe_js(),
         },
     )
 
@@ -182,8 +187,7 @@ def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
         {
             "payment": payment,
             "client_secret": intent.get("client_secret"),
-            "stripe_js_url": settings.STRIPE_JS_URL,
-            "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+            **_stripe_js(),
         },
     )
 

@@ -8,6 +8,7 @@ gateway/store.py for the data access and the exactly-once argument.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -299,25 +300,32 @@ class GatewayApp:
         await respond(send, 200, orjson.dumps(data), headers)
         return 200
 
-    async def fetch(self, model: ModelInfo, payload: dict[str, Any], request_id: str) -> bytes:
+    @contextlib.asynccontextmanager
+    async def upstream(
+        self, model: ModelInfo, payload: dict[str, Any], request_id: str, *, stream: bool
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST to the model server; its failures (also mid-stream) become 502/504 errors."""
         try:
             async with self.session().post(
                 f"{model.base_url}/chat/completions",
-                data=self.upstream_request(model, payload, stream=False),
+                data=self.upstream_request(model, payload, stream=stream),
                 headers=self.upstream_headers(model, request_id),
             ) as resp:
-                raw = await resp.read()
                 if resp.status >= 500:
                     raise upstream_error(f"The model server answered {resp.status}.")
                 if resp.status >= 400:
-                    raise passthrough_error(resp.status, raw)
-                return raw
+                    raise passthrough_error(resp.status, await resp.read())
+                yield resp
         except TimeoutError:
             raise upstream_timeout() from None
         except aiohttp.ClientError as exc:
             raise upstream_error(
                 f"The model server could not be reached ({type(exc).__name__})."
             ) from None
+
+    async def fetch(self, model: ModelInfo, payload: dict[str, Any], request_id: str) -> bytes:
+        async with self.upstream(model, payload, request_id, stream=False) as resp:
+            return await resp.read()
 
     async def stream(
         self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
@@ -387,31 +395,16 @@ class GatewayApp:
             for event in simulator.stream(model.name, payload):
                 yield event
             return
-        try:
-            async with self.session().post(
-                f"{model.base_url}/chat/completions",
-                data=self.upstream_request(model, payload, stream=True),
-                headers=self.upstream_headers(model, request_id),
-            ) as resp:
-                if resp.status >= 500:
-                    raise upstream_error(f"The model server answered {resp.status}.")
-                if resp.status >= 400:
-                    raise passthrough_error(resp.status, await resp.read())
-                buffer = b""
-                async for data in resp.content.iter_any():
-                    buffer += data
-                    while b"\n\n" in buffer:
-                        event, buffer = buffer.split(b"\n\n", 1)
-                        if event.strip():
-                            yield event.strip(b"\r\n") + b"\n\n"
-                if buffer.strip():
-                    yield buffer.strip(b"\r\n") + b"\n\n"
-        except TimeoutError:
-            raise upstream_timeout() from None
-        except aiohttp.ClientError as exc:
-            raise upstream_error(
-                f"The model server could not be reached ({type(exc).__name__})."
-            ) from None
+        async with self.upstream(model, payload, request_id, stream=True) as resp:
+            buffer = b""
+            async for data in resp.content.iter_any():
+                buffer += data
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    if event.strip():
+                        yield event.strip(b"\r\n") + b"\n\n"
+            if buffer.strip():
+                yield buffer.strip(b"\r\n") + b"\n\n"
 
     # --- metering -----------------------------------------------------------------------------
 

@@ -18,8 +18,6 @@ from usage.models import AIModel
 from usage.periods import Period
 from usage.rollups import METRICS, floor_day, floor_hour, rolled_through
 
-ZERO = dict.fromkeys(METRICS, 0)
-
 
 @dataclass
 class Totals:

@@ -178,15 +178,9 @@ def export_raw(request: GroupRequest) -> HttpResponse:
             "key",
             "api_key",
             "model",
-            "prompt_tokens",
-            "completion_tokens",
-            "citation_tokens",
-            "reasoning_tokens",
-            "search_queries",
-            "search_context_size",
+            *fields[4:10],
             "cost_usd",
-            "streamed",
-            "latency_ms",
+            *fields[11:],
         ]
         for e in events.order_by("created_at", "id").values_list(*fields).iterator(chunk_size=5000):
             key = keys.get(e[2])
