@@ -191,3 +191,136 @@ class StripeEvent(models.Model):
     event_id = models.CharField(max_length=64, unique=True)
     type = models.CharField(max_length=64)
     received_at = models.DateTimeField(auto_now_add=True)
+
+
+# --- Invoices ------------------------------------------------------------------------------
+
+
+class InvoiceKind(models.TextChoices):
+    INVOICE = "invoice", "Invoice"
+    CREDIT_NOTE = "credit_note", "Credit note"
+
+
+class InvoiceStatus(models.TextChoices):
+    # Usage is prepaid: an invoice is settled from credits the moment it is issued.
+    PAID = "paid", "Paid from credits"
+    ISSUED = "issued", "Issued"  # credit notes
+
+
+class InvoiceSequence(models.Model):
+    """The last number used per document prefix and year (gap-free: taken inside the
+    transaction that inserts the document, so a rollback gives the number back)."""
+
+    prefix = models.CharField(max_length=8)
+    year = models.PositiveSmallIntegerField()
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prefix", "year"], name="billing_invoice_seq_unique")
+        ]
+
+
+class Invoice(models.Model):
+    """A finalized invoice (or credit note). Immutable once written: a database trigger refuses
+    changes to everything but the Stripe mirror fields, and refuses deletes."""
+
+    public_id = models.CharField(max_length=24, unique=True)
+    number = models.CharField(max_length=32, unique=True)
+    kind = models.CharField(max_length=12, choices=InvoiceKind.choices)
+    status = models.CharField(max_length=8, choices=InvoiceStatus.choices)
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.PROTECT, related_name="invoices")
+    period_key = models.CharField(max_length=10, help_text='e.g. "2026-10" or "2026-W43"')
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    issued_at = models.DateTimeField()
+    currency = models.CharField(max_length=3, default="usd")
+    # The customer and the issuer as they were when the invoice was finalized.
+    bill_to_name = models.CharField(max_length=100)
+    bill_to_address = models.TextField(blank=True)
+    bill_to_tax_id = models.CharField(max_length=32, blank=True)
+    issuer_name = models.CharField(max_length=200)
+    issuer_address = models.TextField(blank=True)
+    issuer_tax_id = models.CharField(max_length=64, blank=True)
+    # Amounts. `total_cents` is the sum of the displayed (cent) usage lines; `usage_micros` the
+    # exact sum of the same lines, equal to the ledger's usage debits they cover.
+    usage_micros = models.BigIntegerField(default=0)
+    total_cents = models.BigIntegerField(default=0)
+    opening_balance_micros = models.BigIntegerField(default=0)
+    purchases_micros = models.BigIntegerField(default=0)
+    refunds_micros = models.BigIntegerField(default=0)
+    other_credits_micros = models.BigIntegerField(default=0)
+    closing_balance_micros = models.BigIntegerField(default=0)
+    # Credit notes: the invoice they correct and why.
+    corrects = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="credit_notes"
+    )
+    reason = models.CharField(max_length=255, blank=True)
+    # Stripe's copy (the only fields that may change after finalization).
+    stripe_invoice_id = models.CharField(max_length=64, blank=True)
+    stripe_hosted_url = models.URLField(max_length=500, blank=True)
+    stripe_error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-period_start", "-issued_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "period_key"],
+                condition=models.Q(kind="invoice"),
+                name="billing_one_invoice_per_period",
+            )
+        ]
+        indexes = [models.Index(fields=["group", "-issued_at"], name="billing_invoice_group_idx")]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class LineSection(models.TextChoices):
+    USAGE = "usage", "Usage"
+    LATE_USAGE = "late_usage", "Usage from an earlier period"
+    CREDIT = "credit", "Credit"  # credit-note lines (negative)
+    PURCHASE = "purchase", "Credit purchase"  # informational: not part of the total
+    REFUND = "refund", "Refund"
+    OTHER = "other", "Promotional credit or adjustment"
+
+
+# Sections whose lines make up the invoice total.
+BILLED_SECTIONS = (LineSection.USAGE, LineSection.LATE_USAGE, LineSection.CREDIT)
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    position = models.PositiveIntegerField()
+    section = models.CharField(max_length=12, choices=LineSection.choices)
+    label = models.CharField(max_length=200, help_text='e.g. "sonar-pro (743S)"')
+    model_name = models.CharField(max_length=100, blank=True)
+    key_name = models.CharField(max_length=100, blank=True)
+    key_last_four = models.CharField(max_length=4, blank=True)
+    api_key = models.ForeignKey(
+        "keys.APIKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The period whose usage this line bills (differs from the invoice's for late usage).
+    service_period_key = models.CharField(max_length=10, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)  # purchases, refunds
+    reference = models.CharField(max_length=200, blank=True)
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    citation_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    search_queries = models.BigIntegerField(default=0)
+    amount_micros = models.BigIntegerField()
+    amount_cents = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["invoice", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice", "position"], name="billing_invoice_line_position"
+            )
+        ]
+
+    @property
+    def billed(self) -> bool:
+        return self.section in BILLED_SECTIONS

@@ -41,8 +41,12 @@ def ledger_post(
     reference: str,
     description: str = "",
     actor: Any | None = None,
+    created_at: Any | None = None,
 ) -> PostResult:
     """Post one entry to the group's ledger, once per reference.
+
+    `created_at` backdates the entry (only for booking usage imported with its own timestamps,
+    so that a period's usage debits match its usage events); normally it is now.
 
     Runs in its own transaction (or a savepoint inside the caller's), so a replay that hits the
     unique reference leaves the caller's transaction usable.
@@ -69,6 +73,7 @@ def ledger_post(
                 reference=reference,
                 description=description[:255],
                 created_by=actor if getattr(actor, "pk", None) else None,
+                **({"created_at": created_at} if created_at is not None else {}),
             )
     except IntegrityError as exc:
         existing = LedgerEntry.objects.filter(reference=reference).first()

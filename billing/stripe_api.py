@@ -144,3 +144,65 @@ def webhook_event(payload: bytes, signature: str) -> dict:
     except (stripe.SignatureVerificationError, ValueError) as exc:
         raise ValueError(str(exc)) from exc
     return event.to_dict() if hasattr(event, "to_dict") else dict(event)
+
+
+# --- Invoices (Stripe's hosted copy of our invoices; not available on localstripe) ---------
+
+
+def invoice_create(
+    *, customer_id: str, idempotency_key: str, metadata: dict[str, str], description: str
+) -> dict:
+    """A draft invoice that takes only the items we attach to it, paid from credits."""
+    return _call(
+        stripe.Invoice.create,
+        customer=customer_id,
+        collection_method="send_invoice",
+        days_until_due=0,
+        auto_advance=False,
+        pending_invoice_items_behavior="exclude",
+        currency="usd",
+        description=description,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+    )
+
+
+def invoice_item_create(
+    *,
+    customer_id: str,
+    invoice_id: str,
+    amount_cents: int,
+    description: str,
+    idempotency_key: str,
+    metadata: dict[str, str],
+) -> dict:
+    return _call(
+        stripe.InvoiceItem.create,
+        customer=customer_id,
+        invoice=invoice_id,
+        amount=amount_cents,
+        currency="usd",
+        description=description,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+    )
+
+
+def invoice_retrieve(invoice_id: str) -> dict:
+    return _call(stripe.Invoice.retrieve, invoice_id)
+
+
+def invoice_finalize(invoice_id: str, *, idempotency_key: str) -> dict:
+    return _call(
+        stripe.Invoice.finalize_invoice,
+        invoice_id,
+        auto_advance=False,
+        idempotency_key=idempotency_key,
+    )
+
+
+def invoice_pay_out_of_band(invoice_id: str, *, idempotency_key: str) -> dict:
+    """Mark the invoice paid: the customer paid with prepaid credits, not through Stripe."""
+    return _call(
+        stripe.Invoice.pay, invoice_id, paid_out_of_band=True, idempotency_key=idempotency_key
+    )

@@ -106,3 +106,33 @@ def ledger_reconcile() -> list[int]:
     if broken:
         logging.getLogger(__name__).error("ledger out of balance for accounts %s", broken)
     return broken
+
+
+@shared_task
+def generate_invoices_due(period_key: str | None = None) -> int:
+    """Fan out one invoice task per group for the period that just closed (beat, 00:10 UTC)."""
+    from billing.invoices import period_from_key, period_just_closed  # noqa: PLC0415
+
+    period = period_from_key(period_key) if period_key else period_just_closed()
+    ids = list(APIGroup.objects.order_by("pk").values_list("pk", flat=True))
+    for group_id in ids:
+        generate_invoice.delay(group_id, period.key)
+    return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def generate_invoice(group_id: int, period_key: str) -> str | None:
+    """Issue one group's invoice for a period; a redelivered or repeated task changes nothing."""
+    from billing.invoices import invoice_generate, period_from_key  # noqa: PLC0415
+
+    group = APIGroup.objects.get(pk=group_id)
+    result = invoice_generate(group=group, period=period_from_key(period_key))
+    return result.invoice.number if result.invoice else None
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
+def invoice_mirror_to_stripe(invoice_id: int) -> str:
+    from billing.invoice_stripe import invoice_mirror  # noqa: PLC0415
+    from billing.models import Invoice  # noqa: PLC0415
+
+    return invoice_mirror(Invoice.objects.get(pk=invoice_id))

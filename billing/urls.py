@@ -14,3 +14,10 @@ urlpatterns = [
     path("auto-top-up/", views.auto_top_up, name="auto_top_up"),
     path("low-balance-alert/", views.low_balance, name="low_balance"),
 ]
+urlpatterns += [
+    path("invoices/", views.invoices, name="invoices"),
+    path("invoices/<str:invoice_id>/", views.invoice, name="invoice"),
+    path("invoices/<str:invoice_id>/pdf/", views.invoice_pdf, name="invoice_pdf"),
+    path("receipts/<str:payment_id>/", views.receipt, name="receipt"),
+    path("receipts/<str:payment_id>/pdf/", views.receipt_pdf, name="receipt_pdf"),
+]

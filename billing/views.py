@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -7,9 +9,10 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing import payments
+from billing import payments, pdf
+from billing.invoices import group_address, issuer_details, period_from_key
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
-from billing.models import Payment, PaymentMethod, PaymentStatus
+from billing.models import Invoice, Payment, PaymentMethod, PaymentStatus
 from billing.money import format_usd
 from billing.selectors import credit_account_get, ledger_transactions, tier_info, usage_by_day
 from billing.stripe_api import StripeFailure
@@ -239,3 +242,94 @@ def low_balance(request: GroupRequest) -> HttpResponse:
             messages.success(request, "Low-balance alert saved.")
             return _to_billing(request)
     return _page(request, status=422, alert_form=form)
+
+
+# --- Invoice history -----------------------------------------------------------------------
+
+
+def _pdf_response(data: bytes, filename: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@member_required
+@require_GET
+def invoices(request: GroupRequest) -> HttpResponse:
+    """Invoice history: invoices and credit notes, and receipts of credit purchases."""
+    tab = "receipts" if request.GET.get("tab") == "receipts" else "invoices"
+    if tab == "receipts":
+        rows: Any = Payment.objects.filter(group=request.group, status=PaymentStatus.SUCCEEDED)
+    else:
+        rows = Invoice.objects.filter(group=request.group).select_related("corrects")
+    page = Paginator(rows, 24).get_page(request.GET.get("page"))
+    return render(request, "billing/invoices.html", {"tab": tab, "page": page})
+
+
+@member_required
+@require_GET
+def invoice(request: GroupRequest, invoice_id: str) -> HttpResponse:
+    doc = get_object_or_404(
+        Invoice.objects.select_related("corrects"), group=request.group, public_id=invoice_id
+    )
+    lines = list(doc.lines.all())
+    return render(
+        request,
+        "billing/invoice.html",
+        {
+            "invoice": doc,
+            "period": period_from_key(doc.period_key),
+            "billed": [ln for ln in lines if ln.billed],
+            "credits": [ln for ln in lines if not ln.billed],
+            "credit_notes": doc.credit_notes.all(),
+        },
+    )
+
+
+@member_required
+@require_GET
+def invoice_pdf(request: GroupRequest, invoice_id: str) -> HttpResponse:
+    doc = get_object_or_404(Invoice, group=request.group, public_id=invoice_id)
+    return _pdf_response(pdf.invoice_pdf(doc), f"{doc.number}.pdf")
+
+
+def _receipt_payment(request: GroupRequest, payment_id: str) -> Payment:
+    return get_object_or_404(
+        Payment.objects.select_related("group"),
+        group=request.group,
+        public_id=payment_id,
+        status=PaymentStatus.SUCCEEDED,
+    )
+
+
+def _issuer() -> tuple[str, str, str]:
+    fields = issuer_details()
+    return fields["issuer_name"], fields["issuer_address"], fields["issuer_tax_id"]
+
+
+@member_required
+@require_GET
+def receipt(request: GroupRequest, payment_id: str) -> HttpResponse:
+    payment = _receipt_payment(request, payment_id)
+    name, address, tax_id = _issuer()
+    return render(
+        request,
+        "billing/receipt.html",
+        {
+            "payment": payment,
+            "issuer_name": name,
+            "issuer_address": address,
+            "issuer_tax_id": tax_id,
+            "bill_to_address": group_address(request.group),
+        },
+    )
+
+
+@member_required
+@require_GET
+def receipt_pdf(request: GroupRequest, payment_id: str) -> HttpResponse:
+    payment = _receipt_payment(request, payment_id)
+    return _pdf_response(
+        pdf.receipt_pdf(payment, issuer=_issuer()), f"receipt-{payment.public_id}.pdf"
+    )

@@ -189,6 +189,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "usage.tasks.rollup_usage",
         "schedule": crontab(minute="*"),
     },
+    # After each billing period closes (the 1st of the month, or Monday, at 00:10 UTC): issue the
+    # invoices of the period that just ended, one task per group.
+    "billing-invoices": {
+        "task": "billing.tasks.generate_invoices_due",
+        "schedule": crontab(minute="10", hour="0", day_of_month="1")
+        if env.str("INVOICE_PERIOD", default="month") == "month"
+        else crontab(minute="10", hour="0", day_of_week="1"),
+    },
     "billing-credit-watch": {
         "task": "billing.tasks.credit_watch",
         "schedule": crontab(minute="*"),
@@ -285,6 +293,17 @@ OPERATOR_NAME = env.str("OPERATOR_NAME", default="Portal Operator")
 OPERATOR_ADDRESS = env.str("OPERATOR_ADDRESS", default="")
 OPERATOR_TAX_ID = env.str("OPERATOR_TAX_ID", default="")
 PORTAL_NAME = env.str("PORTAL_NAME", default="Portal")
+
+# --- Invoices ------------------------------------------------------------------------------
+# "month" (calendar months, UTC) or "week" (ISO weeks, Monday 00:00 UTC).
+INVOICE_PERIOD = env.str("INVOICE_PERIOD", default="month")
+if INVOICE_PERIOD not in ("month", "week"):
+    raise ImproperlyConfigured('INVOICE_PERIOD must be "month" or "week".')
+# How many earlier periods are checked for usage that arrived after their invoice was issued.
+INVOICE_LATE_USAGE_PERIODS = env.int("INVOICE_LATE_USAGE_PERIODS", default=2)
+# Mirror each invoice to Stripe (invoice items + invoice paid out of band) so the customer also has
+# Stripe's hosted copy. localstripe has no invoices, so it is off whenever STRIPE_API_BASE is set.
+INVOICE_STRIPE_MIRROR = env.bool("INVOICE_STRIPE_MIRROR", default=not STRIPE_API_BASE)
 
 # --- Internationalisation ------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

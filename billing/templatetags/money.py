@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import template
 
-from billing.money import format_usd, format_usd_precise
+from billing.money import format_cents, format_usd, format_usd_precise
 
 register = template.Library()
 
@@ -16,3 +16,9 @@ def usd(micros: int | None) -> str:
 @register.filter
 def usd_precise(micros: int | None) -> str:
     return "—" if micros is None else format_usd_precise(int(micros))
+
+
+@register.filter
+def cents(value: int | None) -> str:
+    """Whole cents → "$1,234.57" (invoice amounts are stored in cents, already rounded)."""
+    return "—" if value is None else format_cents(int(value))

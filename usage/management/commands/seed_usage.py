@@ -64,6 +64,9 @@ class Command(BaseCommand):
         span = (end - start).total_seconds()
         batch = uuid.uuid4().hex[:12]
         total_cost = 0
+        # Booked to the ledger as one usage debit per UTC day, dated at the day's first event, so
+        # every period's usage debits equal its usage events (what invoices reconcile against).
+        per_day: dict[object, list] = {}
         started = time.monotonic()
         step = max(1, o["events"] // 20)
         self.stdout.write(
@@ -92,6 +95,10 @@ class Command(BaseCommand):
                     total = sum(costs)
                     total_cost += total
                     at = start + timedelta(seconds=rng.random() * span)
+                    day = per_day.setdefault(at.date(), [at, 0, 0])
+                    day[0] = min(day[0], at)
+                    day[1] += total
+                    day[2] += 1
                     copy.write_row((
                         f"seed-{batch}-{n}", group.pk, rng.choice(keys), m.pk, prompt, completion, citation,
                         reasoning, searches, size, *costs, total, False, rng.randint(80, 4_000), at,
@@ -101,11 +108,14 @@ class Command(BaseCommand):
                         self.stdout.write(
                             f"  {pct:3d}%  {n + 1:,} events  {time.monotonic() - started:.0f}s"
                         )
-        if total_cost and not o["no_ledger"]:
-            ledger_post(
-                group=group, amount_micros=-total_cost, kind="usage", reference=f"usage:seed-{batch}",
-                description=f"Seeded usage ({o['events']:,} requests)",
-            )  # fmt: skip
+        if not o["no_ledger"]:
+            for day, (first, cost, count) in sorted(per_day.items()):
+                if cost:
+                    ledger_post(
+                        group=group, amount_micros=-cost, kind="usage",
+                        reference=f"usage:seed-{batch}-{day}", created_at=first,
+                        description=f"Seeded usage ({count:,} requests on {day})",
+                    )  # fmt: skip
         self.stdout.write("Rolling up…")
         t = time.monotonic()
         rollup_range(start, end + timedelta(seconds=1))
