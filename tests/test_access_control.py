@@ -53,7 +53,25 @@ def _billing_objects(group) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         amount_micros=5_000_000,
         status="requires_action",
     )
-    return {"card": card, "payment": payment}
+    paid = Payment.objects.create(
+        public_id=new_public_id(),
+        group=group,
+        kind="purchase",
+        amount_micros=10_000_000,
+        status="succeeded",
+        stripe_payment_intent_id=f"pi_{new_public_id()}",
+    )
+    from django.utils import timezone
+
+    from billing.models import Invoice
+
+    now = timezone.now()
+    invoice = Invoice.objects.create(
+        public_id=new_public_id(), number=f"INV-TEST-{new_public_id()}", kind="invoice",
+        status="paid", group=group, period_key="2025-10", period_start=now, period_end=now,
+        issued_at=now, bill_to_name=group.name, issuer_name="Operator",
+    )  # fmt: skip
+    return {"card": card, "payment": payment, "paid": paid, "invoice": invoice}
 
 
 Objects = dict[str, Any]
@@ -89,6 +107,14 @@ def _payment(o: Objects) -> dict[str, str]:
     return {"payment_id": o["payment"].public_id}
 
 
+def _paid(o: Objects) -> dict[str, str]:
+    return {"payment_id": o["paid"].public_id}
+
+
+def _invoice(o: Objects) -> dict[str, str]:
+    return {"invoice_id": o["invoice"].public_id}
+
+
 ROUTES: dict[str, Route] = {
     "groups:home": Route(("GET",), member_can=("GET",)),
     "groups:details": Route(("GET", "POST"), member_can=("GET",)),
@@ -113,6 +139,11 @@ ROUTES: dict[str, Route] = {
     "billing:complete": Route(("GET", "POST"), objects=_payment),
     "billing:auto_top_up": Route(("POST",)),
     "billing:low_balance": Route(("POST",)),
+    "billing:invoices": Route(("GET",), member_can=("GET",)),
+    "billing:invoice": Route(("GET",), member_can=("GET",), objects=_invoice),
+    "billing:invoice_pdf": Route(("GET",), member_can=("GET",), objects=_invoice),
+    "billing:receipt": Route(("GET",), member_can=("GET",), objects=_paid),
+    "billing:receipt_pdf": Route(("GET",), member_can=("GET",), objects=_paid),
     "usage:dashboard": Route(("GET",), member_can=("GET",)),
     "usage:export": Route(("GET",), member_can=("GET",)),
     "usage:export_raw": Route(("GET",), member_can=("GET",)),
