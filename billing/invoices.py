@@ -262,7 +262,7 @@ def _usage_line(
         key_last_four=last_four,
         api_key_id=key_id,
         service_period_key=service_period.key,
-        **dict(zip(_METRICS, (int(v) for v in metrics), strict=True)),
+        **dict(zip(_METRICS, (int(v) for v in metrics), strict=True)),  # type: ignore[arg-type]
     )
 
 

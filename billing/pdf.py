@@ -166,9 +166,9 @@ def invoice_pdf(invoice: Invoice) -> bytes:
     billed = [ln for ln in lines if ln.section in BILLED_SECTIONS]
     if is_note:
         _heading(pdf, "Credit")
-        rows = [("Description", "Amount")]
-        rows += [(ln.label, format_cents(ln.amount_cents)) for ln in billed]
-        _table(pdf, (150, 28), ("LEFT", "RIGHT"), rows)
+        note_rows: list[tuple[str, ...]] = [("Description", "Amount")]
+        note_rows += [(ln.label, format_cents(ln.amount_cents)) for ln in billed]
+        _table(pdf, (150, 28), ("LEFT", "RIGHT"), note_rows)
         if invoice.reason:
             pdf.multi_cell(0, 5, f"Reason: {invoice.reason}", new_x="LMARGIN", new_y="NEXT")
         _totals(pdf, [("Total credited", format_cents(invoice.total_cents))])
@@ -227,7 +227,10 @@ def invoice_pdf(invoice: Invoice) -> bytes:
             ("Opening balance", format_usd_precise(invoice.opening_balance_micros)),
             ("Credits purchased", format_usd_precise(invoice.purchases_micros)),
             ("Refunds", format_usd_precise(invoice.refunds_micros)),
-            ("Promotional credits and adjustments", format_usd_precise(invoice.other_credits_micros)),
+            (
+                "Promotional credits and adjustments",
+                format_usd_precise(invoice.other_credits_micros),
+            ),
             ("Usage", format_usd_precise(-invoice.usage_micros)),
             ("Closing balance", format_usd_precise(invoice.closing_balance_micros)),
         ],

@@ -10,8 +10,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing import payments, pdf
-from billing.invoices import group_address, issuer_details, period_from_key
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
+from billing.invoices import group_address, issuer_details, period_from_key
 from billing.models import Invoice, Payment, PaymentMethod, PaymentStatus
 from billing.money import format_usd
 from billing.selectors import credit_account_get, ledger_transactions, tier_info, usage_by_day
