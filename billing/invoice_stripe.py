@@ -21,7 +21,19 @@ log = logging.getLogger(__name__)
 
 
 def invoice_mirror(invoice: Invoice) -> str:
-    """Mirror the invoice; return Stripe's invoice id ("" when the group has no customer)."""
+    """Mirror the invoice; return Stripe's invoice id ("" when the group has no customer).
+
+    A Stripe failure is recorded on the invoice (`stripe_error`, shown to staff) and re-raised so
+    the task retries; the next run resumes from the saved Stripe invoice id.
+    """
+    try:
+        return _mirror(invoice)
+    except stripe_api.StripeFailure as exc:
+        Invoice.objects.filter(pk=invoice.pk).update(stripe_error=f"Stripe: {exc}"[:255])
+        raise
+
+
+def _mirror(invoice: Invoice) -> str:
     profile = BillingProfile.objects.filter(group_id=invoice.group_id).first()
     customer_id = profile.stripe_customer_id if profile else ""
     if not customer_id:

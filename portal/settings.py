@@ -302,8 +302,12 @@ if INVOICE_PERIOD not in ("month", "week"):
 # How many earlier periods are checked for usage that arrived after their invoice was issued.
 INVOICE_LATE_USAGE_PERIODS = env.int("INVOICE_LATE_USAGE_PERIODS", default=2)
 # Mirror each invoice to Stripe (invoice items + invoice paid out of band) so the customer also has
-# Stripe's hosted copy. localstripe has no invoices, so it is off whenever STRIPE_API_BASE is set.
-INVOICE_STRIPE_MIRROR = env.bool("INVOICE_STRIPE_MIRROR", default=not STRIPE_API_BASE)
+# Stripe's hosted copy. localstripe has no invoices, so it is off whenever localstripe is in use (an
+# API base is set, or the placeholder key is: tests and development).
+INVOICE_STRIPE_MIRROR = env.bool(
+    "INVOICE_STRIPE_MIRROR",
+    default=not STRIPE_API_BASE and STRIPE_SECRET_KEY != "sk_test_localstripe",
+)
 
 # --- Internationalisation ------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
