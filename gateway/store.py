@@ -19,6 +19,7 @@ what other workers settled within the cache's refresh window). After that every 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -74,19 +75,43 @@ end
 return redis.call('HMGET', KEYS[1], 'bal', 'paid')
 """
 
-METER_SQL = """
+_METER_COLUMNS = (
+    ("request_id", "varchar"),
+    ("group_id", "bigint"),
+    ("key_id", "bigint"),
+    ("model_id", "bigint"),
+    ("prompt_tokens", "integer"),
+    ("completion_tokens", "integer"),
+    ("citation_tokens", "integer"),
+    ("reasoning_tokens", "integer"),
+    ("search_queries", "integer"),
+    ("context_size", "varchar"),
+    ("input", "bigint"),
+    ("output", "bigint"),
+    ("citation", "bigint"),
+    ("reasoning", "bigint"),
+    ("search", "bigint"),
+    ("request", "bigint"),
+    ("total", "bigint"),
+    ("streamed", "boolean"),
+    ("latency_ms", "integer"),
+)
+
+# One statement for a whole batch of metered requests: the usage events (a request id already
+# recorded inserts nothing) and, for those inserted, their ledger debits. Debits are inserted in
+# account order, so the ledger trigger locks credit accounts in one global order and concurrent
+# batches cannot deadlock.
+METER_SQL = f"""
 WITH ev AS (
     INSERT INTO usage_usageevent (
         request_id, group_id, api_key_id, model_id, prompt_tokens, completion_tokens,
         citation_tokens, reasoning_tokens, search_queries, search_context_size,
         input_cost_micros, output_cost_micros, citation_cost_micros, reasoning_cost_micros,
         search_cost_micros, request_cost_micros, cost_micros, streamed, latency_ms, created_at
-    ) VALUES (
-        %(request_id)s, %(group_id)s, %(key_id)s, %(model_id)s, %(prompt_tokens)s,
-        %(completion_tokens)s, %(citation_tokens)s, %(reasoning_tokens)s, %(search_queries)s,
-        %(context_size)s, %(input)s, %(output)s, %(citation)s, %(reasoning)s, %(search)s,
-        %(request)s, %(total)s, %(streamed)s, %(latency_ms)s, now()
     )
+    SELECT r.*, now() FROM unnest(
+        {", ".join(f"%s::{t}[]" for _, t in _METER_COLUMNS)}
+    ) AS r
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id, group_id, cost_micros, created_at
 )
@@ -94,7 +119,11 @@ INSERT INTO billing_ledgerentry (account_id, kind, amount_micros, reference, des
 SELECT a.id, 'usage', -ev.cost_micros, 'usage:' || ev.request_id, '', ev.created_at
 FROM ev JOIN billing_creditaccount a ON a.group_id = ev.group_id
 WHERE ev.cost_micros > 0
+ORDER BY a.id
 """
+
+METER_BATCH_MAX = 256  # requests per statement
+METER_FLUSHERS = 2  # statements in flight per worker
 
 
 @dataclass(frozen=True)
@@ -168,6 +197,8 @@ class Store:
         self._models: dict[str, ModelInfo] = {}
         self._models_loaded = 0.0
         self._opened = False
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flushers = 0
 
     async def open(self) -> None:
         if not self._opened:
@@ -320,9 +351,61 @@ class Store:
         return spend
 
     async def meter(self, params: dict[str, Any]) -> None:
-        """Record the usage event and its ledger debit, once per request id (one round trip)."""
+        """Record the usage event and its ledger debit, once per request id; return when committed.
+
+        Group commit: a request that arrives while METER_FLUSHERS statements are in flight waits
+        for the next one, which carries every request waiting by then. Alone, a request is
+        written at once (no added latency); under load, one round trip and one commit serve many.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((params, future))
+        if self._flushers < METER_FLUSHERS:
+            self._flushers += 1
+            asyncio.ensure_future(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[:METER_BATCH_MAX]
+                del self._pending[:METER_BATCH_MAX]
+                try:
+                    await self._write([p for p, _ in batch])
+                except psycopg.Error as exc:
+                    if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
+                        # One bad row must not fail the others: write them one by one.
+                        for params, future in batch:
+                            await self._write_one(params, future)
+                        continue
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._flushers -= 1
+
+    async def _write_one(self, params: dict[str, Any], future: asyncio.Future[None]) -> None:
+        try:
+            await self._write([params])
+        except psycopg.Error as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(None)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        columns = [[row[name] for row in rows] for name, _ in _METER_COLUMNS]
         async with self.pool.connection() as conn:
-            await conn.execute(METER_SQL, params)
+            await conn.execute(METER_SQL, columns)
 
     async def settle(self, key: KeyInfo, cost: int) -> tuple[bool, bool]:
         """Apply a metered cost to the cached balance and spend.

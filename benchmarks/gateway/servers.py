@@ -1,0 +1,184 @@
+"""The benchmark's fixed parts: a fast fake upstream and a bare pass-through proxy (aiohttp).
+
+    python benchmarks/gateway/servers.py upstream --port P
+    python benchmarks/gateway/servers.py proxy --port P --upstream http://127.0.0.1:U --workers W
+
+The upstream answers `POST /chat/completions` like Perplexity's API (OpenAI-shaped, with `usage`
+including `num_search_queries`), at once; with `"stream": true` it sends five SSE chunks, the last
+carrying usage, then `[DONE]`. The proxy forwards the body and streams the answer back: no auth,
+no metering — the practical limit of a Python pass-through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import time
+
+import orjson
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+USAGE = {
+    "prompt_tokens": 40,
+    "completion_tokens": 120,
+    "total_tokens": 160,
+    "num_search_queries": 1,
+    "search_context_size": "low",
+}
+
+
+def completion(model: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "bench",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "The answer is 42. " * 8},
+                }
+            ],
+            "citations": ["https://example.com/a", "https://example.com/b"],
+            "usage": USAGE,
+        }
+    )
+
+
+def chunks(model: str) -> list[bytes]:
+    out = []
+    for i, word in enumerate(("The ", "answer ", "is ", "42.")):
+        chunk = {
+            "id": "bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+        }
+        if i == 0:
+            chunk["choices"][0]["delta"]["role"] = "assistant"
+        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    last = {
+        "id": "bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+    out.append(b"data: " + orjson.dumps(last) + b"\n\n")
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+async def upstream_handler(request: web.Request) -> web.StreamResponse:
+    payload = orjson.loads(await request.read())
+    model = payload.get("model", "bench")
+    if not payload.get("stream"):
+        return web.Response(body=completion(model), content_type="application/json")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for chunk in chunks(model):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def reuse_port_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    return sock
+
+
+def serve(app: web.Application, port: int) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(app, sock=reuse_port_socket(port), print=None, access_log=None)
+
+
+def upstream_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/chat/completions", upstream_handler)
+    app.router.add_post("/v1/chat/completions", upstream_handler)
+    return app
+
+
+def proxy_app(upstream: str) -> web.Application:
+    app = web.Application()
+
+    async def start(app: web.Application) -> None:
+        app["session"] = ClientSession(
+            connector=TCPConnector(limit=0), timeout=ClientTimeout(total=120)
+        )
+
+    async def stop(app: web.Application) -> None:
+        await app["session"].close()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with app["session"].post(
+            f"{upstream}/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as up:
+            if up.headers.get("Content-Type", "").startswith("text/event-stream"):
+                resp = web.StreamResponse(
+                    status=up.status, headers={"Content-Type": "text/event-stream"}
+                )
+                await resp.prepare(request)
+                async for data in up.content.iter_any():
+                    await resp.write(data)
+                await resp.write_eof()
+                return resp
+            return web.Response(
+                status=up.status, body=await up.read(), content_type="application/json"
+            )
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_post("/chat/completions", handler)
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+def _proxy_worker(port: int, upstream: str) -> None:
+    serve(proxy_app(upstream), port)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=("upstream", "proxy"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", default="")
+    parser.add_argument("--workers", type=int, default=1)
+    ns = parser.parse_args()
+    if ns.role == "upstream":
+        serve(upstream_app(), ns.port)
+        return
+    procs = [
+        multiprocessing.Process(target=_proxy_worker, args=(ns.port, ns.upstream), daemon=True)
+        for _ in range(ns.workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    main()
