@@ -291,7 +291,10 @@ def text_field(
 
 
 def query_text(request: HttpRequest, name: str, max_length: int = 200) -> str:
+    """Return a query parameter ("" when absent). Present but empty is a 422, not a default."""
     value = request.GET.get(name, "")
+    if name in request.GET and not value:
+        raise invalid(f"“{name}” is empty; leave it out to use the default.", param=name)
     _clean_text(value, name)
     if len(value) > max_length:
         raise invalid(f"“{name}” can be at most {max_length} characters.", param=name)
@@ -367,7 +370,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def page_size(request: HttpRequest) -> int:
-    raw = request.GET.get("limit", "")
+    raw = query_text(request, "limit", 10)
     if not raw:
         return DEFAULT_PAGE_SIZE
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
@@ -384,10 +387,8 @@ def paginate(request: HttpRequest, queryset: QuerySet[Any], *, time_field: str) 
     """
     limit = page_size(request)
     queryset = queryset.order_by(f"-{time_field}", "-id")
-    cursor = request.GET.get("cursor", "")
+    cursor = query_text(request, "cursor")
     if cursor:
-        if len(cursor) > 200:
-            raise invalid("This cursor is not valid.", param="cursor")
         moment, pk = _decode_cursor(cursor)
         queryset = queryset.filter(
             Q(**{f"{time_field}__lt": moment}) | Q(**{time_field: moment, "id__lt": pk})
