@@ -109,7 +109,7 @@ def group_update(request: ManagementRequest) -> HttpResponse:
         text_field(body, name)
     instance = APIGroup.objects.get(pk=request.group.pk)
     current = model_to_dict(instance, fields=GROUP_FIELDS)
-    current["country"] = instance.country.code if instance.country else ""
+    current["country"] = str(instance.country or "")
     form = APIGroupForm({**current, **body}, instance=instance)
     if not form.is_valid():
         name, errors = next(iter(form.errors.items()))

@@ -39,7 +39,7 @@ def group_json(group: APIGroup) -> dict[str, Any]:
         "city": group.city,
         "state": group.state,
         "postal_code": group.postal_code,
-        "country": group.country.code if group.country else "",
+        "country": str(group.country or ""),
         "tax_id": group.tax_id,
         "created_at": iso(group.created_at),
         "updated_at": iso(group.updated_at),
@@ -145,7 +145,7 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
         **money("refunds", invoice.refunds_micros),
         **money("other_credits", invoice.other_credits_micros),
         **money("closing_balance", invoice.closing_balance_micros),
-        "corrects": invoice.corrects.public_id if invoice.corrects_id else None,
+        "corrects": invoice.corrects.public_id if invoice.corrects else None,
         "pdf_url": reverse("management_api:invoice_pdf", kwargs={"invoice_id": invoice.public_id}),
     }
 
