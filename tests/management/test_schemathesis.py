@@ -15,7 +15,8 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -68,7 +69,7 @@ def world(group, user, settings, _keep_test_connection):  # type: ignore[no-unty
 
 
 @schema.parametrize()
-@settings(deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_management_api_conforms_to_its_openapi_description(case, mgmt, world):  # type: ignore[no-untyped-def]
     case.call_and_validate(
         headers={"Authorization": f"Bearer {mgmt['admin'].secret}"}, checks=CHECKS
