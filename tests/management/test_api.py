@@ -416,3 +416,43 @@ def test_openapi_document_and_reference_page_cover_every_route(client):
     html = page.content.decode()
     assert page.status_code == 200
     assert all(e.path in html for e in ENDPOINTS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pagination_with_inserts_committed_by_another_thread(client, group, mgmt):
+    """A writer commits new keys from its own connection while a client pages through."""
+    import threading
+
+    from django.db import connection
+
+    before = [api_key_create(group=group, name=f"Before {i}").key.public_id for i in range(12)]
+    stop = threading.Event()
+    inserted: list[str] = []
+
+    def writer() -> None:
+        try:
+            while not stop.is_set() and len(inserted) < 200:
+                inserted.append(api_key_create(group=group, name="During").key.public_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        api = Api(client, mgmt["admin"].secret)
+        pages, cursor = [], None
+        while True:
+            body = api.get("keys", limit=3, **({"cursor": cursor} if cursor else {})).json()
+            pages += body["data"]
+            if not body["has_more"]:
+                break
+            cursor = body["next_cursor"]
+    finally:
+        stop.set()
+        thread.join()
+    seen = [item["id"] for item in pages]
+    assert len(seen) == len(set(seen))  # nothing repeated
+    assert set(before) <= set(seen)  # nothing that existed when paging began was skipped
+    assert set(seen) <= set(before) | set(inserted)
+    order = [(item["created_at"], item["id"]) for item in pages]
+    assert [t for t, _ in order] == sorted((t for t, _ in order), reverse=True)
