@@ -43,4 +43,4 @@ clean:
 # mypy's Django plugin loads the settings but connects to nothing: placeholder URLs suffice.
 typecheck: $(STAMP)
 	@DATABASE_URL=postgres://typecheck@localhost/typecheck REDIS_URL=redis://localhost:1/0 \
-	  $(VENV)/bin/mypy accounts audit groups members keys billing usage gateway portal
+	  $(VENV)/bin/mypy accounts audit groups members keys billing usage gateway management portal

@@ -15,6 +15,17 @@ def client_ip(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def acting_user(actor: Any | None) -> Any | None:
+    """Return `actor` if it is a saved user, else None (a management key, or the operator).
+
+    Services that keep "created by"/"revoked by" users call this, so an action taken through the
+    Management API never puts a key where a user belongs.
+    """
+    from django.contrib.auth import get_user_model  # noqa: PLC0415 - models not ready at import
+
+    return actor if isinstance(actor, get_user_model()) and actor.pk else None
+
+
 def audit_record(
     *,
     group: Any,
@@ -25,11 +36,17 @@ def audit_record(
     request: HttpRequest | None = None,
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one audit event. Call inside the transaction of the action it records."""
+    """Append one audit event. Call inside the transaction of the action it records.
+
+    `actor` is the user who acted, a management key (Management API), or None (the operator).
+    """
+    key = actor if getattr(actor, "is_management_key", False) else None
+    user = acting_user(actor)
     return AuditEvent.objects.create(
         group=group,
-        actor=actor if actor is not None and getattr(actor, "pk", None) else None,
-        actor_email=getattr(actor, "email", "") or "",
+        actor=user,
+        actor_management_key=key,
+        actor_email=getattr(user, "email", "") or "",
         action=action,
         target_type=target._meta.label_lower if target is not None else "",
         target_id=str(target.pk) if target is not None else "",

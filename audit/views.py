@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -31,7 +32,9 @@ def log(request: HttpRequest) -> HttpResponse:
     if action:
         events = events.filter(action=action)
     if actor:
-        events = events.filter(actor_email__icontains=actor)
+        events = events.filter(
+            Q(actor_email__icontains=actor) | Q(actor_management_key__name__icontains=actor)
+        )
     for label, raw in (("From", since), ("To", until)):
         if raw and _day(raw) is None:
             errors.append(f"{label}: “{raw}” is not a date like 2026-11-25.")
@@ -47,7 +50,9 @@ def log(request: HttpRequest) -> HttpResponse:
         .distinct()
         .order_by("action")
     )
-    page = Paginator(events.select_related("actor"), 50).get_page(request.GET.get("page"))
+    page = Paginator(events.select_related("actor", "actor_management_key"), 50).get_page(
+        request.GET.get("page")
+    )
     return render(
         request,
         "audit/log.html",

@@ -7,6 +7,7 @@ from django import forms
 from django.utils import timezone
 
 from billing.money import parse_dollars
+from keys.services import MAX_MONTHLY_LIMIT_MICROS
 
 
 class APIKeyForm(forms.Form):
@@ -53,6 +54,6 @@ class APIKeyForm(forms.Form):
             raise forms.ValidationError(str(exc)) from exc
         if micros <= 0:
             raise forms.ValidationError("A monthly limit must be more than $0.")
-        if micros > 1_000_000 * 1_000_000:
+        if micros > MAX_MONTHLY_LIMIT_MICROS:
             raise forms.ValidationError("That limit is larger than this portal supports.")
         return micros

@@ -10,13 +10,21 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import acting_user, audit_record
 from keys import cache, secrets
 from keys.models import APIKey, KeyStatus
 
+# The largest monthly limit a key may have ($1,000,000): far above any real need, and a bound
+# that keeps API input inside a bigint.
+MAX_MONTHLY_LIMIT_MICROS = 1_000_000 * 1_000_000
+
 
 class APIKeyError(ValueError):
-    """A key change that cannot be made; the message says why."""
+    """A key change that cannot be made; the message says why and `field` names the input."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -40,13 +48,17 @@ def _publish_on_commit(key: APIKey, *, old_hash: str | None = None) -> None:
 def _validate(name: str, expires_at: datetime | None, monthly_limit_micros: int | None) -> str:
     name = (name or "").strip()
     if not name:
-        raise APIKeyError("Give the key a name.")
+        raise APIKeyError("Give the key a name.", field="name")
     if len(name) > 100:
-        raise APIKeyError("Key names can be at most 100 characters.")
+        raise APIKeyError("Key names can be at most 100 characters.", field="name")
     if expires_at is not None and expires_at <= timezone.now():
-        raise APIKeyError("The expiry date must be in the future.")
+        raise APIKeyError("The expiry date must be in the future.", field="expires_at")
     if monthly_limit_micros is not None and monthly_limit_micros <= 0:
-        raise APIKeyError("A monthly limit must be more than $0.")
+        raise APIKeyError("A monthly limit must be more than $0.", field="monthly_limit_micros")
+    if monthly_limit_micros is not None and monthly_limit_micros > MAX_MONTHLY_LIMIT_MICROS:
+        raise APIKeyError(
+            "That limit is larger than this portal supports.", field="monthly_limit_micros"
+        )
     return name
 
 
@@ -71,7 +83,7 @@ def api_key_create(
         last_four=secrets.last_four(secret),
         expires_at=expires_at,
         monthly_limit_micros=monthly_limit_micros,
-        created_by=actor if getattr(actor, "pk", None) else None,
+        created_by=acting_user(actor),
     )
     audit_record(group=group, actor=actor, action="key.create", target=key, request=request)
     _publish_on_commit(key)
@@ -124,7 +136,7 @@ def api_key_revoke(*, key: APIKey, actor: Any | None = None, request: Any = None
         return key
     key.status = KeyStatus.REVOKED
     key.revoked_at = timezone.now()
-    key.revoked_by = actor if getattr(actor, "pk", None) else None
+    key.revoked_by = acting_user(actor)
     key.save(update_fields=["status", "revoked_at", "revoked_by"])
     audit_record(group=key.group, actor=actor, action="key.revoke", target=key, request=request)
     _publish_on_commit(key)

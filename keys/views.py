@@ -20,17 +20,26 @@ from members.permissions import admin_required, member_required
 
 def _list_context(request: HttpRequest, **extra: object) -> dict:
     group = request.group  # type: ignore[attr-defined]
-    return {"keys": api_keys_for_group(group=group), "form": APIKeyForm(), **extra}
+    context: dict = {"keys": api_keys_for_group(group=group), "form": APIKeyForm()}
+    if request.membership.is_admin:  # type: ignore[attr-defined]
+        # Management keys are listed to Admins only (members never see they exist).
+        from management.forms import ManagementKeyForm  # noqa: PLC0415 - management imports us
+        from management.selectors import management_keys_for_group  # noqa: PLC0415
+
+        context["management_keys"] = management_keys_for_group(group=group)
+        context["management_form"] = ManagementKeyForm(prefix="mk")
+    return {**context, **extra}
 
 
-def _render_list(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+def render_list(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+    """Render the API Keys page (or its key panel for htmx) with `extra` context."""
     template = "keys/list.html#key-panel" if request.htmx else "keys/list.html"  # type: ignore[attr-defined]
     return render(request, template, _list_context(request, **extra), status=status)
 
 
 def _issued(request: HttpRequest, issued: IssuedKey, *, verb: str) -> HttpResponse:
     """Show a new secret exactly once, in the response to the POST that made it."""
-    response = _render_list(request, issued=issued, issued_verb=verb)
+    response = render_list(request, issued=issued, issued_verb=verb)
     response["Cache-Control"] = "no-store"
     return response
 
@@ -39,7 +48,7 @@ def _issued(request: HttpRequest, issued: IssuedKey, *, verb: str) -> HttpRespon
 @require_GET
 def list(request: HttpRequest) -> HttpResponse:  # noqa: A001 - the URL name the sidebar uses
     """API Keys: everyone sees names and last four; Admins create and manage."""
-    return _render_list(request)
+    return render_list(request)
 
 
 @member_required
@@ -47,7 +56,7 @@ def list(request: HttpRequest) -> HttpResponse:  # noqa: A001 - the URL name the
 def create(request: HttpRequest) -> HttpResponse:
     form = APIKeyForm(request.POST)
     if not form.is_valid():
-        return _render_list(request, status=422, form=form, show_form=True)
+        return render_list(request, status=422, form=form, show_form=True)
     try:
         issued = api_key_create(
             group=request.group,  # type: ignore[attr-defined]
@@ -59,7 +68,7 @@ def create(request: HttpRequest) -> HttpResponse:
         )
     except APIKeyError as exc:
         form.add_error(None, str(exc))
-        return _render_list(request, status=422, form=form, show_form=True)
+        return render_list(request, status=422, form=form, show_form=True)
     return _issued(request, issued, verb="created")
 
 

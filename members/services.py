@@ -11,14 +11,21 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import acting_user, audit_record
 from members.models import Invitation, InvitationStatus, Membership, Role
 
 INVITATION_VALID_FOR = timedelta(days=7)
 
 
 class MembershipError(ValueError):
-    """A change to a group's people that is not allowed; the message says why."""
+    """A change to a group's people that is not allowed; the message says why.
+
+    `field` names the input at fault when there is one (for API errors).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def token_hash(token: str) -> str:
@@ -44,7 +51,7 @@ def membership_change_role(
     *, membership: Membership, role: str, actor: Any, request: Any = None
 ) -> Membership:
     if role not in Role.values:
-        raise MembershipError("Choose Admin or Member.")
+        raise MembershipError("Choose Admin or Member.", field="role")
     admins = _lock_admins(membership.group)
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     if membership.role == role:
@@ -71,7 +78,8 @@ def membership_remove(*, membership: Membership, actor: Any, request: Any = None
     membership = (
         Membership.objects.select_for_update().select_related("user", "group").get(pk=membership.pk)
     )
-    leaving = actor is not None and membership.user_id == actor.pk
+    user = acting_user(actor)  # a management key never "leaves"
+    leaving = user is not None and membership.user_id == user.pk
     _ensure_not_last_admin(membership, admins, "remove" if not leaving else "leave as")
     audit_record(
         group=membership.group,
@@ -107,14 +115,15 @@ def invitation_create(
 ) -> IssuedInvitation:
     email = email.strip().lower()
     if role not in Role.values:
-        raise MembershipError("Choose Admin or Member.")
+        raise MembershipError("Choose Admin or Member.", field="role")
     if Membership.objects.filter(group=group, user__email__iexact=email).exists():
-        raise MembershipError(f"{email} is already a member of this group.")
+        raise MembershipError(f"{email} is already a member of this group.", field="email")
     if Invitation.objects.filter(
         group=group, email__iexact=email, status=InvitationStatus.PENDING
     ).exists():
         raise MembershipError(
-            f"{email} already has a pending invitation. Resend it from the list below."
+            f"{email} already has a pending invitation. Resend it from the list below.",
+            field="email",
         )
     token, hashed = _new_token()
     try:
@@ -124,11 +133,11 @@ def invitation_create(
                 email=email,
                 role=role,
                 token_hash=hashed,
-                invited_by=actor,
+                invited_by=acting_user(actor),
                 expires_at=timezone.now() + INVITATION_VALID_FOR,
             )
     except IntegrityError:
-        raise MembershipError(f"{email} already has a pending invitation.") from None
+        raise MembershipError(f"{email} already has a pending invitation.", field="email") from None
     audit_record(
         group=group,
         actor=actor,

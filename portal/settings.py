@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "billing",
     "usage",
     "gateway",
+    "management",
 ]
 
 MIDDLEWARE = [
@@ -282,6 +283,11 @@ AUTO_TOP_UP_RETRY_HOURS = [
 
 # --- Product settings ----------------------------------------------------------------------
 API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="pplx-")
+# Management API keys (issue #9) are a separate kind of key with their own prefix, so an inference
+# key can never be mistaken for one (the inference body alphabet has no "-").
+MANAGEMENT_KEY_PREFIX = env.str("MANAGEMENT_KEY_PREFIX", default=API_KEY_PREFIX + "admin-")
+# Requests per minute allowed per management key (a Redis counter per key and minute).
+MANAGEMENT_API_RATE_LIMIT = env.int("MANAGEMENT_API_RATE_LIMIT", default=300)
 # Gateway: how long a worker trusts its in-memory copy of a key (revocation visible within it).
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=0.5)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)

@@ -15,6 +15,7 @@ handler403 = "portal.views.permission_denied"
 group_patterns = [
     path("", include("groups.urls")),
     path("members/", include("members.urls")),
+    path("keys/management/", include("management.urls")),
     path("keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
     path("usage/", include("usage.urls")),
@@ -24,6 +25,9 @@ group_patterns = [
 urlpatterns = [
     path("", group_views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    # The Management API (JSON, management keys). The gateway's ASGI app intercepts only its exact
+    # inference paths, so these reach Django.
+    path("v1/management/", include("management.api_urls")),
     path("stripe/webhook/", billing_webhooks.stripe_webhook, name="stripe_webhook"),
     path("groups/new/", group_views.create, name="group_create"),
     path("invitations/<str:token>/", member_views.accept, name="invitation_accept"),

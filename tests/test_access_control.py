@@ -21,6 +21,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from keys.services import api_key_create
+from management.services import management_key_create
 from members.models import Membership
 from members.services import invitation_create
 from tests.factories import GroupFactory, MembershipFactory
@@ -91,6 +92,10 @@ def _key(o: Objects) -> dict[str, str]:
     return {"key_id": o["key"].public_id}
 
 
+def _management_key(o: Objects) -> dict[str, str]:
+    return {"key_id": o["management_key"].public_id}
+
+
 def _member(o: Objects) -> dict[str, str]:
     return {"member_id": o["membership"].public_id}
 
@@ -130,6 +135,8 @@ ROUTES: dict[str, Route] = {
     "keys:edit": Route(("GET", "POST"), objects=_key),
     "keys:revoke": Route(("GET", "POST"), objects=_key),
     "keys:regenerate": Route(("GET", "POST"), objects=_key),
+    "management:create": Route(("POST",)),
+    "management:revoke": Route(("GET", "POST"), objects=_management_key),
     "billing:overview": Route(("GET",), member_can=("GET",)),
     "billing:card_new": Route(("GET",)),
     "billing:card_saved": Route(("POST",)),
@@ -194,6 +201,9 @@ def build_world() -> Objects:
         "other_admin": other_admin,
         "membership": target,
         "key": api_key_create(group=group, name="K").key,
+        "management_key": management_key_create(
+            group=group, name="M", role="read_only", actor=admin
+        ).key,
         "invitation": invitation_create(
             group=group, email="i@example.com", role="member", actor=admin
         ).invitation,
@@ -202,6 +212,9 @@ def build_world() -> Objects:
             "group": other,
             "membership": Membership.objects.get(user=other_admin),
             "key": api_key_create(group=other, name="Theirs").key,
+            "management_key": management_key_create(
+                group=other, name="Their M", role="admin", actor=other_admin
+            ).key,
             "invitation": invitation_create(
                 group=other, email="j@example.com", role="member", actor=other_admin
             ).invitation,

@@ -28,7 +28,14 @@ EARLIEST = date(2000, 1, 1)
 
 
 class PeriodError(ValueError):
-    """A range the user asked for that cannot be shown; the message says why."""
+    """A range the user asked for that cannot be shown; the message says why.
+
+    `field` names the input at fault ("range", "start" or "end"), for API errors.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -122,9 +129,11 @@ def _parse_date(value: str, name: str) -> date:
     try:
         parsed = date.fromisoformat(value.strip())
     except ValueError:
-        raise PeriodError(f"The {name} date “{value}” is not a date like 2026-11-25.") from None
+        raise PeriodError(
+            f"The {name} date “{value}” is not a date like 2026-11-25.", field=name
+        ) from None
     if parsed < EARLIEST:
-        raise PeriodError(f"The {name} date must be in {EARLIEST.year} or later.")
+        raise PeriodError(f"The {name} date must be in {EARLIEST.year} or later.", field=name)
     return parsed
 
 
@@ -147,7 +156,9 @@ def resolve_period(
         preset = "custom"
     preset = preset or DEFAULT_PRESET
     if preset not in PRESETS:
-        raise PeriodError(f"Unknown range “{preset}”. Choose one of: {', '.join(PRESETS)}.")
+        raise PeriodError(
+            f"Unknown range “{preset}”. Choose one of: {', '.join(PRESETS)}.", field="range"
+        )
     today = now.astimezone(zone).date()
 
     if preset == "24h":
@@ -173,13 +184,15 @@ def resolve_period(
 
     # custom: local dates, both inclusive
     if not start or not end:
-        raise PeriodError("A custom range needs both a start and an end date.")
+        raise PeriodError(
+            "A custom range needs both a start and an end date.", field="end" if start else "start"
+        )
     first, last = _parse_date(start, "start"), _parse_date(end, "end")
     if last < first:
-        raise PeriodError("The end date is before the start date.")
+        raise PeriodError("The end date is before the start date.", field="end")
     if (last - first).days + 1 > MAX_CUSTOM_DAYS:
-        raise PeriodError(f"A custom range can span at most {MAX_CUSTOM_DAYS} days.")
+        raise PeriodError(f"A custom range can span at most {MAX_CUSTOM_DAYS} days.", field="end")
     if first > today + timedelta(days=1):
-        raise PeriodError("The start date is in the future.")
+        raise PeriodError("The start date is in the future.", field="start")
     s, e = local_midnight(first, zone), local_midnight(last + timedelta(days=1), zone)
     return Period(s, e, "custom", zone, _span(s, e))

@@ -1,0 +1,74 @@
+"""Pages: management keys on the API Keys page (Admins), the API reference and its OpenAPI file."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from keys.views import render_list
+from management.forms import ManagementKeyForm
+from management.openapi import ENDPOINTS, openapi_document
+from management.selectors import management_key_get_for_group
+from management.services import (
+    ManagementKeyError,
+    management_key_create,
+    management_key_revoke,
+)
+from members.permissions import admin_required
+
+
+@admin_required
+@require_POST
+def create(request: HttpRequest) -> HttpResponse:
+    """Create a management key and show its secret once, on the API Keys page."""
+    form = ManagementKeyForm(request.POST, prefix="mk")
+    if form.is_valid():
+        try:
+            issued = management_key_create(
+                group=request.group,  # type: ignore[attr-defined]
+                name=form.cleaned_data["name"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
+                request=request,
+            )
+        except ManagementKeyError as exc:
+            form.add_error(exc.field, str(exc))
+        else:
+            response = render_list(request, issued_management=issued)
+            response["Cache-Control"] = "no-store"
+            return response
+    return render_list(request, status=422, management_form=form, show_management_form=True)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = management_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+    if request.method == "POST":
+        management_key_revoke(key=key, actor=request.user, request=request)
+        messages.success(request, f"Revoked management key “{key.name}” ({key.masked}).")
+        return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+    return render(request, "management/confirm_revoke.html", {"key": key})
+
+
+@require_GET
+def openapi_json(request: HttpRequest) -> HttpResponse:
+    """The OpenAPI 3 description of the Management API (public: it holds no data)."""
+    response = JsonResponse(openapi_document(), json_dumps_params={"indent": 1})
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@require_GET
+def reference(request: HttpRequest) -> HttpResponse:
+    """The Management API reference, rendered from the same list as the OpenAPI document."""
+    tags: dict[str, list] = {}
+    for e in ENDPOINTS:
+        tags.setdefault(e.tag, []).append(e)
+    return render(
+        request,
+        "management/reference.html",
+        {"tags": tags},
+    )
