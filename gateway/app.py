@@ -21,7 +21,7 @@ import psycopg
 import redis
 from django.conf import settings
 
-from gateway import simulator
+from gateway import metrics, simulator
 from gateway.errors import GatewayError, invalid_key, invalid_request, unavailable
 from gateway.store import Admission, KeyInfo, ModelInfo, Store
 from keys import secrets
@@ -36,7 +36,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CHAT_PATHS = frozenset({"/chat/completions", "/v1/chat/completions"})
 MODEL_PATHS = frozenset({"/v1/models", "/models"})
-PATHS = CHAT_PATHS | MODEL_PATHS
+METRICS_PATH = "/metrics"
+PATHS = CHAT_PATHS | MODEL_PATHS | {METRICS_PATH}
 JSON = b"application/json"
 SSE = b"text/event-stream"
 
@@ -85,10 +86,14 @@ class GatewayApp:
     # --- ASGI ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == METRICS_PATH:
+            await self.metrics(scope, send)
+            return
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         headers = [(b"x-request-id", request_id.encode())]
         status = 500
+        metrics.IN_FLIGHT.inc()
         try:
             status = await self.handle(scope, receive, send, request_id, headers)
         except GatewayError as err:
@@ -105,14 +110,34 @@ class GatewayApp:
             status = down.status
             await respond(send, down.status, down.body(), headers + down.headers)
         finally:
+            elapsed = time.perf_counter() - started
+            metrics.IN_FLIGHT.dec()
+            metrics.observe_request(scope.get("portal.model", ""), status, elapsed)
             logger.info(
                 "%s %s %s %.2fms",
                 scope.get("method"),
                 scope.get("path"),
                 status,
-                (time.perf_counter() - started) * 1000,
+                elapsed * 1000,
                 extra={"request_id": request_id, "status": status},
             )
+
+    async def metrics(self, scope: Scope, send: Send) -> None:
+        if scope["method"] != "GET" or not metrics.allowed(scope):
+            await respond(send, 404, b'{"detail": "Not found."}', [])
+            return
+        body, content_type = metrics.exposition()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def handle(
         self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list
@@ -140,6 +165,7 @@ class GatewayApp:
                 type_="invalid_request_error",
                 param="model",
             )
+        scope["portal.model"] = model.name
         window = int(time.time() // 60)
         admission = await store.admit(key, model, window)
         limit = model.rate_limit_rpm * tier_for(admission.purchased_micros).multiplier
@@ -282,7 +308,9 @@ class GatewayApp:
         if model.base_url.startswith("simulator:"):
             raw = simulator.complete(model.name, payload)
         else:
+            asked = time.perf_counter()
             raw = await self.fetch(model, payload, request_id)
+            metrics.UPSTREAM.labels(model.name).observe(time.perf_counter() - asked)
         try:
             data = orjson.loads(raw)
             usage = data["usage"]
@@ -333,10 +361,12 @@ class GatewayApp:
     ) -> int:  # fmt: skip
         events = self.events(model, payload, request_id)
         # Start the upstream before answering, so a failure to connect is a clean 502/504.
+        asked = time.perf_counter()
         try:
             first = await anext(events)
         except StopAsyncIteration:
             raise upstream_error("The model server sent an empty stream.") from None
+        metrics.UPSTREAM.labels(model.name).observe(time.perf_counter() - asked)
         await send(
             {
                 "type": "http.response.start",
@@ -414,6 +444,7 @@ class GatewayApp:
     ) -> Cost:  # fmt: skip
         parsed = parse_usage(usage, payload)
         cost = compute_cost(model.prices, parsed)
+        metering = time.perf_counter()
         await store.meter(
             {
                 "request_id": request_id,
@@ -437,6 +468,7 @@ class GatewayApp:
                 "latency_ms": int((time.perf_counter() - started) * 1000),
             }
         )
+        metrics.METERING_LAG.observe(time.perf_counter() - metering)
         touch, top_up = await store.settle(key, cost.total)
         if touch:
             self._spawn(store.touch_key(key.id))

@@ -34,6 +34,7 @@ from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
 from billing.balance_cache import key as balance_key
+from gateway import metrics
 from keys.cache import KEY_TTL, redis_key
 from usage.pricing import Prices
 
@@ -403,6 +404,7 @@ class Store:
                 future.set_result(None)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
+        metrics.METER_BATCH.observe(len(rows))
         columns = [[row[name] for row in rows] for name, _ in _METER_COLUMNS]
         async with self.pool.connection() as conn:
             await conn.execute(METER_SQL, columns)

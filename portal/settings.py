@@ -295,6 +295,9 @@ GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=120.0)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 GATEWAY_DB_POOL_SIZE = env.int("GATEWAY_DB_POOL_SIZE", default=10)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
+# Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
+# from the loopback interface (see gateway/metrics.py).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 OPERATOR_NAME = env.str("OPERATOR_NAME", default="Portal Operator")
 OPERATOR_ADDRESS = env.str("OPERATOR_ADDRESS", default="")
 OPERATOR_TAX_ID = env.str("OPERATOR_TAX_ID", default="")

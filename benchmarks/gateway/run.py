@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -318,6 +319,18 @@ def pct(values: list[float], q: float) -> float:
 # --- revocation --------------------------------------------------------------------------------
 
 
+async def _hammer(
+    s: aiohttp.ClientSession, probe: Target, stop: asyncio.Event, done_at: list[float],
+    last_ok_after: list[float],
+) -> None:  # fmt: skip
+    while not stop.is_set():
+        sent = time.perf_counter()
+        async with s.post(probe.url, data=orjson.dumps(BODY), headers=headers(probe, 0)) as r:
+            await r.read()
+            if r.status == 200 and done_at and sent > done_at[0]:
+                last_ok_after[0] = max(last_ok_after[0], sent - done_at[0])
+
+
 async def time_revocation(target: Target, action: str, trials: int) -> list[float]:
     """Seconds from the revoke/regenerate commit until the old secret's last 200 (0: none after)."""
     from groups.models import APIGroup
@@ -330,22 +343,13 @@ async def time_revocation(target: Target, action: str, trials: int) -> list[floa
         for _ in range(trials):
             issued = await asyncio.to_thread(api_key_create, group=group, name=f"{action} probe")
             probe = Target(target.name, target.url, target.proc, [f"Bearer {issued.secret}"])
-            last_ok_after = 0.0
+            last_ok_after = [0.0]
             done_at: list[float] = []
             stop = asyncio.Event()
-
-            async def hammer() -> None:
-                nonlocal last_ok_after
-                while not stop.is_set():
-                    sent = time.perf_counter()
-                    async with s.post(
-                        probe.url, data=orjson.dumps(BODY), headers=headers(probe, 0)
-                    ) as r:
-                        await r.read()
-                        if r.status == 200 and done_at and sent > done_at[0]:
-                            last_ok_after = max(last_ok_after, sent - done_at[0])
-
-            workers = [asyncio.create_task(hammer()) for _ in range(8)]
+            workers = [
+                asyncio.create_task(_hammer(s, probe, stop, done_at, last_ok_after))
+                for _ in range(8)
+            ]
             await asyncio.sleep(1.0)
             key = await asyncio.to_thread(APIKey.objects.get, pk=issued.key.pk)
             if action == "revoke":
@@ -356,7 +360,7 @@ async def time_revocation(target: Target, action: str, trials: int) -> list[floa
             await asyncio.sleep(2.0)
             stop.set()
             await asyncio.gather(*workers)
-            out.append(last_ok_after)
+            out.append(last_ok_after[0])
     return out
 
 
@@ -415,7 +419,9 @@ async def amain(ns: argparse.Namespace) -> None:
                 "STRIPE_WEBHOOK_SECRET": "whsec_bench",
                 "LOG_FORMAT": "json",
                 "LOG_LEVEL": "INFO",
+                "PROMETHEUS_MULTIPROC_DIR": str(logs / "prometheus"),
             }
+            (logs / "prometheus").mkdir()
             p = launch(
                 [str(Path(PY).with_name("uvicorn")), "portal.asgi:application",
                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(ns.workers),
@@ -520,10 +526,8 @@ async def amain(ns: argparse.Namespace) -> None:
             print(f"portal worker RSS MB: start {rss_start['portal']} end {rss_end['portal']}")
     finally:
         for p in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, 15)
-            except ProcessLookupError:
-                pass
         for p in procs:
             try:
                 p.wait(10)
