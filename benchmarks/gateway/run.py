@@ -420,6 +420,7 @@ async def amain(ns: argparse.Namespace) -> None:
                 "LOG_FORMAT": "json",
                 "LOG_LEVEL": "INFO",
                 "PROMETHEUS_MULTIPROC_DIR": str(logs / "prometheus"),
+                **dict(kv.split("=", 1) for kv in ns.portal_env),
             }
             (logs / "prometheus").mkdir()
             p = launch(
@@ -665,6 +666,10 @@ def main() -> None:
     parser.add_argument(
         "--targets", nargs="+", default=["proxy", "portal", "litellm"],
         choices=["proxy", "portal", "litellm"],
+    )  # fmt: skip
+    parser.add_argument(
+        "--portal-env", nargs="*", default=[], metavar="K=V",
+        help="extra environment for the portal's server (experiments; not for the results)",
     )  # fmt: skip
     parser.add_argument("--write", default=str(ROOT / "docs" / "benchmarks.md"))
     ns = parser.parse_args()
