@@ -42,30 +42,44 @@ ACCOUNT_TTL = 30  # seconds a cached balance may live before it is re-read from 
 SPEND_TTL = 30
 CATALOGUE_TTL = 5.0
 
+# Admission and settlement take a batch: 3 (admission) or 4 (settlement) keys per request, so the
+# requests that wait while a call is in flight share the next call (see _Batcher).
 ADMIT_LUA = """
-local acct = redis.call('HMGET', KEYS[1], 'bal', 'paid')
-local spend = false
-if KEYS[2] ~= '' then spend = redis.call('GET', KEYS[2]) end
-local n = redis.call('INCR', KEYS[3])
-if n == 1 then redis.call('EXPIRE', KEYS[3], ARGV[1]) end
-return {acct[1], acct[2], spend, n}
+local out = {}
+for i = 1, #KEYS / 3 do
+  local b = (i - 1) * 3
+  local acct = redis.call('HMGET', KEYS[b + 1], 'bal', 'paid')
+  local spend = false
+  if KEYS[b + 2] ~= '' then spend = redis.call('GET', KEYS[b + 2]) end
+  local n = redis.call('INCR', KEYS[b + 3])
+  if n == 1 then redis.call('EXPIRE', KEYS[b + 3], ARGV[1]) end
+  out[i] = {acct[1], acct[2], spend, n}
+end
+return out
 """
 
-# Returns a bit set: 1 = last_used_at is due; 2 = this debit took the balance under the group's
+# Per request a bit set: 1 = last_used_at is due; 2 = this debit took the balance under the group's
 # auto top-up threshold (once per 60 s per group, whoever crossed it first).
 SETTLE_LUA = """
-local flags = 0
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local cost = tonumber(ARGV[1])
-  local bal = redis.call('HINCRBY', KEYS[1], 'bal', -cost)
-  local thr = tonumber(redis.call('HGET', KEYS[1], 'thr') or '-1')
-  if thr >= 0 and bal < thr and bal + cost >= thr then
-    if redis.call('SET', KEYS[4], '1', 'NX', 'EX', 60) then flags = flags + 2 end
+local out = {}
+for i = 1, #ARGV do
+  local b = (i - 1) * 4
+  local flags = 0
+  local cost = tonumber(ARGV[i])
+  if redis.call('EXISTS', KEYS[b + 1]) == 1 then
+    local bal = redis.call('HINCRBY', KEYS[b + 1], 'bal', -cost)
+    local thr = tonumber(redis.call('HGET', KEYS[b + 1], 'thr') or '-1')
+    if thr >= 0 and bal < thr and bal + cost >= thr then
+      if redis.call('SET', KEYS[b + 4], '1', 'NX', 'EX', 60) then flags = flags + 2 end
+    end
   end
+  if KEYS[b + 2] ~= '' and redis.call('EXISTS', KEYS[b + 2]) == 1 then
+    redis.call('INCRBY', KEYS[b + 2], cost)
+  end
+  if redis.call('SET', KEYS[b + 3], '1', 'NX', 'EX', 60) then flags = flags + 1 end
+  out[i] = flags
 end
-if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[1]) end
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', 60) then flags = flags + 1 end
-return flags
+return out
 """
 
 FILL_ACCOUNT_LUA = """
@@ -175,6 +189,49 @@ def month_start(now: float | None = None) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+class _Batcher:
+    """Group calls: while `inflight` calls run, later callers queue and share the next call.
+
+    `call(items)` returns one result per item. Alone, an item is sent at once (no added latency);
+    under load, one round trip serves many requests.
+    """
+
+    def __init__(self, call: Any, *, inflight: int = 2, max_batch: int = 128) -> None:
+        self._call = call
+        self._inflight = inflight
+        self._max = max_batch
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._running = 0
+
+    async def submit(self, item: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._running < self._inflight:
+            self._running += 1
+            asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max]
+                del self._pending[: self._max]
+                try:
+                    results = await self._call([item for item, _ in batch])
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for (_, future), result in zip(batch, results, strict=True):
+                        if not future.done():
+                            future.set_result(result)
+        finally:
+            self._running -= 1
+
+
 class Store:
     """Connections and caches of one gateway worker (one event loop)."""
 
@@ -190,8 +247,10 @@ class Store:
         self.redis = aioredis.Redis.from_url(
             settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2, max_connections=256
         )
-        self._admit = self.redis.register_script(ADMIT_LUA)
-        self._settle = self.redis.register_script(SETTLE_LUA)
+        self._admit_script = self.redis.register_script(ADMIT_LUA)
+        self._settle_script = self.redis.register_script(SETTLE_LUA)
+        self._admissions = _Batcher(self._admit_many)
+        self._settlements = _Batcher(self._settle_many)
         self._fill_account = self.redis.register_script(FILL_ACCOUNT_LUA)
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
         self._key_ttl = settings.GATEWAY_KEY_CACHE_SECONDS
@@ -305,7 +364,7 @@ class Store:
         acct_key = balance_key(key.group_id)
         spend_key = self._spend_key(key)
         rl_key = f"portal:rl:{key.id}:{model.id}:{window}"
-        bal, paid, spend, count = await self._admit(keys=[acct_key, spend_key, rl_key], args=[61])
+        bal, paid, spend, count = await self._admissions.submit((acct_key, spend_key, rl_key))
         if bal is None:
             bal, paid = await self._load_account(key.group_id)
         if spend_key and spend is None:
@@ -415,14 +474,22 @@ class Store:
         Return (last_used_at is due, the balance just crossed the auto top-up threshold).
         """
         flags = int(
-            await self._settle(
-                keys=[
+            await self._settlements.submit(
+                (
                     balance_key(key.group_id),
                     self._spend_key(key),
                     f"portal:keyused:{key.id}",
                     f"portal:topup:{key.group_id}",
-                ],
-                args=[cost],
+                    cost,
+                )
             )
         )
         return bool(flags & 1), bool(flags & 2)
+
+    async def _admit_many(self, items: list[tuple[str, str, str]]) -> list[Any]:
+        keys = [k for item in items for k in item]
+        return list(await self._admit_script(keys=keys, args=[61]))
+
+    async def _settle_many(self, items: list[tuple[str, str, str, str, int]]) -> list[Any]:
+        keys = [k for item in items for k in item[:4]]
+        return list(await self._settle_script(keys=keys, args=[item[4] for item in items]))

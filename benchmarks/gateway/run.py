@@ -128,23 +128,29 @@ def prepare_database(upstream: str, groups: int, keys_per_group: int) -> tuple[l
     return secrets, run
 
 
-def counters() -> dict[str, int]:
+def counters(run_id: str) -> dict[str, int]:
+    """Usage events and debits of this run's groups (another run may share the database)."""
     from django.db import connection
 
     with connection.cursor() as c:
         c.execute(
-            "SELECT (SELECT count(*) FROM usage_usageevent),"
-            " (SELECT count(*) FROM billing_ledgerentry WHERE kind = 'usage')"
+            "SELECT (SELECT count(*) FROM usage_usageevent e JOIN groups_apigroup g"
+            "         ON g.id = e.group_id WHERE g.name LIKE %(run)s),"
+            " (SELECT count(*) FROM billing_ledgerentry l"
+            "   JOIN billing_creditaccount a ON a.id = l.account_id"
+            "   JOIN groups_apigroup g ON g.id = a.group_id"
+            "  WHERE l.kind = 'usage' AND g.name LIKE %(run)s)",
+            {"run": f"Bench gateway {run_id} %"},
         )
         events, debits = c.fetchone()
     return {"events": events, "debits": debits}
 
 
-def reconcile(request_ids: list[str], before: dict[str, int]) -> dict[str, Any]:
+def reconcile(request_ids: list[str], before: dict[str, int], run_id: str) -> dict[str, Any]:
     """Every 200 has exactly one usage event and one ledger debit; nothing else was charged."""
     from django.db import connection
 
-    after = counters()
+    after = counters(run_id)
     with connection.cursor() as c:
         c.execute(
             "SELECT count(DISTINCT e.request_id), count(l.id) FROM usage_usageevent e"
@@ -404,34 +410,45 @@ async def amain(ns: argparse.Namespace) -> None:
             procs.append(p)
             targets["proxy"] = Target("proxy", f"http://127.0.0.1:{port}/chat/completions", p)
 
-        if "portal" in ns.targets:
+        portal_env = {
+            **base_env,
+            "DJANGO_ENV": "production",
+            "SECRET_KEY": "bench-" + "x" * 60,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": os.environ["DATABASE_URL"],
+            "REDIS_URL": redis_url,
+            "EMAIL_URL": "smtp://127.0.0.1:25",
+            "STRIPE_SECRET_KEY": "sk_test_bench",
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_bench",
+            "STRIPE_WEBHOOK_SECRET": "whsec_bench",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            **dict(kv.split("=", 1) for kv in ns.portal_env),
+        }
+        servers = {
+            # The Dockerfile's command.
+            "portal": [str(Path(PY).with_name("uvicorn")), "portal.asgi:application",
+                       "--host", "127.0.0.1", "--port", "{port}", "--workers", str(ns.workers),
+                       "--lifespan", "off", "--no-access-log"],
+            # The same application under Granian (Rust HTTP server), for comparison.
+            "granian": [str(Path(PY).with_name("granian")), "--interface", "asgi",
+                        "--host", "127.0.0.1", "--port", "{port}", "--workers", str(ns.workers),
+                        "--loop", "uvloop", "--no-access-log", "portal.asgi:application"],
+        }  # fmt: skip
+        for name, command in servers.items():
+            if name not in ns.targets:
+                continue
             port = free_port()
-            env = {
-                **base_env,
-                "DJANGO_ENV": "production",
-                "SECRET_KEY": "bench-" + "x" * 60,
-                "ALLOWED_HOSTS": "127.0.0.1",
-                "DATABASE_URL": os.environ["DATABASE_URL"],
-                "REDIS_URL": redis_url,
-                "EMAIL_URL": "smtp://127.0.0.1:25",
-                "STRIPE_SECRET_KEY": "sk_test_bench",
-                "STRIPE_PUBLISHABLE_KEY": "pk_test_bench",
-                "STRIPE_WEBHOOK_SECRET": "whsec_bench",
-                "LOG_FORMAT": "json",
-                "LOG_LEVEL": "INFO",
-                "PROMETHEUS_MULTIPROC_DIR": str(logs / "prometheus"),
-                **dict(kv.split("=", 1) for kv in ns.portal_env),
-            }
-            (logs / "prometheus").mkdir()
+            metrics_dir = logs / f"prometheus-{name}"
+            metrics_dir.mkdir()
             p = launch(
-                [str(Path(PY).with_name("uvicorn")), "portal.asgi:application",
-                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(ns.workers),
-                 "--lifespan", "off", "--no-access-log"],
-                env, logs / "portal.log",
-            )  # fmt: skip
+                [part.replace("{port}", str(port)) for part in command],
+                {**portal_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                logs / f"{name}.log",
+            )
             procs.append(p)
-            targets["portal"] = Target(
-                "portal", f"http://127.0.0.1:{port}/chat/completions", p,
+            targets[name] = Target(
+                name, f"http://127.0.0.1:{port}/chat/completions", p,
                 [f"Bearer {s}" for s in secrets],
             )  # fmt: skip
 
@@ -477,7 +494,7 @@ async def amain(ns: argparse.Namespace) -> None:
                     await one(s, t, _, False, time.perf_counter(), r)
         print(f"ready: {', '.join(targets)}  (logs in {logs})", flush=True)
         rss_start = {n: t.rss_mb() for n, t in targets.items() if n == "portal"}
-        before = counters()
+        before = counters(run_id)
         portal_ids: list[str] = []
 
         order = list(targets)
@@ -489,7 +506,7 @@ async def amain(ns: argparse.Namespace) -> None:
                     for name in order if rep % 2 == 0 else order[::-1]:
                         res = await open_loop(targets[name], rate, ns.seconds, stream)
                         open_results.setdefault((name, rate, stream), Result()).add(res)
-                        if name == "portal":
+                        if name in ("portal", "granian"):
                             portal_ids += res.request_ids
                         print(
                             f"open {rate}/s stream={stream!s:5} {name:8} p50 "
@@ -501,7 +518,7 @@ async def amain(ns: argparse.Namespace) -> None:
                 for name in order if rep % 2 == 0 else order[::-1]:
                     res = await saturate(targets[name], ns.concurrency, ns.seconds, stream)
                     sat_results.setdefault((name, stream), Result()).add(res)
-                    if name == "portal":
+                    if name in ("portal", "granian"):
                         portal_ids += res.request_ids
                     print(
                         f"saturation stream={stream!s:5} {name:8} {res.ok / res.seconds:8.0f} req/s"
@@ -510,7 +527,9 @@ async def amain(ns: argparse.Namespace) -> None:
                         flush=True,
                     )
 
-        ledger = reconcile(portal_ids, before) if "portal" in targets else {}
+        ledger = (
+            reconcile(portal_ids, before, run_id) if {"portal", "granian"} & set(targets) else {}
+        )
         if ledger:
             print(f"ledger: {ledger}", flush=True)
         revocation: dict[str, list[float]] = {}
@@ -665,7 +684,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=7)
     parser.add_argument(
         "--targets", nargs="+", default=["proxy", "portal", "litellm"],
-        choices=["proxy", "portal", "litellm"],
+        choices=["proxy", "portal", "granian", "litellm"],
     )  # fmt: skip
     parser.add_argument(
         "--portal-env", nargs="*", default=[], metavar="K=V",
