@@ -477,7 +477,13 @@ class GatewayApp:
             }
         )
         metrics.METERING_LAG.observe(time.perf_counter() - metering)
-        touch, top_up = await store.settle(key, cost.total)
+        try:
+            touch, top_up = await store.settle(key, cost.total)
+        except (redis.RedisError, OSError) as exc:
+            # The usage is committed, so the answer is owed: never a 503 for a charged request.
+            # The cached balance catches up when its entry expires (ACCOUNT_TTL) or is refilled.
+            logger.warning("settle skipped: %s", exc, extra={"request_id": request_id})
+            return cost
         if touch:
             self._spawn(store.touch_key(key.id))
         if top_up:
