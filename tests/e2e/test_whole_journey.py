@@ -18,11 +18,12 @@ import pytest
 
 from billing.models import CreditAccount
 from tests.e2e.test_billing_journey import fill_card
-from tests.gateway.conftest import gateway  # noqa: F401 - the uvicorn server fixture
+from tests.gateway import conftest as gateway_fixtures
 from usage.models import UsageEvent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+gateway = gateway_fixtures.gateway  # the uvicorn server fixture, pages and gateway
 PASSWORD = "a-long-unique-passphrase"
 MESSAGES = [{"role": "user", "content": "What is the tallest mountain?"}]
 
