@@ -61,6 +61,7 @@ from billing.models import (
 )
 from billing.money import MICROS_PER_CENT, micros_to_cents
 from groups.models import APIGroup, new_public_id
+from portal import faults
 
 log = logging.getLogger(__name__)
 
@@ -509,6 +510,7 @@ def invoice_generate(*, group: APIGroup, period: BillingPeriod) -> GenerateResul
                     for ln in draft.lines
                 ],
             )
+            faults.pause("invoice_saved")  # reliability tests kill the worker before commit
             if settings.INVOICE_STRIPE_MIRROR:
                 from billing.tasks import invoice_mirror_to_stripe  # noqa: PLC0415
 

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from gateway import metrics, simulator
 from gateway.errors import GatewayError, invalid_key, invalid_request, unavailable
+from gateway.openapi import SPEC_JSON
 from gateway.store import Admission, KeyInfo, ModelInfo, Store
 from keys import secrets
 from usage.pricing import Cost, Usage, compute_cost
@@ -37,7 +38,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 CHAT_PATHS = frozenset({"/chat/completions", "/v1/chat/completions"})
 MODEL_PATHS = frozenset({"/v1/models", "/models"})
 METRICS_PATH = "/metrics"
-PATHS = CHAT_PATHS | MODEL_PATHS | {METRICS_PATH}
+OPENAPI_PATH = "/v1/openapi.json"
+PATHS = CHAT_PATHS | MODEL_PATHS | {METRICS_PATH, OPENAPI_PATH}
 JSON = b"application/json"
 SSE = b"text/event-stream"
 
@@ -88,6 +90,12 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == METRICS_PATH:
             await self.metrics(scope, send)
+            return
+        if scope["path"] == OPENAPI_PATH:
+            if scope["method"] in ("GET", "HEAD"):
+                await respond(send, 200, SPEC_JSON, [])
+            else:
+                await respond(send, 405, method_not_allowed(scope).body(), [])
             return
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -144,7 +152,7 @@ class GatewayApp:
     ) -> int:
         path, method = scope["path"], scope["method"]
         if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
-            raise GatewayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+            raise method_not_allowed(scope)
         key = await self.authenticate(scope)
         store = await self.store()
         models = await store.models()
@@ -548,6 +556,11 @@ def parse_usage(usage: dict[str, Any], payload: dict[str, Any]) -> Usage:
         search_queries=_int(usage.get("num_search_queries")),
         search_context_size=size,
     )
+
+
+def method_not_allowed(scope: Scope) -> GatewayError:
+    method, path = scope["method"], scope["path"]
+    return GatewayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
 
 
 def upstream_error(message: str) -> GatewayError:

@@ -244,9 +244,14 @@ class Store:
             kwargs={"autocommit": True, "prepare_threshold": 0},
             timeout=5,
         )
-        self.redis = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2, max_connections=256
-        )
+        # A blocking pool: a burst beyond 256 concurrent calls (e.g. requests that waited out a
+        # PostgreSQL outage and settle at once) queues for a connection instead of failing.
+        self.redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2,
+                max_connections=256, timeout=2,
+            )
+        )  # fmt: skip
         self._admit_script = self.redis.register_script(ADMIT_LUA)
         self._settle_script = self.redis.register_script(SETTLE_LUA)
         self._admissions = _Batcher(self._admit_many)

