@@ -17,6 +17,8 @@ RUN SECRET_KEY=build ALLOWED_HOSTS=build DATABASE_URL=postgres://build@localhost
 RUN useradd --system --uid 10001 portal && chown -R portal /app
 USER portal
 EXPOSE 8000
-# The workers share one Prometheus directory, emptied at each start (see gateway/metrics.py).
+# Keep-alive longer than a load balancer's idle timeout (60 s on most), so the balancer never
+# reuses a connection uvicorn is closing. The workers share one Prometheus directory, emptied at
+# each start (see gateway/metrics.py).
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn portal.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --lifespan off --no-access-log --proxy-headers"]
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn portal.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --lifespan off --no-access-log --proxy-headers --timeout-keep-alive 75"]

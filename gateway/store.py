@@ -28,10 +28,13 @@ from typing import Any
 
 import orjson
 import psycopg
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connections
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from billing.balance_cache import key as balance_key
 from gateway import metrics
@@ -246,10 +249,13 @@ class Store:
         )
         # A blocking pool: a burst beyond 256 concurrent calls (e.g. requests that waited out a
         # PostgreSQL outage and settle at once) queues for a connection instead of failing.
+        # A pooled connection that Redis closed (it restarted) fails on its next use before the
+        # command reaches Redis: that one case is retried once on a fresh connection.
         self.redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(
                 settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2,
                 max_connections=256, timeout=2,
+                retry=Retry(NoBackoff(), 1), retry_on_error=[redis.ConnectionError],
             )
         )  # fmt: skip
         self._admit_script = self.redis.register_script(ADMIT_LUA)

@@ -152,7 +152,7 @@ class Stack:
         self.web = launch(
             [str(Path(PY).with_name("uvicorn")), "portal.asgi:application", "--host",
              "127.0.0.1", "--port", str(self.web_port), "--workers", "2", "--lifespan", "off",
-             "--no-access-log"],
+             "--no-access-log", "--timeout-keep-alive", "75"],
             self.env, self.base / "web.log",
         )  # fmt: skip
         wait_for(self.healthy, 60, "the web process")
