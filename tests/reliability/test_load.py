@@ -11,6 +11,7 @@ debit, and each group's balance fell by exactly the cost of its new usage.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 
 import pytest
@@ -26,17 +27,24 @@ SATURATION_SECONDS = 5.0
 SHARE = 0.70
 
 
+def run(coro):  # type: ignore[no-untyped-def]
+    """asyncio.run in a thread of its own: the session's Playwright browser (if the browser tests
+    ran first) keeps an event loop running in the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def balances(stack) -> dict[int, int]:  # type: ignore[no-untyped-def]
     return dict(stack.sql("SELECT group_id, balance_micros FROM billing_creditaccount"))
 
 
 def test_seventy_percent_of_saturation_without_errors(stack):  # type: ignore[no-untyped-def]
-    saturation = asyncio.run(closed_loop(stack.url, stack.secrets, 64, SATURATION_SECONDS))
+    saturation = run(closed_loop(stack.url, stack.secrets, 64, SATURATION_SECONDS))
     rate = max(20.0, SHARE * saturation.rate)
 
     since = last_event_id(stack)
     before = balances(stack)
-    load = asyncio.run(open_loop(stack.url, stack.secrets, rate, SECONDS))
+    load = run(open_loop(stack.url, stack.secrets, rate, SECONDS))
     money = reconcile(stack, load.ok_ids, since)
     after = balances(stack)
     spent = dict(
