@@ -66,6 +66,9 @@ class GatewayApp:
     async def store(self) -> Store:
         if self._store is None:
             self._store = Store()
+            self._store.on_top_up = lambda group_id: self._spawn(
+                asyncio.to_thread(queue_auto_top_up, group_id)
+            )
             await self._store.open()
         return self._store
 
@@ -453,28 +456,11 @@ class GatewayApp:
         parsed = parse_usage(usage, payload)
         cost = compute_cost(model.prices, parsed)
         metering = time.perf_counter()
-        # The cached balance is settled in Redis while PostgreSQL commits: both finish before the
-        # response does. Should the commit fail (the request then fails), the cache was lowered by
-        # a cost that was not charged: it errs towards blocking until its next refresh from
-        # PostgreSQL, never towards overdraft.
-        settling = asyncio.ensure_future(store.settle(key, cost.total))
-        try:
-            await self._record(store, key, model, parsed, cost, request_id, started, streamed)
-        except BaseException:
-            settling.add_done_callback(_consume)
-            raise
+        await self._record(store, key, model, parsed, cost, request_id, started, streamed)
         metrics.METERING_LAG.observe(time.perf_counter() - metering)
-        try:
-            touch, top_up = await settling
-        except (redis.RedisError, OSError) as exc:
-            # Charged already: answer. The cached balance is rebuilt from PostgreSQL when Redis
-            # is back (it expires), so the debit is not lost, only late in the cache.
-            logger.warning("balance cache not settled: %s", exc, extra={"request_id": request_id})
-            touch, top_up = False, False
-        if touch:
-            self._spawn(store.touch_key(key.id))
-        if top_up:
-            self._spawn(asyncio.to_thread(queue_auto_top_up, key.group_id))
+        # Committed: the cached balance and spend follow with the next admission (or within
+        # SETTLE_DELAY); the answer does not wait for Redis.
+        store.settle(key, cost.total)
         return cost
 
     @staticmethod
@@ -510,12 +496,6 @@ class GatewayApp:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    """Retrieve a background task's outcome so a failure is not reported as unhandled."""
-    if not task.cancelled():
-        task.exception()
 
 
 def queue_auto_top_up(group_id: int) -> None:

@@ -1,9 +1,11 @@
 """The gateway's data access: cached keys, the catalogue, admission checks and metering.
 
 Per request, in steady state: one Redis round trip before the upstream call (a Lua script that
-reads the group's balance and tier, the key's month-to-date spend, and counts the request
-against the per-key rate limit), and after it one PostgreSQL round trip (`METER_SQL`) plus one
-Redis round trip to settle the cached balance. Cache misses add a PostgreSQL read.
+settles the costs this worker metered since its last call, then reads the group's balance and
+tier and the key's month-to-date spend, and counts the request against the per-key rate limit),
+and after it one PostgreSQL round trip (`METER_SQL`). Under load both are group calls: requests
+that wait while one is in flight share the next. A cost with no admission to carry it within
+SETTLE_DELAY is settled on its own. Cache misses add a PostgreSQL read.
 
 Exactly once: the usage event has a unique request id and the ledger debit a unique reference;
 `METER_SQL` inserts both in one statement (the ledger trigger moves the balance in the same
@@ -14,12 +16,13 @@ always recorded it, and one that dies earlier has neither answered fully nor cha
 Overdraft bound: admission reads the cached balance without reserving anything, so requests
 admitted concurrently while the balance is still positive are all served and charged: a group can
 go below zero by at most the cost of the requests in flight when its balance crossed zero (plus
-what other workers settled within the cache's refresh window). After that every request is 402.
+what other workers metered within SETTLE_DELAY). After that every request is 402.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -41,34 +44,19 @@ from gateway import metrics
 from keys.cache import KEY_TTL, redis_key
 from usage.pricing import Prices
 
+log = logging.getLogger("portal.gateway")
+
 ACCOUNT_TTL = 30  # seconds a cached balance may live before it is re-read from PostgreSQL
 SPEND_TTL = 30
 CATALOGUE_TTL = 5.0
 
-# Admission and settlement take a batch: 3 (admission) or 4 (settlement) keys per request, so the
-# requests that wait while a call is in flight share the next call (see _Batcher).
-ADMIT_LUA = """
-local out = {}
-for i = 1, #KEYS / 3 do
-  local b = (i - 1) * 3
-  local acct = redis.call('HMGET', KEYS[b + 1], 'bal', 'paid')
-  local spend = false
-  if KEYS[b + 2] ~= '' then spend = redis.call('GET', KEYS[b + 2]) end
-  local n = redis.call('INCR', KEYS[b + 3])
-  if n == 1 then redis.call('EXPIRE', KEYS[b + 3], ARGV[1]) end
-  out[i] = {acct[1], acct[2], spend, n}
-end
-return out
-"""
-
-# Per request a bit set: 1 = last_used_at is due; 2 = this debit took the balance under the group's
-# auto top-up threshold (once per 60 s per group, whoever crossed it first).
-SETTLE_LUA = """
-local out = {}
-for i = 1, #ARGV do
-  local b = (i - 1) * 4
+# Settlement of one metered cost against the cache: KEYS[b+1..b+4] = the group's cached account,
+# the key's month-to-date spend ('' if it has no limit), the key's last-used marker, the group's
+# top-up marker. Returns a bit set: 1 = last_used_at is due; 2 = this debit took the balance under
+# the group's auto top-up threshold (once per 60 s per group, whoever crossed it first).
+_SETTLE_ONE = """
+local function settle(b, cost)
   local flags = 0
-  local cost = tonumber(ARGV[i])
   if redis.call('EXISTS', KEYS[b + 1]) == 1 then
     local bal = redis.call('HINCRBY', KEYS[b + 1], 'bal', -cost)
     local thr = tonumber(redis.call('HGET', KEYS[b + 1], 'thr') or '-1')
@@ -80,10 +68,48 @@ for i = 1, #ARGV do
     redis.call('INCRBY', KEYS[b + 2], cost)
   end
   if redis.call('SET', KEYS[b + 3], '1', 'NX', 'EX', 60) then flags = flags + 1 end
-  out[i] = flags
+  return flags
+end
+"""
+
+# One call admits a batch of requests and first settles the costs metered since the last call:
+# ARGV = [rate-limit TTL, S, S costs]; KEYS = 4 per settlement, then 3 per admission (the group's
+# cached account, the key's spend or '', the rate-limit counter). Returns S settlement bit sets,
+# then one {balance, purchased, spend, requests in this window} per admission.
+ADMIT_LUA = (
+    _SETTLE_ONE
+    + """
+local s = tonumber(ARGV[2])
+local out = {}
+for i = 1, s do out[i] = settle((i - 1) * 4, tonumber(ARGV[2 + i])) end
+local base = s * 4
+for j = 1, (#KEYS - base) / 3 do
+  local b = base + (j - 1) * 3
+  local acct = redis.call('HMGET', KEYS[b + 1], 'bal', 'paid')
+  local spend = false
+  if KEYS[b + 2] ~= '' then spend = redis.call('GET', KEYS[b + 2]) end
+  local n = redis.call('INCR', KEYS[b + 3])
+  if n == 1 then redis.call('EXPIRE', KEYS[b + 3], ARGV[1]) end
+  out[s + j] = {acct[1], acct[2], spend, n}
 end
 return out
 """
+)
+
+# Settlements alone, when no admission came to carry them (ARGV = costs, KEYS = 4 per cost).
+SETTLE_LUA = (
+    _SETTLE_ONE
+    + """
+local out = {}
+for i = 1, #ARGV do out[i] = settle((i - 1) * 4, tonumber(ARGV[i])) end
+return out
+"""
+)
+
+# How long a metered cost may wait for the next admission to carry it to Redis before it is sent
+# on its own. Within one worker no admission ever sees a balance without the costs settled before
+# it; other workers see them at most this much later.
+SETTLE_DELAY = 0.002
 
 FILL_ACCOUNT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -261,7 +287,11 @@ class Store:
         self._admit_script = self.redis.register_script(ADMIT_LUA)
         self._settle_script = self.redis.register_script(SETTLE_LUA)
         self._admissions = _Batcher(self._admit_many)
-        self._settlements = _Batcher(self._settle_many)
+        # Metered costs waiting to be settled in Redis: item keys -> [summed cost, key].
+        self._unsettled: dict[tuple[str, ...], list[Any]] = {}
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.on_top_up: Any = None  # called with a group id when its balance crossed the threshold
         self._fill_account = self.redis.register_script(FILL_ACCOUNT_LUA)
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
         self._key_ttl = settings.GATEWAY_KEY_CACHE_SECONDS
@@ -479,28 +509,65 @@ class Store:
         async with self.pool.connection() as conn:
             await conn.execute(METER_SQL, columns)
 
-    async def settle(self, key: KeyInfo, cost: int) -> tuple[bool, bool]:
-        """Apply a metered cost to the cached balance and spend.
-
-        Return (last_used_at is due, the balance just crossed the auto top-up threshold).
-        """
-        flags = int(
-            await self._settlements.submit(
-                (
-                    balance_key(key.group_id),
-                    self._spend_key(key),
-                    f"portal:keyused:{key.id}",
-                    f"portal:topup:{key.group_id}",
-                    cost,
-                )
-            )
+    def settle(self, key: KeyInfo, cost: int) -> None:
+        """Queue a committed cost for the cached balance and spend (see ADMIT_LUA, SETTLE_DELAY)."""
+        item = (
+            balance_key(key.group_id),
+            self._spend_key(key),
+            f"portal:keyused:{key.id}",
+            f"portal:topup:{key.group_id}",
         )
-        return bool(flags & 1), bool(flags & 2)
+        entry = self._unsettled.get(item)
+        if entry is None:
+            self._unsettled[item] = [cost, key]
+        else:
+            entry[0] += cost
+        if self._settle_timer is None:
+            self._settle_timer = asyncio.get_running_loop().call_later(
+                SETTLE_DELAY, self._settle_due
+            )
+
+    def _take_unsettled(self) -> list[tuple[tuple[str, ...], int, KeyInfo]]:
+        taken = [(item, cost, key) for item, (cost, key) in self._unsettled.items()]
+        self._unsettled.clear()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        return taken
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
+        if self._unsettled:
+            self._spawn(self._settle_alone(self._take_unsettled()))
+
+    async def _settle_alone(self, settles: list[tuple[tuple[str, ...], int, KeyInfo]]) -> None:
+        keys = [k for item, _, _ in settles for k in item]
+        try:
+            flags = await self._settle_script(keys=keys, args=[cost for _, cost, _ in settles])
+        except (redis.RedisError, OSError) as exc:
+            log.warning("balance cache not settled: %s", exc)
+            return
+        self._settled(settles, flags)
+
+    def _settled(self, settles: list[tuple[tuple[str, ...], int, KeyInfo]], flags: list) -> None:
+        for (_, _, key), bits in zip(settles, flags, strict=True):
+            if int(bits) & 1:
+                self._spawn(self.touch_key(key.id))
+            if int(bits) & 2 and self.on_top_up is not None:
+                self.on_top_up(key.group_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _admit_many(self, items: list[tuple[str, str, str]]) -> list[Any]:
-        keys = [k for item in items for k in item]
-        return list(await self._admit_script(keys=keys, args=[61]))
-
-    async def _settle_many(self, items: list[tuple[str, str, str, str, int]]) -> list[Any]:
-        keys = [k for item in items for k in item[:4]]
-        return list(await self._settle_script(keys=keys, args=[item[4] for item in items]))
+        settles = self._take_unsettled()
+        keys = [k for item, _, _ in settles for k in item] + [k for item in items for k in item]
+        args = [61, len(settles), *(cost for _, cost, _ in settles)]
+        # Should this call fail, its settlements are not re-sent (Redis may have applied them): a
+        # cached balance that is too high is corrected when it expires and is re-read from
+        # PostgreSQL (ACCOUNT_TTL), which has every debit.
+        out = list(await self._admit_script(keys=keys, args=args))
+        self._settled(settles, out[: len(settles)])
+        return out[len(settles) :]
