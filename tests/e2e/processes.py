@@ -72,11 +72,11 @@ class Processes:
     logs: Path
     running: dict[str, Process] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str]) -> Process:
+    def start(self, name: str, argv: list[str], **env: str) -> Process:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
         popen = subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            argv, cwd=ROOT, env=self.env | env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: uvicorn's and Celery's children too
         )  # fmt: skip
         self.running[name] = proc = Process(name, popen, log)
@@ -130,12 +130,12 @@ def start_web(procs: Processes, port: int, workers: int = 2) -> Process:
     metrics.mkdir(parents=True, exist_ok=True)
     for stale in metrics.glob("*.db"):
         stale.unlink()
-    procs.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     return procs.start(
         "web",
         [str(BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--lifespan", "off",
          "--no-access-log", "--timeout-keep-alive", "75"],
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),  # shared by the workers, as in the Dockerfile
     )  # fmt: skip
 
 

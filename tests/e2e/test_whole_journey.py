@@ -46,7 +46,14 @@ from django.utils import timezone
 from pypdf import PdfReader
 
 from billing import invoices
-from billing.models import CreditAccount, Invoice, Payment, PaymentMethod
+from billing.models import (
+    BillingProfile,
+    CreditAccount,
+    Invoice,
+    Payment,
+    PaymentMethod,
+    StripeEvent,
+)
 from tests.conftest import free_port
 from tests.e2e.processes import (
     Processes,
@@ -84,7 +91,8 @@ class Portal:
 def live_portal(transactional_db, localstripe, smtp_server, output_dir) -> Iterator[Portal]:  # type: ignore[no-untyped-def]
     """Web server, Celery worker and beat as subprocesses; stopped (process groups) afterwards."""
     catalogue_sync()
-    AIModel.objects.filter(name="sonar").update(request_high_per_k=SONAR_HIGH - 28)
+    # $8,000 per 1K requests with a high search context: credits run out in a few calls (step 6).
+    AIModel.objects.filter(name="sonar").update(request_high_per_k=8_000_000_000)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     localstripe.register_webhook(f"{url}/stripe/webhook/", WEBHOOK_SECRET)
@@ -282,6 +290,11 @@ def test_team_lead_and_teammate_whole_journey(
     assert wait_for(lambda: answered_or_refused(oa), 10, "calls to be admitted again").choices
     spent += SONAR
     top_up = Payment.objects.get(group=group, kind="auto_top_up")
+    # localstripe's webhooks reach the web process too (the purchase's and the top-up's).
+    wait_for(
+        lambda: StripeEvent.objects.filter(type="payment_intent.succeeded").count() == 2,
+        10, "the payment_intent.succeeded webhooks",
+    )  # fmt: skip
     assert (top_up.status, top_up.amount_micros) == ("succeeded", 25_000_000)
     assert balance(group) == 20_000_000 + 25_000_000 - spent == 20_973_468
     lead.goto(f"{group_url}/billing/")
@@ -316,6 +329,13 @@ def test_team_lead_and_teammate_whole_journey(
         px.chat.completions.create(model="sonar", messages=MESSAGES)
     assert px_refused.value.status_code == 402
     declined = Payment.objects.get(group=group, kind="auto_top_up", status="failed")
+    # The decline arrives twice (the charge call fails, then the webhook): counted once, so the
+    # first retry is in 1 hour (AUTO_TOP_UP_RETRY_HOURS), not later.
+    wait_for(
+        lambda: StripeEvent.objects.filter(type="payment_intent.payment_failed").exists(),
+        10, "the payment_intent.payment_failed webhook",
+    )  # fmt: skip
+    assert BillingProfile.objects.get(group=group).top_up_failures == 1
     assert "declined" in declined.error_message.lower()
     assert Payment.objects.filter(group=group, kind="auto_top_up").count() == 2
     assert balance(group) == 45_000_000 - spent == -3_026_616
@@ -362,3 +382,5 @@ def test_team_lead_and_teammate_whole_journey(
     assert download.value.suggested_filename == f"{invoice.number}.pdf"
     pdf_text = "".join(page.extract_text() for page in PdfReader(download.value.path()).pages)
     assert f"sonar ({last4})" in pdf_text and "Tess Labs" in pdf_text and "$48.03" in pdf_text
+    for name in ("web", "worker", "beat"):
+        processes.alive(name)  # none of them died on the way
