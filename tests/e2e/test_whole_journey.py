@@ -300,7 +300,7 @@ def test_team_lead_and_teammate_whole_journey(
     lead.goto(f"{group_url}/billing/")
     assert lead.get_by_test_id("blocked-banner").count() == 0
     assert lead.get_by_test_id("balance").inner_text() == "$20.97"
-    assert "Auto top-up by card" in lead.get_by_role("table").last.inner_text()
+    assert lead.get_by_role("cell", name="Auto top-up by card", exact=True).count() == 1
     snap(lead, "auto-top-up")
 
     #    Then the card is replaced by one the bank declines when charged, and credits run out
