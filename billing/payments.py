@@ -282,7 +282,9 @@ def charge(*, payment: Payment) -> Payment:
 def _fail(payment: Payment, message: str) -> Payment:
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment.pk)
-        if payment.status == PaymentStatus.SUCCEEDED:
+        if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+            # Settled already: Stripe reports a decline twice (the failed charge call, then the
+            # payment_intent.payment_failed webhook) and it must count once.
             return payment
         payment.status = PaymentStatus.FAILED
         payment.error_message = message[:255]

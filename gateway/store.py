@@ -40,6 +40,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from billing.balance_cache import key as balance_key
+from billing.balance_cache import top_up_key
 from gateway import metrics
 from keys.cache import KEY_TTL, redis_key
 from usage.pricing import Prices
@@ -515,7 +516,7 @@ class Store:
             balance_key(key.group_id),
             self._spend_key(key),
             f"portal:keyused:{key.id}",
-            f"portal:topup:{key.group_id}",
+            top_up_key(key.group_id),
         )
         entry = self._unsettled.get(item)
         if entry is None:

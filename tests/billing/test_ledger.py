@@ -223,3 +223,18 @@ def test_reconcile_task_finds_no_drift_and_would_report_it(group):
     # Only a direct write behind the ledger's back could do this; the task must notice it.
     CreditAccount.objects.filter(group=group).update(balance_micros=1)
     assert ledger_reconcile() == [CreditAccount.objects.get(group=group).pk]
+
+
+def test_a_credit_clears_the_cached_balance_and_rearms_the_top_up_trigger(
+    group, django_capture_on_commit_callbacks
+):
+    from billing import balance_cache
+    from portal.redis import get_redis
+
+    r = get_redis()
+    r.hset(balance_cache.key(group.pk), mapping={"bal": 1, "paid": 0, "thr": 5})
+    r.set(balance_cache.top_up_key(group.pk), "1", ex=60)  # a top-up was queued seconds ago
+    with django_capture_on_commit_callbacks(execute=True):
+        ledger_post(group=group, amount_micros=25_000_000, kind="auto_top_up", reference="pi_t")
+    # The gateway reloads the balance, and the next crossing of the threshold queues a top-up.
+    assert not r.exists(balance_cache.key(group.pk), balance_cache.top_up_key(group.pk))

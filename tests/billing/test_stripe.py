@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 import stripe
 from django.core import mail
 from django.db import connections
+from django.utils import timezone
 
 from billing import payments, stripe_api
 from billing.models import CreditAccount, LedgerEntry, Payment, PaymentMethod, StripeEvent
@@ -279,6 +281,25 @@ def test_top_up_decline_emails_admins_once_and_backs_off(
     assert len(mail.outbox) == 1
     assert payments.profile_for(group=group).top_up_failures == 2
     assert len(intents(group)) == 2 and not LedgerEntry.objects.exists()
+
+
+def test_the_decline_webhook_after_the_declined_charge_counts_one_failure(
+    group, user, save_card, django_capture_on_commit_callbacks
+):
+    """Stripe reports a decline twice: the charge call fails, and payment_intent.payment_failed
+    arrives. Whichever comes second must not count a second failure (longer back-off)."""
+    save_card(group, DECLINES)
+    enable_top_up(group, user)
+    with django_capture_on_commit_callbacks(execute=True):
+        payment = payments.auto_top_up_run(group_id=group.pk)
+    assert payment.status == "failed"
+    (intent,) = intents(group)
+    with django_capture_on_commit_callbacks(execute=True):
+        payments.payment_intent_apply(stripe_api.payment_intent_retrieve(intent["id"]))
+    profile = payments.profile_for(group=group)
+    assert profile.top_up_failures == 1
+    assert profile.top_up_retry_at < timezone.now() + timedelta(hours=1, minutes=1)
+    assert len(mail.outbox) == 1
 
 
 def test_top_up_rerun_after_a_crash_does_not_charge_twice(group, user, save_card):
