@@ -22,7 +22,12 @@ from tests.reliability.stack import last_event_id, reconcile
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("invariants")]
 
 SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "120"))
-SATURATION_SECONDS = 5.0
+# Saturation: 32 closed-loop clients for 15 s, counted over the last 10 s only. A short burst
+# overstates what the machine sustains for minutes (the first seconds ride on warm caches and an
+# idle disk), and 70 % of a burst once left the open loop above capacity: queues, then 503s.
+SATURATION_CLIENTS = 32
+SATURATION_SECONDS = 15.0
+SATURATION_WARMUP = 5.0
 SHARE = 0.70
 
 
@@ -38,7 +43,10 @@ def balances(stack) -> dict[int, int]:  # type: ignore[no-untyped-def]
 
 
 def test_seventy_percent_of_saturation_without_errors(stack):  # type: ignore[no-untyped-def]
-    saturation = run(closed_loop(stack.url, stack.secrets, 64, SATURATION_SECONDS))
+    saturation = run(closed_loop(stack.url, stack.secrets, SATURATION_CLIENTS, SATURATION_SECONDS))
+    t0 = min(t for t, _ in saturation.timeline)
+    steady = sum(1 for t, s in saturation.timeline if s == 200 and t >= t0 + SATURATION_WARMUP)
+    saturation.rate = steady / (saturation.seconds - SATURATION_WARMUP)
     rate = max(20.0, SHARE * saturation.rate)
 
     since = last_event_id(stack)
