@@ -7,7 +7,6 @@ gateway/store.py for the data access and the exactly-once argument.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -54,7 +53,6 @@ class GatewayApp:
     def __init__(self) -> None:
         self._store: Store | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self.prefix = settings.API_KEY_PREFIX
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.timeout = aiohttp.ClientTimeout(
@@ -66,9 +64,7 @@ class GatewayApp:
     async def store(self) -> Store:
         if self._store is None:
             self._store = Store()
-            self._store.on_top_up = lambda group_id: self._spawn(
-                asyncio.to_thread(queue_auto_top_up, group_id)
-            )
+            self._store.on_top_up = queue_auto_top_up
             await self._store.open()
         return self._store
 
@@ -491,11 +487,6 @@ class GatewayApp:
                 "latency_ms": int((time.perf_counter() - started) * 1000),
             }
         )
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
 
 def queue_auto_top_up(group_id: int) -> None:

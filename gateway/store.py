@@ -222,8 +222,8 @@ def month_start(now: float | None = None) -> datetime:
 class _Batcher:
     """Group calls: while `inflight` calls run, later callers queue and share the next call.
 
-    `call(items)` returns one result per item. Alone, an item is sent at once (no added latency);
-    under load, one round trip serves many requests.
+    `call(items)` returns one result per item (an exception instance fails that item alone).
+    Alone, an item is sent at once (no added latency); under load, one round trip serves many.
     """
 
     def __init__(self, call: Any, *, inflight: int = 2, max_batch: int = 128) -> None:
@@ -256,7 +256,11 @@ class _Batcher:
                         raise
                 else:
                     for (_, future), result in zip(batch, results, strict=True):
-                        if not future.done():
+                        if future.done():
+                            continue
+                        if isinstance(result, BaseException):
+                            future.set_exception(result)
+                        else:
                             future.set_result(result)
         finally:
             self._running -= 1
@@ -292,15 +296,17 @@ class Store:
         self._unsettled: dict[tuple[str, ...], list[Any]] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self.on_top_up: Any = None  # called with a group id when its balance crossed the threshold
+        # Called (in a thread) with a group id when a debit took its balance under the threshold.
+        self.on_top_up: Any = None
         self._fill_account = self.redis.register_script(FILL_ACCOUNT_LUA)
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
         self._key_ttl = settings.GATEWAY_KEY_CACHE_SECONDS
         self._models: dict[str, ModelInfo] = {}
         self._models_loaded = 0.0
         self._opened = False
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flushers = 0
+        self._meterings = _Batcher(
+            self._write_many, inflight=METER_FLUSHERS, max_batch=METER_BATCH_MAX
+        )
 
     async def open(self) -> None:
         if not self._opened:
@@ -455,54 +461,27 @@ class Store:
     async def meter(self, params: dict[str, Any]) -> None:
         """Record the usage event and its ledger debit, once per request id; return when committed.
 
-        Group commit: a request that arrives while METER_FLUSHERS statements are in flight waits
-        for the next one, which carries every request waiting by then. Alone, a request is
-        written at once (no added latency); under load, one round trip and one commit serve many.
+        Group commit (see _Batcher): a request that arrives while METER_FLUSHERS statements are in
+        flight goes into the next one with every request waiting by then.
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((params, future))
-        if self._flushers < METER_FLUSHERS:
-            self._flushers += 1
-            asyncio.ensure_future(self._flush())
-        await future
+        await self._meterings.submit(params)
 
-    async def _flush(self) -> None:
+    async def _write_many(self, rows: list[dict[str, Any]]) -> list[Exception | None]:
         try:
-            while self._pending:
-                batch = self._pending[:METER_BATCH_MAX]
-                del self._pending[:METER_BATCH_MAX]
-                try:
-                    await self._write([p for p, _ in batch])
-                except psycopg.Error as exc:
-                    if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
-                        # One bad row must not fail the others: write them one by one.
-                        for params, future in batch:
-                            await self._write_one(params, future)
-                        continue
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    raise
-                else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            self._flushers -= 1
-
-    async def _write_one(self, params: dict[str, Any], future: asyncio.Future[None]) -> None:
-        try:
-            await self._write([params])
+            await self._write(rows)
         except psycopg.Error as exc:
-            if not future.done():
-                future.set_exception(exc)
-        else:
-            if not future.done():
-                future.set_result(None)
+            if len(rows) == 1 or isinstance(exc, psycopg.OperationalError):
+                raise
+            # One bad row must not fail the others: write them one by one.
+            return [await self._write_one(row) for row in rows]
+        return [None] * len(rows)
+
+    async def _write_one(self, row: dict[str, Any]) -> Exception | None:
+        try:
+            await self._write([row])
+        except psycopg.Error as exc:
+            return exc
+        return None
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         metrics.METER_BATCH.observe(len(rows))
@@ -555,7 +534,7 @@ class Store:
             if int(bits) & 1:
                 self._spawn(self.touch_key(key.id))
             if int(bits) & 2 and self.on_top_up is not None:
-                self.on_top_up(key.group_id)
+                self._spawn(asyncio.to_thread(self.on_top_up, key.group_id))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
