@@ -21,6 +21,7 @@ from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from gateway.errors import GatewayError
 from keys import secrets
 from management.models import ManagementKey
 from management.selectors import management_key_for_secret
@@ -41,8 +42,8 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]
 # --- errors ----------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    """An error response in the OpenAI shape: {"error": {message, type, code, param}}."""
+class ApiError(GatewayError):
+    """The gateway's OpenAI-shaped error, answered as a Django response."""
 
     def __init__(
         self,
@@ -54,22 +55,13 @@ class ApiError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.type, self.param, self.headers = type_, param, headers or {}
+        pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        super().__init__(status, code, message, type_=type_, param=param, headers=pairs)
 
-    def response(self) -> JsonResponse:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "code": self.code,
-                "param": self.param,
-            }
-        }
-        response = JsonResponse(body, status=self.status)
-        for name, value in self.headers.items():
-            response[name] = value
+    def response(self) -> HttpResponse:
+        response = HttpResponse(self.body(), status=self.status, content_type="application/json")
+        for name, value in self.headers:
+            response[name.decode("latin-1")] = value.decode("latin-1")
         return response
 
 
