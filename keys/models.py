@@ -12,30 +12,46 @@ class KeyStatus(models.TextChoices):
     REVOKED = "revoked", "Revoked"
 
 
-class APIKey(models.Model):
-    """An inference key of an API group. Only a SHA-256 hash of the secret is stored."""
+class SecretKey(models.Model):
+    """What every kind of key shares: a name, the prefix and last four characters people see, a
+    SHA-256 of the secret (the secret itself is never stored), a status, who made and revoked it."""
 
-    public_id = models.CharField(max_length=24, unique=True, default=new_public_id, editable=False)
-    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=20)
     secret_hash = models.CharField(max_length=64, unique=True)
     last_four = models.CharField(max_length=4)
     status = models.CharField(max_length=8, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    monthly_limit_micros = models.BigIntegerField(
-        null=True, blank=True, help_text="Spend limit per calendar month (UTC); empty: none."
-    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
-    regenerated_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"{self.prefix}…{self.last_four}"
+
+
+class APIKey(SecretKey):
+    """An inference key of an API group."""
+
+    public_id = models.CharField(max_length=24, unique=True, default=new_public_id, editable=False)
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="api_keys")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    monthly_limit_micros = models.BigIntegerField(
+        null=True, blank=True, help_text="Spend limit per calendar month (UTC); empty: none."
+    )
+    regenerated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
@@ -48,13 +64,6 @@ class APIKey(models.Model):
                 name="keys_limit_positive",
             ),
         ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.masked})"
-
-    @property
-    def masked(self) -> str:
-        return f"{self.prefix}…{self.last_four}"
 
     @property
     def is_expired(self) -> bool:

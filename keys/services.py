@@ -45,12 +45,18 @@ def _publish_on_commit(key: APIKey, *, old_hash: str | None = None) -> None:
     transaction.on_commit(publish)
 
 
-def _validate(name: str, expires_at: datetime | None, monthly_limit_micros: int | None) -> str:
+def clean_key_name(name: str) -> str:
+    """The name of any kind of key, stripped; APIKeyError when empty or too long."""
     name = (name or "").strip()
     if not name:
         raise APIKeyError("Give the key a name.", field="name")
     if len(name) > 100:
         raise APIKeyError("Key names can be at most 100 characters.", field="name")
+    return name
+
+
+def _validate(name: str, expires_at: datetime | None, monthly_limit_micros: int | None) -> str:
+    name = clean_key_name(name)
     if expires_at is not None and expires_at <= timezone.now():
         raise APIKeyError("The expiry date must be in the future.", field="expires_at")
     if monthly_limit_micros is not None and monthly_limit_micros <= 0:

@@ -13,18 +13,11 @@ from django.utils import timezone
 from audit.services import acting_user, audit_record
 from keys import secrets
 from keys.models import KeyStatus
+from keys.services import APIKeyError, clean_key_name
 from management.models import ManagementKey, ManagementRole
 
 # last_used_at is a hint for people ("used 3 minutes ago"), not a log: write it at most this often.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
-
-
-class ManagementKeyError(ValueError):
-    """A management-key change that cannot be made; the message says why."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -37,14 +30,11 @@ class IssuedManagementKey:
 def management_key_create(
     *, group: Any, name: str, role: str, actor: Any, request: Any = None
 ) -> IssuedManagementKey:
-    """Create a management key with `role` and return it with its secret."""
-    name = (name or "").strip()
-    if not name:
-        raise ManagementKeyError("Give the key a name.", field="name")
-    if len(name) > 100:
-        raise ManagementKeyError("Key names can be at most 100 characters.", field="name")
+    """Create a management key with `role` and return it with its secret; APIKeyError (with the
+    field at fault) for a bad name or role."""
+    name = clean_key_name(name)
     if role not in ManagementRole.values:
-        raise ManagementKeyError("Choose Admin or Read-only.", field="role")
+        raise APIKeyError("Choose Admin or Read-only.", field="role")
     prefix = settings.MANAGEMENT_KEY_PREFIX
     secret = secrets.generate(prefix)
     key = ManagementKey.objects.create(

@@ -7,15 +7,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from keys.services import APIKeyError
 from keys.views import render_list
 from management.forms import ManagementKeyForm
 from management.openapi import ENDPOINTS, openapi_document
 from management.selectors import management_key_get_for_group
-from management.services import (
-    ManagementKeyError,
-    management_key_create,
-    management_key_revoke,
-)
+from management.services import management_key_create, management_key_revoke
 from members.permissions import admin_required
 
 
@@ -33,7 +30,7 @@ def create(request: HttpRequest) -> HttpResponse:
                 actor=request.user,
                 request=request,
             )
-        except ManagementKeyError as exc:
+        except APIKeyError as exc:
             form.add_error(exc.field, str(exc))
         else:
             response = render_list(request, issued_management=issued)
