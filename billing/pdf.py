@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.http import HttpResponse
 from fpdf import FPDF
 from fpdf.enums import TableCellFillMode
 
@@ -275,3 +276,11 @@ def receipt_pdf(payment: Payment, *, issuer: tuple[str, str, str]) -> bytes:
     )
     _totals(pdf, [("Amount paid", format_usd(payment.amount_micros))])
     return bytes(pdf.output())
+
+
+def pdf_response(data: bytes, filename: str) -> HttpResponse:
+    """A PDF download; private to the signed-in user or key, never cached."""
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response

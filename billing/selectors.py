@@ -6,8 +6,9 @@ from typing import Any
 
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.shortcuts import get_object_or_404
 
-from billing.models import CreditAccount, EntryKind, LedgerEntry
+from billing.models import CreditAccount, EntryKind, Invoice, LedgerEntry
 from usage.models import AIModel
 from usage.tiers import Tier, next_tier, tier_for
 
@@ -60,3 +61,13 @@ def usage_by_day(*, account: CreditAccount, limit: int = 30) -> list[UsageDay]:
         .order_by("-day")[:limit]
     )
     return [UsageDay(r["day"], r["requests"], r["amount"]) for r in rows]
+
+
+def invoices_for_group(*, group: Any) -> QuerySet[Invoice]:
+    """The group's invoices and credit notes, newest period first, with what each note corrects."""
+    return Invoice.objects.filter(group=group).select_related("corrects")
+
+
+def invoice_get_for_group(*, group: Any, public_id: str) -> Invoice:
+    """The group's invoice or credit note with this id; 404 for any other group's."""
+    return get_object_or_404(invoices_for_group(group=group), public_id=public_id)

@@ -12,9 +12,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from billing import payments, pdf
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
 from billing.invoices import group_address, issuer_details, period_from_key
-from billing.models import Invoice, Payment, PaymentMethod, PaymentStatus
+from billing.models import Payment, PaymentMethod, PaymentStatus
 from billing.money import format_usd
-from billing.selectors import credit_account_get, ledger_transactions, tier_info, usage_by_day
+from billing.selectors import (
+    credit_account_get,
+    invoice_get_for_group,
+    invoices_for_group,
+    ledger_transactions,
+    tier_info,
+    usage_by_day,
+)
 from billing.stripe_api import StripeFailure
 from members.permissions import GroupRequest, admin_required, member_required
 
@@ -247,13 +254,6 @@ def low_balance(request: GroupRequest) -> HttpResponse:
 # --- Invoice history -----------------------------------------------------------------------
 
 
-def _pdf_response(data: bytes, filename: str) -> HttpResponse:
-    response = HttpResponse(data, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
 @member_required
 @require_GET
 def invoices(request: GroupRequest) -> HttpResponse:
@@ -262,7 +262,7 @@ def invoices(request: GroupRequest) -> HttpResponse:
     if tab == "receipts":
         rows: Any = Payment.objects.filter(group=request.group, status=PaymentStatus.SUCCEEDED)
     else:
-        rows = Invoice.objects.filter(group=request.group).select_related("corrects")
+        rows = invoices_for_group(group=request.group)
     page = Paginator(rows, 24).get_page(request.GET.get("page"))
     return render(request, "billing/invoices.html", {"tab": tab, "page": page})
 
@@ -270,9 +270,7 @@ def invoices(request: GroupRequest) -> HttpResponse:
 @member_required
 @require_GET
 def invoice(request: GroupRequest, invoice_id: str) -> HttpResponse:
-    doc = get_object_or_404(
-        Invoice.objects.select_related("corrects"), group=request.group, public_id=invoice_id
-    )
+    doc = invoice_get_for_group(group=request.group, public_id=invoice_id)
     lines = list(doc.lines.all())
     return render(
         request,
@@ -290,8 +288,8 @@ def invoice(request: GroupRequest, invoice_id: str) -> HttpResponse:
 @member_required
 @require_GET
 def invoice_pdf(request: GroupRequest, invoice_id: str) -> HttpResponse:
-    doc = get_object_or_404(Invoice, group=request.group, public_id=invoice_id)
-    return _pdf_response(pdf.invoice_pdf(doc), f"{doc.number}.pdf")
+    doc = invoice_get_for_group(group=request.group, public_id=invoice_id)
+    return pdf.pdf_response(pdf.invoice_pdf(doc), f"{doc.number}.pdf")
 
 
 def _receipt_payment(request: GroupRequest, payment_id: str) -> Payment:
@@ -330,6 +328,6 @@ def receipt(request: GroupRequest, payment_id: str) -> HttpResponse:
 @require_GET
 def receipt_pdf(request: GroupRequest, payment_id: str) -> HttpResponse:
     payment = _receipt_payment(request, payment_id)
-    return _pdf_response(
+    return pdf.pdf_response(
         pdf.receipt_pdf(payment, issuer=_issuer()), f"receipt-{payment.public_id}.pdf"
     )

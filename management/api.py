@@ -22,7 +22,13 @@ from django.http import HttpResponse, JsonResponse
 
 from billing import pdf
 from billing.models import BillingProfile, Invoice
-from billing.selectors import credit_account_get, ledger_transactions, tier_info
+from billing.selectors import (
+    credit_account_get,
+    invoice_get_for_group,
+    invoices_for_group,
+    ledger_transactions,
+    tier_info,
+)
 from groups.forms import APIGroupForm
 from groups.models import APIGroup
 from groups.services import api_group_update
@@ -37,14 +43,12 @@ from keys.services import (
 )
 from management.http import (
     ManagementRequest,
-    check_public_id,
     created,
     get_or_404,
     int_field,
     invalid,
     json_body,
     management_endpoint,
-    not_found,
     paginate,
     parse_datetime_field,
     query_text,
@@ -99,7 +103,7 @@ GROUP_FIELDS = list(APIGroupForm.Meta.fields)
 
 
 def group_get(request: ManagementRequest) -> HttpResponse:
-    return JsonResponse(group_json(APIGroup.objects.get(pk=request.group.pk)))
+    return JsonResponse(group_json(request.group))  # loaded with the key, this request
 
 
 def group_update(request: ManagementRequest) -> HttpResponse:
@@ -499,19 +503,12 @@ invitation_revoke_view = management_endpoint(post=invitation_revoke_handler)
 
 def invoices_list(request: ManagementRequest) -> HttpResponse:
     """Invoices and credit notes, newest first (the Invoice history page's list)."""
-    qs = Invoice.objects.filter(group=request.group).select_related("corrects")
+    qs = invoices_for_group(group=request.group)
     return paginate(request, qs, time_field="issued_at").response(invoice_json)
 
 
 def _invoice(request: ManagementRequest, invoice_id: str) -> Invoice:
-    check_public_id(invoice_id, "invoice")
-    doc = Invoice.objects.select_related("corrects").filter(
-        group=request.group, public_id=invoice_id
-    )
-    found = doc.first()
-    if found is None:
-        raise not_found(f"No invoice with id “{invoice_id}” in this API group.")
-    return found
+    return get_or_404(invoice_get_for_group, "invoice", invoice_id, group=request.group)
 
 
 def invoice_get(request: ManagementRequest, invoice_id: str) -> HttpResponse:
@@ -520,9 +517,7 @@ def invoice_get(request: ManagementRequest, invoice_id: str) -> HttpResponse:
 
 def invoice_pdf_get(request: ManagementRequest, invoice_id: str) -> HttpResponse:
     doc = _invoice(request, invoice_id)
-    response = HttpResponse(pdf.invoice_pdf(doc), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="{doc.number}.pdf"'
-    return response
+    return pdf.pdf_response(pdf.invoice_pdf(doc), f"{doc.number}.pdf")
 
 
 invoices = management_endpoint(get=invoices_list)
