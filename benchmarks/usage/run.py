@@ -16,36 +16,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-
-def use_bench_database() -> str:
-    import psycopg
-
-    url = urlparse(os.environ["DATABASE_URL"])
-    name = url.path.lstrip("/") + "_bench_usage"
-    admin = os.environ["DATABASE_URL"]
-    from urllib.parse import unquote
-
-    host = unquote(url.hostname or "") if url.hostname else None
-    conninfo = {
-        "dbname": url.path.lstrip("/"),
-        "user": url.username or "",
-        "host": host or unquote(url.netloc.split("@")[-1].split(":")[0]),
-    }
-    if url.port:
-        conninfo["port"] = str(url.port)
-    if url.password:
-        conninfo["password"] = url.password
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{name}"))
-    return admin
+from benchmarks.common import machine, use_bench_database, write_section  # noqa: E402
 
 
 def main() -> None:
@@ -58,7 +33,7 @@ def main() -> None:
     parser.add_argument("--write", default=str(ROOT / "docs" / "benchmarks.md"))
     ns = parser.parse_args()
 
-    use_bench_database()
+    use_bench_database("bench_usage")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DEBUG"] = "false"
     os.environ["LOG_LEVEL"] = "WARNING"
@@ -126,18 +101,14 @@ def main() -> None:
             results.append((tz, preset, p50, p95))
             print(f"{tz:14} {preset:11} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms", flush=True)
 
-    info = Path("/proc/cpuinfo")
-    cpuinfo = info.read_text().splitlines() if info.exists() else []
-    cpu = next((ln.split(":", 1)[1] for ln in cpuinfo if ln.startswith("model name")), "?").strip()
     lines = [
-        "<!-- usage:start -->",
         "## Usage dashboard (`benchmarks/usage`)",
         "",
         "Command: `python -m portal.devstack exec -- .venv/bin/python benchmarks/usage/run.py"
         + (f" --events {ns.events}" if ns.events != 10_000_000 else "")
         + "`",
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu}), PostgreSQL from `DATABASE_URL`. Data: {ns.events:,} events in one",
+        f"Machine: {machine()}, PostgreSQL from `DATABASE_URL`. Data: {ns.events:,} events in one",
         f"group over 90 days (20 keys, 4 models) plus {ns.noise:,} in three other groups ({total:,} rows in",
         "`usage_usageevent`), rolled up. Server time of `GET /g/<id>/usage/?range=…` through Django's full",
         f"stack (session, auth, one usage query, template), {ns.repeat} requests per row after 3 warm-ups.",
@@ -148,17 +119,9 @@ def main() -> None:
         "",
         "Target: p95 ≤ 150 ms for every preset. UTC viewers' daily charts read the daily rollups; other zones",
         "sum hourly rollups by their local day (correct across DST, more rows to read).",
-        "<!-- usage:end -->",
     ]
-    path = Path(ns.write)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if "<!-- usage:start -->" in text:
-        head, rest = text.split("<!-- usage:start -->", 1)
-        text = head + "\n".join(lines) + rest.split("<!-- usage:end -->", 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    path.write_text(text)
-    print(f"results written to {path}")
+    write_section(ns.write, "usage", lines)
+    print(f"results written to {ns.write}")
 
 
 if __name__ == "__main__":
