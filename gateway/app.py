@@ -134,17 +134,7 @@ class GatewayApp:
             await respond(send, 404, b'{"detail": "Not found."}', [])
             return
         body, content_type = metrics.exposition()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, 200, body, [], content_type.encode())
 
     async def handle(
         self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list
@@ -561,13 +551,15 @@ def passthrough_error(status: int, raw: bytes) -> GatewayError:
     return GatewayError(status, code, message, type_="invalid_request_error")
 
 
-async def respond(send: Send, status: int, body: bytes, headers: list) -> None:
+async def respond(
+    send: Send, status: int, body: bytes, headers: list, content_type: bytes = JSON
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", JSON),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
                 *headers,
             ],
