@@ -443,10 +443,8 @@ class GatewayApp:
         cost = compute_cost(model.prices, parsed)
         metering = time.perf_counter()
         await self._record(store, key, model, parsed, cost, request_id, started, streamed)
-        metrics.METERING_LAG.observe(time.perf_counter() - metering)
-        # Committed: the cached balance and spend follow with the next admission (or within
-        # SETTLE_DELAY); the answer does not wait for Redis.
-        store.settle(key, cost.total)
+        if not store.write_behind:  # in stream mode the settler observes the lag
+            metrics.METERING_LAG.observe(time.perf_counter() - metering)
         return cost
 
     @staticmethod
@@ -455,6 +453,7 @@ class GatewayApp:
         request_id: str, started: float, streamed: bool,
     ) -> None:  # fmt: skip
         await store.meter(
+            key,
             {
                 "request_id": request_id,
                 "group_id": key.group_id,
@@ -475,7 +474,8 @@ class GatewayApp:
                 "total": cost.total,
                 "streamed": streamed,
                 "latency_ms": int((time.perf_counter() - started) * 1000),
-            }
+                "created": time.time(),
+            },
         )
 
 

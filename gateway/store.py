@@ -3,15 +3,30 @@
 Per request, in steady state: one Redis round trip before the upstream call (a Lua script that
 settles the costs this worker metered since its last call, then reads the group's balance and
 tier and the key's month-to-date spend, and counts the request against the per-key rate limit),
-and after it one PostgreSQL round trip (`METER_SQL`). Under load both are group calls: requests
-that wait while one is in flight share the next. A cost with no admission to carry it within
-SETTLE_DELAY is settled on its own. Cache misses add a PostgreSQL read.
+and one round trip after it to record the usage, in one of two ways (`GATEWAY_METERING`):
+
+- "commit": one PostgreSQL statement (`METER_SQL`) inserts the usage event and its ledger debit.
+  The cached balance follows with the next admission, or on its own within SETTLE_DELAY.
+- "stream" (write-behind): one Redis script (`METER_STREAM_LUA`) appends the usage to the stream
+  `portal:usage` and moves the cached balance at once. Every gateway worker runs a settler that
+  reads the stream as a consumer group and writes what it read with the same `METER_SQL`, a batch
+  every GATEWAY_SETTLE_INTERVAL, then acknowledges and deletes those entries. Until then the
+  amounts count in `portal:unsettled`, so a balance re-read from PostgreSQL subtracts them.
+
+Under load both round trips are group calls: requests that wait while one is in flight share the
+next. Cache misses add a PostgreSQL read.
 
 Exactly once: the usage event has a unique request id and the ledger debit a unique reference;
 `METER_SQL` inserts both in one statement (the ledger trigger moves the balance in the same
-transaction), so a retried settlement inserts nothing. The gateway writes it *before* it sends
-the last bytes of the response, so a process that dies after a client got its full answer has
-always recorded it, and one that dies earlier has neither answered fully nor charged.
+transaction), so a retried settlement inserts nothing. The gateway records the usage — committed
+to PostgreSQL, or appended to the stream — *before* it sends the last bytes of the response, so a
+process that dies after a client got its full answer has always recorded it, and one that dies
+earlier has neither answered fully nor charged. In stream mode an entry stays in the stream until
+it is committed: a settler that dies between the commit and the acknowledgement leaves it pending,
+another worker claims it (CLAIM_IDLE) and its second insert is a no-op. Rows PostgreSQL refuses
+for good (say, their group was deleted) go to `portal:usage:dead` with the error, never dropped.
+Durability in stream mode is Redis's: with `appendonly yes` a crash of the Redis process loses
+nothing it acknowledged (an OS crash loses at most the last second with `appendfsync everysec`).
 
 Overdraft bound: admission reads the cached balance without reserving anything, so requests
 admitted concurrently while the balance is still positive are all served and charged: a group can
@@ -22,8 +37,10 @@ what other workers metered within SETTLE_DELAY). After that every request is 402
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +59,7 @@ from redis.backoff import NoBackoff
 from billing.balance_cache import key as balance_key
 from billing.balance_cache import top_up_key
 from gateway import metrics
-from keys.cache import KEY_TTL, redis_key
+from keys.cache import CHANGES, KEY_TTL, redis_key
 from usage.pricing import Prices
 
 log = logging.getLogger("portal.gateway")
@@ -50,6 +67,9 @@ log = logging.getLogger("portal.gateway")
 ACCOUNT_TTL = 30  # seconds a cached balance may live before it is re-read from PostgreSQL
 SPEND_TTL = 30
 CATALOGUE_TTL = 5.0
+# How long a worker keeps a key in memory while it is subscribed to keys.cache.CHANGES (a change
+# drops it at once); unsubscribed, GATEWAY_KEY_CACHE_SECONDS.
+KEY_CACHE_LIVE = 60.0
 
 # Settlement of one metered cost against the cache: KEYS[b+1..b+4] = the group's cached account,
 # the key's month-to-date spend ('' if it has no limit), the key's last-used marker, the group's
@@ -112,12 +132,75 @@ return out
 # it; other workers see them at most this much later.
 SETTLE_DELAY = 0.002
 
+# Fill a group's cached account from PostgreSQL (KEYS = the account, `portal:unsettled`), less what
+# the stream still owes PostgreSQL (ARGV = balance, purchased, TTL, threshold, unsettled field).
 FILL_ACCOUNT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'bal', ARGV[1], 'paid', ARGV[2], 'thr', ARGV[4])
+  local owed = tonumber(redis.call('HGET', KEYS[2], ARGV[5]) or '0')
+  local bal = string.format('%d', tonumber(ARGV[1]) - owed)
+  redis.call('HSET', KEYS[1], 'bal', bal, 'paid', ARGV[2], 'thr', ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 return redis.call('HMGET', KEYS[1], 'bal', 'paid')
+"""
+
+# Write-behind (GATEWAY_METERING=stream): the stream of usage not yet in PostgreSQL, its consumer
+# group, the amounts it owes per group ('g:<id>') and per key with a spend limit ('k:<id>'), and
+# where rows PostgreSQL refuses for good are kept.
+USAGE_STREAM = "portal:usage"
+SETTLERS = "settlers"
+UNSETTLED = "portal:unsettled"
+DEAD_LETTERS = "portal:usage:dead"
+SETTLE_BATCH = 1000  # entries per settlement statement
+CLAIM_IDLE_MS = 10_000  # an entry read this long ago and not acknowledged: its settler is gone
+CLAIM_EVERY = 5.0  # seconds between looks for such entries
+
+# Record a batch of metered requests: for each, settle its cost in the cache (as ADMIT_LUA does),
+# append it to the stream and count what it owes. ARGV = [n, then per request: cost, group field,
+# key field or '', the usage as JSON]; KEYS = 4 per request (as in _SETTLE_ONE), then the stream
+# and `portal:unsettled`. Returns the n settlement bit sets (also kept in each entry as 'f').
+METER_STREAM_LUA = (
+    _SETTLE_ONE
+    + """
+local n = tonumber(ARGV[1])
+local stream, owed = KEYS[n * 4 + 1], KEYS[n * 4 + 2]
+local out = {}
+for i = 1, n do
+  local a = 1 + (i - 1) * 4
+  local cost = tonumber(ARGV[a + 1])
+  local flags = settle((i - 1) * 4, cost)
+  redis.call('XADD', stream, '*', 'd', ARGV[a + 4], 'f', flags)
+  if cost > 0 then
+    redis.call('HINCRBY', owed, ARGV[a + 2], cost)
+    if ARGV[a + 3] ~= '' then redis.call('HINCRBY', owed, ARGV[a + 3], cost) end
+  end
+  out[i] = flags
+end
+return out
+"""
+)
+
+# After a settlement's commit: acknowledge and delete each entry, and for each one acknowledged
+# now (not by an earlier, interrupted settlement) stop counting what it owed. KEYS = the stream,
+# `portal:unsettled`; ARGV = [consumer group, then per entry: id, group field, key field or '',
+# cost]. Returns how many were acknowledged.
+ACK_LUA = """
+local n = 0
+for i = 2, #ARGV, 4 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    n = n + 1
+    local cost = tonumber(ARGV[i + 3])
+    if cost > 0 then
+      for _, field in ipairs({ARGV[i + 1], ARGV[i + 2]}) do
+        if field ~= '' and redis.call('HINCRBY', KEYS[2], field, -cost) <= 0 then
+          redis.call('HDEL', KEYS[2], field)
+        end
+      end
+    end
+  end
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return n
 """
 
 _METER_COLUMNS = (
@@ -140,6 +223,7 @@ _METER_COLUMNS = (
     ("total", "bigint"),
     ("streamed", "boolean"),
     ("latency_ms", "integer"),
+    ("created", "float8"),  # when the gateway metered it (Unix time)
 )
 
 # One statement for a whole batch of metered requests: the usage events (a request id already
@@ -154,9 +238,10 @@ WITH ev AS (
         input_cost_micros, output_cost_micros, citation_cost_micros, reasoning_cost_micros,
         search_cost_micros, request_cost_micros, cost_micros, streamed, latency_ms, created_at
     )
-    SELECT r.*, now() FROM unnest(
+    SELECT {", ".join(f'r."{name}"' for name, _ in _METER_COLUMNS[:-1])}, to_timestamp(r.created)
+    FROM unnest(
         {", ".join(f"%s::{t}[]" for _, t in _METER_COLUMNS)}
-    ) AS r
+    ) AS r({", ".join(f'"{name}"' for name, _ in _METER_COLUMNS)})
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id, group_id, cost_micros, created_at
 )
@@ -301,19 +386,43 @@ class Store:
         self._fill_account = self.redis.register_script(FILL_ACCOUNT_LUA)
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
         self._key_ttl = settings.GATEWAY_KEY_CACHE_SECONDS
+        self._keys_live = False  # subscribed to key changes
+        self._key_changes = 0  # messages seen: a load that overlapped one is not kept long
+        self._watcher: asyncio.Task[None] | None = None
         self._models: dict[str, ModelInfo] = {}
         self._models_loaded = 0.0
         self._opened = False
         self._meterings = _Batcher(
             self._write_many, inflight=METER_FLUSHERS, max_batch=METER_BATCH_MAX
         )
+        # Write-behind (GATEWAY_METERING=stream): metering appends to the usage stream, and a
+        # settler task writes the stream to PostgreSQL. The settler runs in either mode, so a
+        # stream left over from stream mode is settled after a switch back to commit.
+        self.write_behind = settings.GATEWAY_METERING == "stream"
+        self._settle_interval = settings.GATEWAY_SETTLE_INTERVAL
+        self._meter_stream = self.redis.register_script(METER_STREAM_LUA)
+        self._ack = self.redis.register_script(ACK_LUA)
+        self._streamings = _Batcher(self._stream_many, max_batch=METER_BATCH_MAX)
+        self._settler: asyncio.Task[None] | None = None
+        self._closing = False
 
-    async def open(self) -> None:
+    async def open(self, *, settler: bool = True) -> None:
         if not self._opened:
             await self.pool.open(wait=False)
             self._opened = True
+            if settler:
+                self._settler = asyncio.ensure_future(self._settle_forever())
+            self._watcher = asyncio.ensure_future(self._watch_keys())
 
     async def close(self) -> None:
+        # The flag, not only the cancellation, ends the background loops: a client library that
+        # turns a cancellation into a timeout error must not keep them running.
+        self._closing = True
+        tasks = [t for t in (self._settler, self._watcher) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         if self._opened:
             await self.pool.close()
         await self.redis.aclose()
@@ -325,15 +434,48 @@ class Store:
         now = time.monotonic()
         cached = self._keys.get(secret_hash)
         if cached is None or cached[0] < now:
+            seen = self._key_changes
             info = await self._load_key(secret_hash)
             if len(self._keys) > 50_000:
                 self._keys.clear()
-            self._keys[secret_hash] = (now + self._key_ttl, info)
+            live = self._keys_live and seen == self._key_changes
+            self._keys[secret_hash] = (now + (KEY_CACHE_LIVE if live else self._key_ttl), info)
         else:
             info = cached[1]
         if info is not None and info.expires_at is not None and info.expires_at <= time.time():
             return None
         return info
+
+    async def _watch_keys(self) -> None:
+        """Drop a key from memory as soon as the portal announces a change to it."""
+        backoff = 0.5
+        while not self._closing:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(CHANGES)
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # From now on no change goes unseen: forget what was read before.
+                        self._keys.clear()
+                        self._keys_live = True
+                        backoff = 0.5
+                    elif message["type"] == "message":
+                        self._key_changes += 1
+                        self._keys.pop(message["data"].decode(), None)
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as exc:
+                log.warning("key changes not received, caching keys briefly: %s", exc)
+            finally:
+                self._keys_live = False
+                self._keys.clear()  # kept for the live TTL: re-read them with the short one
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _load_key(self, secret_hash: str) -> KeyInfo | None:
         raw = await self.redis.get(redis_key(secret_hash))
@@ -383,14 +525,23 @@ class Store:
 
     async def models(self) -> dict[str, ModelInfo]:
         if time.monotonic() - self._models_loaded > CATALOGUE_TTL:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT id, name, upstream_base_url, upstream_api_key_env, upstream_model, "
-                    "input_per_m, output_per_m, citation_per_m, reasoning_per_m, search_per_k, "
-                    "request_low_per_k, request_medium_per_k, request_high_per_k, rate_limit_rpm "
-                    "FROM usage_aimodel WHERE enabled ORDER BY name"
-                )
-                rows = await cur.fetchall()
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(
+                        "SELECT id, name, upstream_base_url, upstream_api_key_env, "
+                        "upstream_model, input_per_m, output_per_m, citation_per_m, "
+                        "reasoning_per_m, search_per_k, request_low_per_k, request_medium_per_k, "
+                        "request_high_per_k, rate_limit_rpm "
+                        "FROM usage_aimodel WHERE enabled ORDER BY name"
+                    )
+                    rows = await cur.fetchall()
+            except psycopg.OperationalError as exc:
+                if not self._models:
+                    raise
+                # Serve with the catalogue we have; try again after CATALOGUE_TTL.
+                log.warning("catalogue not refreshed (PostgreSQL unavailable): %s", exc)
+                self._models_loaded = time.monotonic()
+                return self._models
             self._models = {
                 r[1]: ModelInfo(
                     id=r[0],
@@ -442,7 +593,8 @@ class Store:
             row = await cur.fetchone()
         bal, paid, thr = (row[0], row[1], row[2]) if row else (0, 0, -1)
         bal, paid = await self._fill_account(
-            keys=[balance_key(group_id)], args=[bal, paid, ACCOUNT_TTL, thr]
+            keys=[balance_key(group_id), UNSETTLED],
+            args=[bal, paid, ACCOUNT_TTL, thr, f"g:{group_id}"],
         )
         return int(bal), int(paid)
 
@@ -455,16 +607,48 @@ class Store:
             )
             row = await cur.fetchone()
         spend = int(row[0]) if row else 0
+        spend += int(await self.redis.hget(UNSETTLED, f"k:{key.id}") or 0)  # still in the stream
         await self.redis.set(spend_key, spend, ex=SPEND_TTL, nx=True)
         return spend
 
-    async def meter(self, params: dict[str, Any]) -> None:
-        """Record the usage event and its ledger debit, once per request id; return when committed.
+    async def meter(self, key: KeyInfo, params: dict[str, Any]) -> None:
+        """Record a metered request, once per request id; return when it is durable.
 
-        Group commit (see _Batcher): a request that arrives while METER_FLUSHERS statements are in
-        flight goes into the next one with every request waiting by then.
+        Commit mode: the usage event and its ledger debit are committed to PostgreSQL. Group
+        commit (see _Batcher): a request that arrives while METER_FLUSHERS statements are in
+        flight goes into the next one with every request waiting by then. Stream mode: the usage
+        is appended to the usage stream (same batching); should Redis fail, it is committed to
+        PostgreSQL instead, and the stream copy, if the failed call had written one, inserts
+        nothing when it is settled.
         """
+        if self.write_behind:
+            try:
+                await self._streamings.submit((key, params))
+                return
+            except (redis.RedisError, OSError) as exc:
+                log.warning("usage stream unavailable, committing to PostgreSQL: %s", exc)
         await self._meterings.submit(params)
+        self.settle(key, params["total"])
+
+    async def _stream_many(self, items: list[tuple[KeyInfo, dict[str, Any]]]) -> list[None]:
+        keys: list[str] = []
+        args: list[Any] = [len(items)]
+        for key, params in items:
+            keys += [
+                balance_key(key.group_id),
+                self._spend_key(key),
+                f"portal:keyused:{key.id}",
+                top_up_key(key.group_id),
+            ]
+            args += [
+                params["total"],
+                f"g:{key.group_id}",
+                f"k:{key.id}" if key.monthly_limit_micros is not None else "",
+                orjson.dumps({**params, "limited": key.monthly_limit_micros is not None}),
+            ]
+        metrics.METER_BATCH.observe(len(items))
+        await self._meter_stream(keys=[*keys, USAGE_STREAM, UNSETTLED], args=args)
+        return [None] * len(items)
 
     async def _write_many(self, rows: list[dict[str, Any]]) -> list[Exception | None]:
         try:
@@ -531,10 +715,14 @@ class Store:
 
     def _settled(self, settles: list[tuple[tuple[str, ...], int, KeyInfo]], flags: list) -> None:
         for (_, _, key), bits in zip(settles, flags, strict=True):
-            if int(bits) & 1:
-                self._spawn(self.touch_key(key.id))
-            if int(bits) & 2 and self.on_top_up is not None:
-                self._spawn(asyncio.to_thread(self.on_top_up, key.group_id))
+            self._follow_up(key.id, key.group_id, int(bits))
+
+    def _follow_up(self, key_id: int, group_id: int, bits: int) -> None:
+        """After a debit: note the key's use (bit 1), queue an auto top-up (bit 2)."""
+        if bits & 1:
+            self._spawn(self.touch_key(key_id))
+        if bits & 2 and self.on_top_up is not None:
+            self._spawn(asyncio.to_thread(self.on_top_up, group_id))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -551,3 +739,111 @@ class Store:
         out = list(await self._admit_script(keys=keys, args=args))
         self._settled(settles, out[: len(settles)])
         return out[len(settles) :]
+
+    # --- write-behind settlement --------------------------------------------------------------
+
+    async def _settle_forever(self) -> None:
+        """Settle the usage stream into PostgreSQL, a batch at a time, until cancelled."""
+        consumer = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        retry: list[Any] = []  # entries read and not yet committed
+        claim_at = 0.0
+        backoff = 0.5
+        ready = False
+        while not self._closing:
+            try:
+                if not ready:
+                    await self._prepare_stream()
+                    ready = True
+                entries = retry
+                if not entries and time.monotonic() >= claim_at:
+                    # Entries a settler read and never acknowledged: it died, or it is us and
+                    # PostgreSQL refused them last time.
+                    claim_at = time.monotonic() + CLAIM_EVERY
+                    claimed = await self.redis.xautoclaim(
+                        USAGE_STREAM, SETTLERS, consumer, CLAIM_IDLE_MS, "0-0", count=SETTLE_BATCH
+                    )
+                    entries = claimed[1]
+                if not entries:
+                    read: Any = await self.redis.xreadgroup(
+                        SETTLERS, consumer, {USAGE_STREAM: ">"}, count=SETTLE_BATCH, block=1000
+                    )
+                    entries = read[0][1] if read else []
+                retry = entries
+                if entries:
+                    retry = await self.settle_entries(entries)
+                backoff = 0.5
+                if len(entries) < SETTLE_BATCH:  # a full batch means a backlog: no pause
+                    await asyncio.sleep(self._settle_interval)
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, psycopg.Error, OSError) as exc:
+                if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                    ready = False  # Redis lost the stream (restarted without persistence)
+                log.warning("usage settlement paused (%d entries waiting): %s", len(retry), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _prepare_stream(self) -> None:
+        try:
+            await self.redis.xgroup_create(USAGE_STREAM, SETTLERS, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        if self.write_behind:
+            try:
+                aof: Any = await self.redis.config_get("appendonly")
+            except redis.ResponseError:  # CONFIG is disabled (managed Redis): cannot tell
+                return
+            if aof.get(b"appendonly", aof.get("appendonly")) in (b"no", "no"):
+                log.warning(
+                    "GATEWAY_METERING=stream but Redis has appendonly=no: usage not yet settled "
+                    "into PostgreSQL is lost if Redis restarts"
+                )
+
+    async def settle_entries(self, entries: list[Any]) -> list[Any]:
+        """Commit stream entries to PostgreSQL, then acknowledge them; return those to retry.
+
+        Raises when PostgreSQL or Redis is unavailable (the caller retries the same entries).
+        """
+        rows: list[tuple[Any, dict[str, Any], int]] = []
+        gone: list[Any] = []
+        for entry_id, fields in entries:
+            if fields:
+                rows.append((entry_id, orjson.loads(fields[b"d"]), int(fields.get(b"f", 0))))
+            else:
+                gone.append(entry_id)  # deleted while pending: only its acknowledgement is due
+        results: list[Exception | None] = []
+        if rows:
+            try:
+                results = await self._write_many([data for _, data, _ in rows])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:  # a batch of one that PostgreSQL refused
+                results = [exc]
+        done: list[tuple[Any, dict[str, Any], int]] = []
+        retry: list[Any] = []
+        for (entry_id, data, bits), result in zip(rows, results, strict=True):
+            if result is None:
+                done.append((entry_id, data, bits))
+            elif isinstance(result, psycopg.OperationalError):
+                retry.append(next(e for e in entries if e[0] == entry_id))
+            else:
+                log.error("usage %s refused by PostgreSQL, kept in %s: %s",
+                          data.get("request_id"), DEAD_LETTERS, result)  # fmt: skip
+                await self.redis.xadd(
+                    DEAD_LETTERS, {"d": orjson.dumps(data), "error": str(result)[:500]}
+                )
+                done.append((entry_id, data, 0))
+        args: list[Any] = [SETTLERS]
+        for entry_id, data, _ in done:
+            key_field = f"k:{data['key_id']}" if data.get("limited") else ""
+            args += [entry_id, f"g:{data['group_id']}", key_field, data["total"]]
+        for entry_id in gone:
+            args += [entry_id, "", "", 0]
+        if len(args) > 1:
+            await self._ack(keys=[USAGE_STREAM, UNSETTLED], args=args)
+        now = time.time()
+        for _, data, bits in done:
+            metrics.METERING_LAG.observe(max(0.0, now - data["created"]))
+            self._follow_up(data["key_id"], data["group_id"], bits)
+        return retry

@@ -1,10 +1,11 @@
 """What the gateway knows about a key, cached in Redis under the SHA-256 of the secret.
 
 After any change to a key (revoke, regenerate, rename, limits) the service writes the fresh
-state here after commit — a revoked or regenerated secret's entry says "revoked" — so the next
-lookup by any gateway worker sees it; workers keep entries in memory for at most
-`settings.GATEWAY_KEY_CACHE_SECONDS` (≤ 1 s). The gateway fills missing entries with SET NX, so a
-fill racing with a change never overwrites the newer state.
+state here after commit — a revoked or regenerated secret's entry says "revoked" — and announces
+the hash on the channel CHANGES. Gateway workers keep entries in memory: while subscribed to
+CHANGES, until a message drops them (at most KEY_CACHE_LIVE seconds); while not subscribed (Redis
+restarting), for at most `settings.GATEWAY_KEY_CACHE_SECONDS` (≤ 1 s). The gateway fills missing
+entries with SET NX, so a fill racing with a change never overwrites the newer state.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from keys.models import APIKey, KeyStatus
 from portal.redis import get_redis
 
 KEY_TTL = 300  # seconds; a missed update heals itself within this time
+CHANGES = "portal:key-changes"  # pub/sub channel: the hash of each key whose state changed
 logger = logging.getLogger(__name__)
 
 
@@ -42,6 +44,9 @@ REVOKED = {"active": False}
 
 def publish(secret_hash: str, state: dict) -> None:
     try:
-        get_redis().set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL)
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL)
+        pipe.publish(CHANGES, secret_hash)
+        pipe.execute()
     except redis.RedisError:
         logger.warning("could not publish key state for %s…", secret_hash[:8])

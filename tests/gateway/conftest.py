@@ -25,6 +25,7 @@ from usage.models import AIModel
 class Gateway:
     url: str
     app: object
+    metering: str = "commit"
 
     def client(self, key: str | None = None, **kw) -> httpx.Client:  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -33,7 +34,21 @@ class Gateway:
     def chat(self, key: str | None, model: str = "sonar", **body):  # type: ignore[no-untyped-def]
         payload = {"model": model, "messages": [{"role": "user", "content": "What is up?"}]} | body
         with self.client(key) as c:
-            return c.post("/chat/completions", json=payload)
+            response = c.post("/chat/completions", json=payload)
+        self.settled()
+        return response
+
+    def settled(self, timeout: float = 10.0) -> None:
+        """Stream mode: wait until the usage stream is empty (all settled into PostgreSQL)."""
+        if self.metering != "stream":
+            return
+        from gateway.store import USAGE_STREAM
+        from portal.redis import get_redis
+
+        deadline = time.monotonic() + timeout
+        while get_redis().xlen(USAGE_STREAM):
+            assert time.monotonic() < deadline, "usage stream not settled in time"
+            time.sleep(0.01)
 
 
 def _serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:  # type: ignore[no-untyped-def]
@@ -51,19 +66,33 @@ def _serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:  # type: ignore
 
 
 @pytest.fixture
-def gateway(transactional_db, settings) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
-    """The portal's ASGI application (gateway + Django) served by uvicorn on loopback."""
+def gateway(request, transactional_db, settings) -> Iterator[Gateway]:  # type: ignore[no-untyped-def]
+    """The portal's ASGI application (gateway + Django) served by uvicorn on loopback.
+
+    Parametrize it indirectly with "stream" for write-behind metering (GATEWAY_METERING); `chat`
+    then returns once its usage is settled into PostgreSQL.
+    """
     from django.core.asgi import get_asgi_application
 
     from gateway.asgi import wrap
+    from gateway.store import DEAD_LETTERS, UNSETTLED, USAGE_STREAM
+    from portal.redis import get_redis
     from usage.catalogue import catalogue_sync
 
+    metering = getattr(request, "param", "commit")
+    settings.GATEWAY_METERING = metering
+    settings.GATEWAY_SETTLE_INTERVAL = 0.02
+    get_redis().delete(USAGE_STREAM, UNSETTLED, DEAD_LETTERS)  # nothing from earlier tests
     catalogue_sync()  # the default models (transactional tests start from empty tables)
     app = wrap(get_asgi_application())
     server, thread, port = _serve(app)
-    yield Gateway(url=f"http://127.0.0.1:{port}", app=app)
+    yield Gateway(url=f"http://127.0.0.1:{port}", app=app, metering=metering)
     server.should_exit = True
     thread.join(10)
+
+
+# For tests that must hold in both metering modes.
+both_modes = pytest.mark.parametrize("gateway", ["commit", "stream"], indirect=True)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from billing.models import CreditAccount, LedgerEntry
 from billing.services import ledger_post
 from keys.services import api_key_create, api_key_regenerate, api_key_revoke
 from tests.factories import GroupFactory, MembershipFactory
+from tests.gateway.conftest import both_modes
 from usage.models import AIModel, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,6 +28,7 @@ def error(response) -> dict:  # type: ignore[no-untyped-def]
     return body["error"]
 
 
+@both_modes
 def test_metered_request_is_priced_by_our_catalogue(
     gateway, upstream, upstream_model, funded_group, api_key
 ):
@@ -62,6 +64,7 @@ def test_search_context_size_sets_the_request_fee(gateway, upstream, upstream_mo
     assert response.json()["usage"]["cost"]["request_cost"] == 0.014
 
 
+@both_modes
 def test_simulator_answers_and_is_metered(gateway, api_key, funded_group):
     response = gateway.chat(api_key, model="sonar")
     assert response.status_code == 200
@@ -142,6 +145,20 @@ def test_revocation_and_regeneration_take_effect_within_a_second(gateway, funded
         time.sleep(0.05)
 
 
+def test_a_revocation_is_announced_to_the_workers_at_once(gateway, funded_group, settings):
+    # Unsubscribed, a worker would trust its copy of the key for this long.
+    settings.GATEWAY_KEY_CACHE_SECONDS = 60
+    issued = api_key_create(group=funded_group, name="Announced")
+    assert gateway.chat(issued.secret).status_code == 200
+    time.sleep(0.2)  # the worker subscribes to key changes when it starts
+    assert gateway.chat(issued.secret).status_code == 200  # served from its memory
+    api_key_revoke(key=issued.key)
+    started = time.monotonic()
+    while gateway.chat(issued.secret).status_code == 200:
+        assert time.monotonic() - started < 2.0, "revoked key still served: change not announced"
+        time.sleep(0.01)
+
+
 def test_no_credits_is_402_without_calling_the_upstream(gateway, upstream, upstream_model):
     group = GroupFactory()
     key = api_key_create(group=group, name="Broke").secret
@@ -160,6 +177,7 @@ def test_credits_arriving_unblock_the_keys(gateway, upstream, upstream_model):
     assert gateway.chat(key, model="fake-pro").status_code == 200
 
 
+@both_modes
 def test_key_monthly_limit_is_402(gateway, upstream, upstream_model, funded_group):
     key = api_key_create(group=funded_group, name="Capped", monthly_limit_micros=50_000).secret
     assert gateway.chat(key, model="fake-pro").status_code == 200  # 28,207 spent
@@ -270,6 +288,7 @@ def test_upstream_timeout_is_504_and_unreachable_is_502(
     assert UsageEvent.objects.count() == 0
 
 
+@both_modes
 def test_streaming_passes_chunks_and_meters_from_the_final_usage(
     gateway, upstream, upstream_model, funded_group, api_key
 ):
@@ -287,11 +306,13 @@ def test_streaming_passes_chunks_and_meters_from_the_final_usage(
     assert text == "Hello world"
     assert chunks[-1]["usage"]["cost"]["total_cost"] == 0.028207
     assert upstream.hits[0]["stream_options"] == {"include_usage": True}
+    gateway.settled()
     event = UsageEvent.objects.get()
     assert event.streamed and event.cost_micros == 28_207
     assert balance(funded_group) == before - 28_207
 
 
+@both_modes
 def test_two_hundred_concurrent_requests_on_credit_for_one_hundred(
     gateway, upstream, upstream_model
 ):
@@ -325,6 +346,7 @@ def test_two_hundred_concurrent_requests_on_credit_for_one_hundred(
     assert gateway.chat(key, model="fake-pro").status_code == (402 if final <= 0 else 200)
 
 
+@both_modes
 def test_a_stream_that_breaks_midway_ends_with_an_error_and_charges_nothing(
     gateway, upstream, upstream_model, funded_group, api_key
 ):
@@ -338,10 +360,12 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_and_charges_nothing(
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert "[DONE]" not in events
     assert orjson.loads(events[-1])["error"]["code"] == "upstream_error"
+    gateway.settled()
     assert UsageEvent.objects.count() == 0
     assert balance(funded_group) == before
 
 
+@both_modes
 def test_last_used_is_written_at_most_once_a_minute(gateway, funded_group, api_key):
     from keys.models import APIKey
 
@@ -354,6 +378,7 @@ def test_last_used_is_written_at_most_once_a_minute(gateway, funded_group, api_k
     assert APIKey.objects.get().last_used_at == first
 
 
+@both_modes
 def test_crossing_the_threshold_starts_one_auto_top_up(
     gateway, upstream, upstream_model, localstripe, save_card
 ):
