@@ -391,6 +391,7 @@ class Store:
         self._watcher: asyncio.Task[None] | None = None
         self._models: dict[str, ModelInfo] = {}
         self._models_loaded = 0.0
+        self._models_refreshing = False
         self._opened = False
         self._meterings = _Batcher(
             self._write_many, inflight=METER_FLUSHERS, max_batch=METER_BATCH_MAX
@@ -525,8 +526,12 @@ class Store:
 
     async def models(self) -> dict[str, ModelInfo]:
         if time.monotonic() - self._models_loaded > CATALOGUE_TTL:
+            if self._models and self._models_refreshing:
+                return self._models  # one request refreshes it; the others need not wait
+            self._models_refreshing = True
             try:
-                async with self.pool.connection() as conn:
+                # With a catalogue in hand, do not wait long for a connection: serve with it.
+                async with self.pool.connection(timeout=1.0 if self._models else None) as conn:
                     cur = await conn.execute(
                         "SELECT id, name, upstream_base_url, upstream_api_key_env, "
                         "upstream_model, input_per_m, output_per_m, citation_per_m, "
@@ -542,6 +547,8 @@ class Store:
                 log.warning("catalogue not refreshed (PostgreSQL unavailable): %s", exc)
                 self._models_loaded = time.monotonic()
                 return self._models
+            finally:
+                self._models_refreshing = False
             self._models = {
                 r[1]: ModelInfo(
                     id=r[0],

