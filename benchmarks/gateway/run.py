@@ -321,6 +321,17 @@ async def saturate(target: Target, concurrency: int, seconds: float, stream: boo
     return res
 
 
+async def quiet(targets: dict[str, Target], timeout: float = 60) -> None:
+    """Wait until no server is still busy (LiteLLM keeps working through a queue it could not
+    keep up with after its clients are done): a run must not share the CPU with the last one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(t.cpu_seconds() for t in targets.values())
+        await asyncio.sleep(0.5)
+        if sum(t.cpu_seconds() for t in targets.values()) - before < 0.05:  # < 10 % of a core
+            return
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -545,6 +556,7 @@ async def amain(ns: argparse.Namespace) -> None:
             for rate in ns.rates:
                 for rep in range(ns.reps):
                     for name in order if rep % 2 == 0 else order[::-1]:
+                        await quiet(targets)
                         res = await open_loop(targets[name], rate, ns.seconds, stream)
                         open_results.setdefault((name, rate, stream), Result()).add(res)
                         if name in PORTALS:
@@ -557,6 +569,7 @@ async def amain(ns: argparse.Namespace) -> None:
                         )
             for rep in range(ns.reps):
                 for name in order if rep % 2 == 0 else order[::-1]:
+                    await quiet(targets)
                     res = await saturate(targets[name], ns.concurrency, ns.seconds, stream)
                     sat_results.setdefault((name, stream), Result()).add(res)
                     if name in PORTALS:
@@ -633,7 +646,9 @@ def report(
         "second) as in docker-compose.yml; `proxy` = bare aiohttp pass-through; `litellm` = LiteLLM proxy "
         f"{LITELLM_VERSION} with a master key and **no database** (no virtual keys, no spend",
         "tracking: less work than ours). 50 keys in 5 groups. Targets alternate within each row",
-        f"(A B C D, then D C B A), {ns.reps} runs of {ns.seconds:g} s each, samples pooled.",
+        f"(A B C D, then D C B A), {ns.reps} runs of {ns.seconds:g} s each, samples pooled; before",
+        "each run the script waits until every server is idle (LiteLLM works on after its clients",
+        "give up on it).",
         "",
         "### Open loop (latency from the scheduled send time)",
         "",
