@@ -1,8 +1,8 @@
 """PDF invoices, credit notes and receipts (fpdf2, DejaVu Sans so any name or address prints).
 
 Rendered on request from the stored, immutable invoice, so the same invoice always gives the
-same document content. Amounts come from the stored cent values (see `billing.invoices` for the
-rounding rule); nothing is re-computed here.
+same document content. Amounts come from the stored cent values (see
+`billing.invoicing.allocation` for the rounding rule); nothing is re-computed here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from typing import Any
 from django.http import HttpResponse
 from fpdf import FPDF
 from fpdf.enums import TableCellFillMode
+from fpdf.fonts import FontFace
 
+from billing.invoicing.documents import group_address
+from billing.invoicing.periods import period_from_key
 from billing.models import BILLED_SECTIONS, Invoice, InvoiceKind, LineSection, Payment
 from billing.money import format_cents, format_usd, format_usd_precise
 
@@ -124,8 +127,6 @@ def _table(pdf: _Document, widths: tuple[int, ...], align: tuple[str, ...], rows
 
 
 def _headings_style() -> Any:
-    from fpdf.fonts import FontFace  # noqa: PLC0415
-
     return FontFace(emphasis="BOLD", color=MUTED, fill_color=(255, 255, 255))
 
 
@@ -240,8 +241,6 @@ def invoice_pdf(invoice: Invoice) -> bytes:
 
 
 def _period_text(invoice: Invoice) -> str:
-    from billing.invoices import period_from_key  # noqa: PLC0415
-
     return period_from_key(invoice.period_key).label
 
 
@@ -261,8 +260,6 @@ def receipt_pdf(payment: Payment, *, issuer: tuple[str, str, str]) -> bytes:
             ("Payment", payment.stripe_payment_intent_id or ""),
         ],
     )
-    from billing.invoices import group_address  # noqa: PLC0415
-
     _bill_to(pdf, group.name, group_address(group), group.tax_id)
     _heading(pdf, "Paid")
     _table(
