@@ -23,10 +23,6 @@ class EntryKind(models.TextChoices):
     PROMOTIONAL = "promotional", "Promotional credit"
 
 
-# Kinds that count as money paid in (for usage tiers); refunds take it back out.
-PAID_KINDS = (EntryKind.PURCHASE, EntryKind.AUTO_TOP_UP, EntryKind.REFUND)
-
-
 class CreditAccount(models.Model):
     group = models.OneToOneField(
         "groups.APIGroup", on_delete=models.PROTECT, related_name="credit_account"

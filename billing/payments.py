@@ -34,6 +34,7 @@ from billing.models import (
 )
 from billing.money import MICROS_PER_CENT, format_usd
 from billing.services import ledger_post
+from billing.tasks import email_admins_about_payment, email_low_balance
 from groups.models import APIGroup, new_public_id
 from portal import faults
 
@@ -415,8 +416,6 @@ def _top_up_declined(payment: Payment) -> None:
 
 
 def _email_admins_task(kind: str, payment_id: int) -> None:
-    from billing.tasks import email_admins_about_payment  # noqa: PLC0415 - import cycle
-
     email_admins_about_payment.delay(kind, payment_id)
 
 
@@ -495,6 +494,4 @@ def low_balance_check(*, group: APIGroup) -> bool:
 
 
 def _low_balance_email(group_id: int, balance: int) -> None:
-    from billing.tasks import email_low_balance  # noqa: PLC0415
-
     email_low_balance.delay(group_id, balance)

@@ -1,8 +1,8 @@
 """PDF invoices, credit notes and receipts (fpdf2, DejaVu Sans so any name or address prints).
 
 Rendered on request from the stored, immutable invoice, so the same invoice always gives the
-same document content. Amounts come from the stored cent values (see `billing.invoices` for the
-rounding rule); nothing is re-computed here.
+same document content. Amounts come from the stored cent values (see
+`billing.invoicing.allocation` for the rounding rule); nothing is re-computed here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,18 @@ from typing import Any
 from django.http import HttpResponse
 from fpdf import FPDF
 from fpdf.enums import TableCellFillMode
+from fpdf.fonts import FontFace
 
-from billing.models import BILLED_SECTIONS, Invoice, InvoiceKind, LineSection, Payment
+from billing.invoicing.documents import group_address
+from billing.invoicing.periods import period_from_key
+from billing.models import (
+    BILLED_SECTIONS,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    LineSection,
+    Payment,
+)
 from billing.money import format_cents, format_usd, format_usd_precise
 
 FONTS = Path(__file__).resolve().parent / "fonts"
@@ -124,8 +134,6 @@ def _table(pdf: _Document, widths: tuple[int, ...], align: tuple[str, ...], rows
 
 
 def _headings_style() -> Any:
-    from fpdf.fonts import FontFace  # noqa: PLC0415
-
     return FontFace(emphasis="BOLD", color=MUTED, fill_color=(255, 255, 255))
 
 
@@ -166,15 +174,25 @@ def invoice_pdf(invoice: Invoice) -> bytes:
     lines = list(invoice.lines.all())
     billed = [ln for ln in lines if ln.section in BILLED_SECTIONS]
     if is_note:
-        _heading(pdf, "Credit")
-        note_rows: list[tuple[str, ...]] = [("Description", "Amount")]
-        note_rows += [(ln.label, format_cents(ln.amount_cents)) for ln in billed]
-        _table(pdf, (150, 28), ("LEFT", "RIGHT"), note_rows)
-        if invoice.reason:
-            pdf.multi_cell(0, 5, f"Reason: {invoice.reason}", new_x="LMARGIN", new_y="NEXT")
-        _totals(pdf, [("Total credited", format_cents(invoice.total_cents))])
-        return bytes(pdf.output())
+        _credit_note_body(pdf, invoice, billed)
+    else:
+        _usage_section(pdf, invoice, billed)
+        _credits_section(pdf, [ln for ln in lines if ln.section not in BILLED_SECTIONS])
+        _balance_section(pdf, invoice)
+    return bytes(pdf.output())
 
+
+def _credit_note_body(pdf: _Document, invoice: Invoice, billed: list[InvoiceLine]) -> None:
+    _heading(pdf, "Credit")
+    note_rows: list[tuple[str, ...]] = [("Description", "Amount")]
+    note_rows += [(ln.label, format_cents(ln.amount_cents)) for ln in billed]
+    _table(pdf, (150, 28), ("LEFT", "RIGHT"), note_rows)
+    if invoice.reason:
+        pdf.multi_cell(0, 5, f"Reason: {invoice.reason}", new_x="LMARGIN", new_y="NEXT")
+    _totals(pdf, [("Total credited", format_cents(invoice.total_cents))])
+
+
+def _usage_section(pdf: _Document, invoice: Invoice, billed: list[InvoiceLine]) -> None:
     _heading(pdf, "Usage by model and API key")
     rows: list[tuple[str, ...]] = [
         ("Model (key)", "Requests", "Input tokens", "Output tokens", "Searches", "Amount")
@@ -207,20 +225,26 @@ def invoice_pdf(invoice: Invoice) -> bytes:
             ("Amount due", format_cents(0)),
         ],
     )
-    credits = [ln for ln in lines if ln.section not in BILLED_SECTIONS]
-    if credits:
-        _heading(pdf, "Credit purchases, refunds and adjustments")
-        rows = [("Date", "Description", "Type", "Amount")]
-        for ln in credits:
-            rows.append(
-                (
-                    f"{ln.occurred_at:%b %d, %Y}" if ln.occurred_at else "",
-                    ln.label,
-                    LineSection(ln.section).label,
-                    format_cents(ln.amount_cents),
-                )
+
+
+def _credits_section(pdf: _Document, credits: list[InvoiceLine]) -> None:
+    if not credits:
+        return
+    _heading(pdf, "Credit purchases, refunds and adjustments")
+    rows: list[tuple[str, ...]] = [("Date", "Description", "Type", "Amount")]
+    for ln in credits:
+        rows.append(
+            (
+                f"{ln.occurred_at:%b %d, %Y}" if ln.occurred_at else "",
+                ln.label,
+                LineSection(ln.section).label,
+                format_cents(ln.amount_cents),
             )
-        _table(pdf, (28, 85, 40, 25), ("LEFT", "LEFT", "LEFT", "RIGHT"), rows)
+        )
+    _table(pdf, (28, 85, 40, 25), ("LEFT", "LEFT", "LEFT", "RIGHT"), rows)
+
+
+def _balance_section(pdf: _Document, invoice: Invoice) -> None:
     _heading(pdf, "Credit balance")
     _totals(
         pdf,
@@ -236,12 +260,9 @@ def invoice_pdf(invoice: Invoice) -> bytes:
             ("Closing balance", format_usd_precise(invoice.closing_balance_micros)),
         ],
     )
-    return bytes(pdf.output())
 
 
 def _period_text(invoice: Invoice) -> str:
-    from billing.invoices import period_from_key  # noqa: PLC0415
-
     return period_from_key(invoice.period_key).label
 
 
@@ -261,8 +282,6 @@ def receipt_pdf(payment: Payment, *, issuer: tuple[str, str, str]) -> bytes:
             ("Payment", payment.stripe_payment_intent_id or ""),
         ],
     )
-    from billing.invoices import group_address  # noqa: PLC0415
-
     _bill_to(pdf, group.name, group_address(group), group.tax_id)
     _heading(pdf, "Paid")
     _table(

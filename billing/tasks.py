@@ -1,14 +1,28 @@
+"""Billing's Celery tasks: each fetches by id and calls a service.
+
+Services queue these with `task.delay_on_commit(...)` and so import this module at the top; this
+module therefore imports the services it calls inside each task (the only deferred imports
+allowed, see CONVENTIONS.md), which breaks the service ↔ task import circle.
+"""
+
 from __future__ import annotations
+
+import logging
 
 from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from billing.models import BillingProfile, CreditAccount, Payment
+from billing.invoicing.periods import period_from_key, period_just_closed
+from billing.models import BillingProfile, CreditAccount, Invoice, Payment
 from billing.money import format_usd
 from groups.models import APIGroup
 from members.models import Role
+
+log = logging.getLogger(__name__)
 
 
 def _admin_emails(group: APIGroup) -> list[str]:
@@ -93,26 +107,19 @@ def sync_customer(group_id: int) -> None:
 @shared_task
 def ledger_reconcile() -> list[int]:
     """Check balance = sum of entries for every account; log and return the ids that differ."""
-    import logging  # noqa: PLC0415
-
-    from django.db.models import F, Sum  # noqa: PLC0415
-    from django.db.models.functions import Coalesce  # noqa: PLC0415
-
     broken = list(
         CreditAccount.objects.annotate(total=Coalesce(Sum("entries__amount_micros"), 0))
         .exclude(balance_micros=F("total"))
         .values_list("id", flat=True)
     )
     if broken:
-        logging.getLogger(__name__).error("ledger out of balance for accounts %s", broken)
+        log.error("ledger out of balance for accounts %s", broken)
     return broken
 
 
 @shared_task
 def generate_invoices_due(period_key: str | None = None) -> int:
     """Fan out one invoice task per group for the period that just closed (beat, 00:10 UTC)."""
-    from billing.invoices import period_from_key, period_just_closed  # noqa: PLC0415
-
     period = period_from_key(period_key) if period_key else period_just_closed()
     ids = list(APIGroup.objects.order_by("pk").values_list("pk", flat=True))
     for group_id in ids:
@@ -123,7 +130,7 @@ def generate_invoices_due(period_key: str | None = None) -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def generate_invoice(group_id: int, period_key: str) -> str | None:
     """Issue one group's invoice for a period; a redelivered or repeated task changes nothing."""
-    from billing.invoices import invoice_generate, period_from_key  # noqa: PLC0415
+    from billing.invoicing.generation import invoice_generate  # noqa: PLC0415
 
     group = APIGroup.objects.get(pk=group_id)
     result = invoice_generate(group=group, period=period_from_key(period_key))
@@ -133,6 +140,5 @@ def generate_invoice(group_id: int, period_key: str) -> str | None:
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
 def invoice_mirror_to_stripe(invoice_id: int) -> str:
     from billing.invoice_stripe import invoice_mirror  # noqa: PLC0415
-    from billing.models import Invoice  # noqa: PLC0415
 
     return invoice_mirror(Invoice.objects.get(pk=invoice_id))

@@ -11,7 +11,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing import payments, pdf
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
-from billing.invoices import group_address, issuer_details, period_from_key
+from billing.invoicing.documents import group_address, issuer_details
+from billing.invoicing.periods import period_from_key
 from billing.models import Payment, PaymentMethod, PaymentStatus
 from billing.money import format_usd
 from billing.selectors import (

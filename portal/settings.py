@@ -173,13 +173,11 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Every periodic job lives here, each with a comment saying when it runs.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    # Every 10 minutes: remove expired sessions-like clutter (allauth codes, stale locks).
+    # Every 10 minutes: delete expired sessions.
     "portal-housekeeping": {
         "task": "portal.tasks.housekeeping",
         "schedule": crontab(minute="*/10"),
     },
-    # Every minute: start automatic top-ups that are due (balance under threshold, or a declined
-    # one whose back-off has passed) and send low-balance alerts.
     # Hourly at :17: prove balance = sum of ledger entries for every account (alerts if not).
     "billing-ledger-reconcile": {
         "task": "billing.tasks.ledger_reconcile",
@@ -198,6 +196,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         if env.str("INVOICE_PERIOD", default="month") == "month"
         else crontab(minute="10", hour="0", day_of_week="1"),
     },
+    # Every minute: start automatic top-ups that are due (balance under threshold, or a declined
+    # one whose back-off has passed) and send low-balance alerts.
     "billing-credit-watch": {
         "task": "billing.tasks.credit_watch",
         "schedule": crontab(minute="*"),

@@ -39,11 +39,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
-def coming_soon(request: HttpRequest, *, title: str, issue: str) -> HttpResponse:
-    """An honest placeholder for a page a later piece of work fills in."""
-    return render(request, "portal/coming_soon.html", {"title": title, "issue": issue})
-
-
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     message = str(exception) if exception and str(exception) else "You don't have access to this."
     return render(request, "403.html", {"message": message}, status=403)

@@ -169,7 +169,8 @@ def _worker(args: tuple[list[int], str]) -> tuple[int, int, float]:
     ids, database_url = args
     os.environ["DATABASE_URL"] = database_url
     setup_django()
-    from billing.invoices import invoices_generate, period_from_key
+    from billing.invoicing.generation import invoices_generate
+    from billing.invoicing.periods import period_from_key
 
     s = invoices_generate(period=period_from_key(PERIOD), group_ids=ids)
     return s.created, len(s.failed), s.seconds

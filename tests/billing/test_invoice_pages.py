@@ -9,7 +9,8 @@ import pytest
 from django.urls import reverse
 from pypdf import PdfReader
 
-from billing.invoices import invoice_generate, period_from_key
+from billing.invoicing.generation import invoice_generate
+from billing.invoicing.periods import period_from_key
 from billing.models import Payment
 from groups.models import new_public_id
 from keys.services import api_key_create

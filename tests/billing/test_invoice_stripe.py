@@ -20,7 +20,8 @@ from django.conf import settings as django_settings
 
 from billing import stripe_api
 from billing.invoice_stripe import invoice_mirror
-from billing.invoices import invoice_generate, period_from_key
+from billing.invoicing.generation import invoice_generate
+from billing.invoicing.periods import period_from_key
 from billing.models import BillingProfile, Invoice
 from keys.services import api_key_create
 from tests.billing.invoice_world import OCT, usage

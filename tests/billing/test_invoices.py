@@ -14,14 +14,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pypdf import PdfReader
 
-from billing.invoices import (
-    InvoiceError,
-    allocate_cents,
-    credit_note_issue,
-    invoice_generate,
-    period_from_key,
-    period_just_closed,
-)
+from billing.invoicing import InvoiceError
+from billing.invoicing.allocation import allocate_cents
+from billing.invoicing.credit_notes import credit_note_issue
+from billing.invoicing.generation import invoice_generate
+from billing.invoicing.periods import period_from_key, period_just_closed
 from billing.models import CreditAccount, Invoice, InvoiceLine, LedgerEntry
 from billing.money import micros_to_cents
 from billing.pdf import invoice_pdf

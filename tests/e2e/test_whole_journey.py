@@ -17,12 +17,12 @@ Two things are arranged rather than waited for:
   at $8 a request here (its catalogue row). While credits run out the worker is held (SIGSTOP):
   the top-up queued when the balance fell under the threshold waits, so the 402 that a slower
   top-up would let users see is observable; SIGCONT, and the worker charges the card.
-- Step 8: the invoice of a month is issued when the month has ended (billing/invoices.py refuses
-  an open period); beat's run is at 00:10 UTC on the 1st. The test simulates that moment: in the
-  test process, `billing.invoices`' clock (`timezone.now` as that module reads it) is set to
-  00:10 UTC on the 1st of next month, and `manage.py generate_invoices --period <this month>` is
-  run, as the beat's task would for the period that just closed. The browser then finds the
-  invoice as any member would.
+- Step 8: the invoice of a month is issued when the month has ended (billing/invoicing/generation.py
+  refuses an open period); beat's run is at 00:10 UTC on the 1st. The test simulates that moment:
+  in the test process, the invoicing clock (`timezone.now` as `billing.invoicing.periods` and
+  `billing.invoicing.generation` read it) is set to 00:10 UTC on the 1st of next month, and
+  `manage.py generate_invoices --period <this month>` is run, as the beat's task would for the
+  period that just closed. The browser then finds the invoice as any member would.
 
 Screenshots of each step and the processes' logs are saved under test-results/<test>/.
 """
@@ -45,7 +45,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from pypdf import PdfReader
 
-from billing import invoices
+from billing.invoicing import generation, periods
 from billing.models import (
     BillingProfile,
     CreditAccount,
@@ -359,12 +359,13 @@ def test_team_lead_and_teammate_whole_journey(
     snap(lead, "revoked")
 
     # 8. The month's invoice, issued as beat's run at 00:10 UTC on the 1st would issue it (the
-    #    clock of billing.invoices is set there; see the docstring), found in the browser.
-    period = invoices.period_containing(timezone.now())
+    #    invoicing clock is set there; see the docstring), found in the browser.
+    period = periods.period_containing(timezone.now())
     with monkeypatch.context() as clock:
         at = period.end + timedelta(minutes=10)
-        clock.setattr(invoices, "timezone", SimpleNamespace(now=lambda: at))
-        assert invoices.period_just_closed() == period  # the period beat's run invoices
+        for module in (periods, generation):
+            clock.setattr(module, "timezone", SimpleNamespace(now=lambda: at))
+        assert periods.period_just_closed() == period  # the period beat's run invoices
         call_command("generate_invoices", period=period.key, stdout=io.StringIO())
     invoice = Invoice.objects.get(group=group, period_key=period.key)
     assert invoice.usage_micros == spent and invoice.closing_balance_micros == -3_026_616

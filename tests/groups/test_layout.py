@@ -16,16 +16,6 @@ def test_console_layout_for_a_signed_in_member(admin_client, group):
     assert 'hx-headers=\'{"X-CSRFToken": "' in html
 
 
-def test_coming_soon_page_is_honest(rf, user):
-    from portal.views import coming_soon
-
-    request = rf.get("/")
-    request.user = user
-    request.session = {}
-    html = coming_soon(request, title="Invoices", issue="billing").content.decode()
-    assert "Coming soon" in html and "Nothing here is real data" in html
-
-
 def test_home_sends_user_to_their_group(admin_client, group):
     response = admin_client.get("/", follow=True)
     assert response.redirect_chain[0][0] == f"/g/{group.public_id}/"

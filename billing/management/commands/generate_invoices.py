@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.invoices import InvoiceError, RunSummary, invoices_generate, period_from_key
+from billing.invoicing import InvoiceError
+from billing.invoicing.generation import RunSummary, invoices_generate
+from billing.invoicing.periods import period_from_key
 from groups.models import APIGroup
 
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.invoices import InvoiceError, credit_note_issue
+from billing.invoicing import InvoiceError
+from billing.invoicing.credit_notes import credit_note_issue
 from billing.models import Invoice, InvoiceKind
 from billing.money import format_usd, parse_dollars
 
