@@ -46,6 +46,7 @@ def _page(
     if filters.is_valid():
         role, q = filters.cleaned_data["role"], filters.cleaned_data["q"]
     group = request.group  # type: ignore[attr-defined]
+    admins = [*memberships_for_group(group=group, role=Role.ADMIN)]  # `list` is a view here
     context = {
         "memberships": memberships_for_group(group=group, role=role, q=q),
         "invitations": pending_invitations(group=group),
@@ -54,9 +55,9 @@ def _page(
         "q": q,
         "roles": Role.choices,
         "invite_form": invite_form or InviteForm(),
-        "admins": memberships_for_group(group=group, role=Role.ADMIN),
+        "admins": admins,  # for "hand their management keys to …"
+        "admin_count": len(admins),
     }
-    context["admin_count"] = len(context["admins"])
     htmx_target = request.headers.get("HX-Target") if getattr(request, "htmx", False) else None
     template = (
         "members/list.html#member-table" if htmx_target == "member-table" else "members/list.html"

@@ -84,6 +84,8 @@ def test_demoted_admins_keys_are_revoked(admin_client, group, leaver):
 def test_handed_over_keys_keep_working_and_show_the_new_owner(admin_client, group, user, leaver):
     membership, issued = leaver
     heir = Membership.objects.get(group=group, user=user)
+    page = admin_client.get(f"/g/{group.public_id}/members/").content.decode()
+    assert f'<option value="{heir.public_id}">Hand their management keys to {user.email}' in page
     response = admin_client.post(
         f"/g/{group.public_id}/members/{membership.public_id}/remove/",
         {"hand_keys_to": heir.public_id},
