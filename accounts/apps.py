@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in  # noqa: PLC0415 - app registry
+
+        from accounts.security import stamp_login  # noqa: PLC0415 - app registry
+
+        # Not a workflow: a timestamp in the session, read by accounts.security.
+        user_logged_in.connect(stamp_login, dispatch_uid="accounts.security.stamp_login")

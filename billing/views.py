@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.security import reauthentication_required
 from billing import payments, pdf
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
 from billing.invoicing.documents import group_address, issuer_details
@@ -85,6 +86,7 @@ def overview(request: GroupRequest) -> HttpResponse:
 
 
 @admin_required
+@reauthentication_required
 @require_GET
 def card_new(request: GroupRequest) -> HttpResponse:
     """The card form (Stripe.js). Saving a card charges nothing."""
@@ -104,6 +106,7 @@ def card_new(request: GroupRequest) -> HttpResponse:
 
 
 @admin_required
+@reauthentication_required
 @require_POST
 def card_saved(request: GroupRequest) -> HttpResponse:
     """Stripe.js confirmed the SetupIntent in the browser: record the card."""
@@ -122,6 +125,7 @@ def card_saved(request: GroupRequest) -> HttpResponse:
 
 
 @admin_required
+@reauthentication_required
 @require_POST
 def card_default(request: GroupRequest, card_id: str) -> HttpResponse:
     method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)
@@ -131,6 +135,7 @@ def card_default(request: GroupRequest, card_id: str) -> HttpResponse:
 
 
 @admin_required
+@reauthentication_required
 @require_POST
 def card_remove(request: GroupRequest, card_id: str) -> HttpResponse:
     method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)
@@ -204,6 +209,7 @@ def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
 
 
 @admin_required
+@reauthentication_required
 @require_POST
 def auto_top_up(request: GroupRequest) -> HttpResponse:
     form = AutoTopUpForm(request.POST, prefix="topup")

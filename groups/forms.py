@@ -74,3 +74,12 @@ class APIGroupForm(forms.ModelForm):
         example = TAX_ID_EXAMPLES.get(country)
         if example:
             self.fields["tax_id"].help_text = f"For {countries.name(country)}: {example}."
+
+
+class SecurityForm(forms.Form):
+    admins_require_mfa = forms.BooleanField(
+        required=False,
+        label="Admins must use two-factor authentication",
+        help_text="Admins without an authenticator app (TOTP) are sent to set one up before they "
+        "can use this group's pages. Management keys are not affected.",
+    )

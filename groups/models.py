@@ -27,6 +27,12 @@ class APIGroup(models.Model):
     postal_code = models.CharField("ZIP / postal code", max_length=20, blank=True)
     country = CountryField(blank=True)
     tax_id = models.CharField("tax ID", max_length=32, blank=True)
+    admins_require_mfa = models.BooleanField(
+        "Admins must use two-factor authentication",
+        default=False,
+        help_text="Admins without an authenticator app are sent to set one up before they can "
+        "use this group's pages.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

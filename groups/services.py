@@ -4,6 +4,7 @@ from typing import Any
 
 from django.db import transaction
 
+from accounts.security import user_has_totp
 from audit.services import audit_record
 from billing.models import CreditAccount
 from groups.models import APIGroup
@@ -17,6 +18,40 @@ def api_group_create(*, creator: Any, name: str, request: Any = None, **details:
     Membership.objects.create(group=group, user=creator, role=Role.ADMIN)
     CreditAccount.objects.create(group=group)
     audit_record(group=group, actor=creator, action="group.create", target=group, request=request)
+    return group
+
+
+class GroupSettingError(ValueError):
+    """A group setting that cannot be changed as asked; the message says why."""
+
+
+@transaction.atomic
+def api_group_set_mfa_policy(
+    *, group: APIGroup, admins_require_mfa: bool, actor: Any, request: Any = None
+) -> APIGroup:
+    """Turn "Admins must use two-factor authentication" on or off; audited.
+
+    Turning it on needs the acting Admin to have TOTP already, so they do not lock themselves out
+    of the page they are on.
+    """
+    group = APIGroup.objects.select_for_update().get(pk=group.pk)
+    if group.admins_require_mfa == admins_require_mfa:
+        return group
+    if admins_require_mfa and not user_has_totp(actor):
+        raise GroupSettingError(
+            "Set up two-factor authentication for your own account first "
+            "(Account settings → Two-factor authentication), then turn this on."
+        )
+    group.admins_require_mfa = admins_require_mfa
+    group.save(update_fields=["admins_require_mfa", "updated_at"])
+    audit_record(
+        group=group,
+        actor=actor,
+        action="group.mfa_policy",
+        target=group,
+        request=request,
+        data={"admins_require_mfa": admins_require_mfa},
+    )
     return group
 
 

@@ -7,4 +7,5 @@ app_name = "groups"
 urlpatterns = [
     path("", views.group_home, name="home"),
     path("settings/", views.details, name="details"),
+    path("settings/security/", views.security, name="security"),
 ]

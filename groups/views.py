@@ -4,12 +4,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from groups.forms import APIGroupForm
+from accounts.security import reauthentication_required
+from groups.forms import APIGroupForm, SecurityForm
 from groups.models import APIGroup
-from groups.services import api_group_create, api_group_update
-from members.permissions import CURRENT_GROUP_SESSION_KEY, member_required
+from groups.services import (
+    GroupSettingError,
+    api_group_create,
+    api_group_set_mfa_policy,
+    api_group_update,
+)
+from members.permissions import CURRENT_GROUP_SESSION_KEY, admin_required, member_required
 from members.selectors import memberships_for_user
 
 
@@ -56,5 +62,36 @@ def details(request: HttpRequest) -> HttpResponse:
             api_group_update(group=group, actor=request.user, request=request, **form.cleaned_data)
             messages.success(request, "Organization details saved.")
             return redirect("groups:details", group_id=group.public_id)
-        return render(request, "groups/details.html", {"form": form}, status=422)
-    return render(request, "groups/details.html", {"form": form})
+        return render(request, "groups/details.html", _context(group, form), status=422)
+    return render(request, "groups/details.html", _context(group, form))
+
+
+def _context(
+    group: APIGroup, form: APIGroupForm, security_form: SecurityForm | None = None
+) -> dict:
+    initial = {"admins_require_mfa": group.admins_require_mfa}
+    return {"form": form, "security_form": security_form or SecurityForm(initial=initial)}
+
+
+@admin_required
+@reauthentication_required
+@require_POST
+def security(request: HttpRequest) -> HttpResponse:
+    """Turn the group's two-factor rule for Admins on or off (Admins only, audited)."""
+    group = request.group  # type: ignore[attr-defined]
+    form = SecurityForm(request.POST)
+    if form.is_valid():
+        try:
+            api_group_set_mfa_policy(
+                group=group,
+                admins_require_mfa=form.cleaned_data["admins_require_mfa"],
+                actor=request.user,
+                request=request,
+            )
+        except GroupSettingError as exc:
+            form.add_error("admins_require_mfa", str(exc))
+        else:
+            messages.success(request, "Security settings saved.")
+            return redirect("groups:details", group_id=group.public_id)
+    details_form = APIGroupForm(instance=APIGroup.objects.get(pk=group.pk))
+    return render(request, "groups/details.html", _context(group, details_form, form), status=422)

@@ -42,6 +42,7 @@ from keys.services import (
     api_key_update,
 )
 from management.http import (
+    ApiError,
     ManagementRequest,
     created,
     get_or_404,
@@ -75,6 +76,7 @@ from members.selectors import (
     pending_invitations,
 )
 from members.services import (
+    InvitationLimitReached,
     MembershipError,
     invitation_create,
     invitation_revoke,
@@ -91,7 +93,10 @@ HOURLY_MAX_SPAN = timedelta(days=31)
 
 
 def _domain_error(exc: APIKeyError | MembershipError) -> Exception:
-    """A service's refusal as a 422: `validation_error` naming the field, else `invalid_state`."""
+    """A service's refusal as a 422: `validation_error` naming the field, else `invalid_state`;
+    the daily invitation limit is a 429."""
+    if isinstance(exc, InvitationLimitReached):
+        return ApiError(429, "invitation_limit_reached", str(exc), type_="rate_limit_error")
     if exc.field:
         return invalid(str(exc), param=exc.field)
     return invalid(str(exc), code="invalid_state")

@@ -80,3 +80,37 @@ def management_key_mark_used(*, key: ManagementKey) -> None:
         return
     ManagementKey.objects.filter(pk=key.pk).update(last_used_at=now)
     key.last_used_at = now
+
+
+@transaction.atomic
+def management_keys_offboard(
+    *, group: Any, user: Any, hand_to: Any = None, reason: str, actor: Any, request: Any = None
+) -> list[ManagementKey]:
+    """Revoke the active management keys `user` created in `group`, or hand them to `hand_to`.
+
+    Called when an Admin is removed, leaves or is demoted (members.services), in that change's
+    transaction. A handed-over key keeps its secret and shows its new owner; both are audited.
+    """
+    keys = list(
+        ManagementKey.objects.select_for_update(of=("self",))
+        .filter(group=group, created_by=user, status=KeyStatus.ACTIVE)
+        .order_by("id")
+    )
+    now = timezone.now()
+    for key in keys:
+        if hand_to is not None:
+            key.created_by = hand_to
+            key.save(update_fields=["created_by"])
+            action = "management_key.handover"
+            data = {"reason": reason, "from": user.email, "to": hand_to.email}
+        else:
+            key.status = KeyStatus.REVOKED
+            key.revoked_at = now
+            key.revoked_by = acting_user(actor)
+            key.save(update_fields=["status", "revoked_at", "revoked_by"])
+            action = "management_key.revoke"
+            data = {"reason": reason, "owner": user.email}
+        audit_record(
+            group=group, actor=actor, action=action, target=key, request=request, data=data
+        )
+    return keys

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.security import reauthentication_required
 from keys.services import APIKeyError
 from keys.views import render_list
 from management.forms import ManagementKeyForm
@@ -17,6 +18,7 @@ from members.permissions import admin_required
 
 
 @admin_required
+@reauthentication_required
 @require_POST
 def create(request: HttpRequest) -> HttpResponse:
     """Create a management key and show its secret once, on the API Keys page."""

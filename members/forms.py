@@ -15,8 +15,16 @@ class InviteForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
 
+HAND_KEYS_TO_HELP = "Hand their management keys to another Admin; left empty, the keys are revoked."
+
+
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+    hand_keys_to = forms.CharField(required=False, max_length=24, help_text=HAND_KEYS_TO_HELP)
+
+
+class RemoveForm(forms.Form):
+    hand_keys_to = forms.CharField(required=False, max_length=24, help_text=HAND_KEYS_TO_HELP)
 
 
 class MemberFilterForm(forms.Form):

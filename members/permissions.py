@@ -6,6 +6,10 @@ the group exists); signed in but without the role the method needs → 403.
 
 Secure by default: reading (GET/HEAD/OPTIONS) needs `read` (Member unless said otherwise) and
 any other method needs `write` (Admin unless said otherwise).
+
+A group with "Admins must use two-factor authentication" on sends its Admins who have no
+authenticator app to set one up (allauth MFA) before any of its pages. Management keys are not
+sessions and do not pass through here: the Management API is unaffected by that rule.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
 
+from accounts.security import user_has_totp
 from members.models import Membership, Role
 
 CURRENT_GROUP_SESSION_KEY = "current_group"
@@ -49,6 +56,11 @@ def has_role(membership: Membership, role: str) -> bool:
     return _RANK[Role(membership.role)] >= _RANK[Role(role)]
 
 
+def must_set_up_mfa(membership: Membership, user: Any) -> bool:
+    """Return whether the group's two-factor rule stops this Admin until they set up TOTP."""
+    return membership.is_admin and membership.group.admins_require_mfa and not user_has_totp(user)
+
+
 def group_required(
     read: str = Role.MEMBER, write: str = Role.ADMIN
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
@@ -65,6 +77,13 @@ def group_required(
             needed = read if request.method in SAFE_METHODS else write
             if not has_role(membership, needed):
                 raise PermissionDenied("Only Admins of this API group can do this.")
+            if must_set_up_mfa(membership, request.user):
+                messages.warning(
+                    request,
+                    f"{membership.group.name} requires Admins to use two-factor authentication. "
+                    "Set up an authenticator app to continue.",
+                )
+                return redirect("mfa_activate_totp")
             request.group = membership.group  # type: ignore[attr-defined]
             request.membership = membership  # type: ignore[attr-defined]
             if request.session.get(CURRENT_GROUP_SESSION_KEY) != group_id:

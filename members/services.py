@@ -8,13 +8,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from audit.services import acting_user, audit_record
+from groups.models import APIGroup
+from management.services import management_keys_offboard
 from members.models import Invitation, InvitationStatus, Membership, Role
 
 INVITATION_VALID_FOR = timedelta(days=7)
+# Invitation e-mails (new and resent) are counted over this rolling window.
+INVITATION_QUOTA_WINDOW = timedelta(days=1)
+INVITATION_EMAIL_ACTIONS = ("invitation.create", "invitation.resend")
 
 
 class MembershipError(ValueError):
@@ -26,6 +33,10 @@ class MembershipError(ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvitationLimitReached(MembershipError):
+    """Too many invitation e-mails in the last 24 hours, from one person or one group."""
 
 
 def token_hash(token: str) -> str:
@@ -46,18 +57,101 @@ def _ensure_not_last_admin(membership: Membership, admins: list[Membership], doi
         )
 
 
+def _key_heir(
+    hand_keys_to: Membership | None, membership: Membership, admins: list[Membership]
+) -> Any | None:
+    """Return the user who takes over the leaving Admin's management keys, or None (revoke)."""
+    if hand_keys_to is None:
+        return None
+    heir = next((a for a in admins if a.pk == hand_keys_to.pk and a.pk != membership.pk), None)
+    if heir is None:
+        raise MembershipError(
+            "Management keys can only be handed to another Admin of this group.",
+            field="hand_keys_to",
+        )
+    return heir.user
+
+
+def _revoke_invitations(
+    *, membership: Membership, removed: bool, reason: str, actor: Any, request: Any
+) -> None:
+    """Withdraw the pending invitations the person sent as Admin (and, when they are removed, the
+    ones addressed to them), so they cannot let themselves back in through one."""
+    from allauth.account.models import EmailAddress  # noqa: PLC0415 - as in email_verified
+
+    user = membership.user
+    mine = models.Q(invited_by=user)
+    if removed:
+        emails = {user.email.lower()} | {
+            e.lower()
+            for e in EmailAddress.objects.filter(user=user).values_list("email", flat=True)
+        }
+        mine |= models.Q(email__in=emails)
+    pending = (
+        Invitation.objects.select_for_update()
+        .filter(mine, group=membership.group, status=InvitationStatus.PENDING)
+        .order_by("id")
+    )
+    for invitation in pending:
+        invitation.status = InvitationStatus.REVOKED
+        invitation.save(update_fields=["status"])
+        audit_record(
+            group=membership.group,
+            actor=actor,
+            action="invitation.revoke",
+            target_repr=invitation.email,
+            request=request,
+            data={"reason": reason},
+        )
+
+
+def _offboard_admin(
+    *,
+    membership: Membership,
+    heir: Any | None,
+    removed: bool,
+    reason: str,
+    actor: Any,
+    request: Any,
+) -> None:
+    """Take away what the person held as Admin: their management keys (revoked, or handed to
+    `heir`) and their pending invitations."""
+    management_keys_offboard(
+        group=membership.group,
+        user=membership.user,
+        hand_to=heir,
+        reason=reason,
+        actor=actor,
+        request=request,
+    )
+    _revoke_invitations(
+        membership=membership, removed=removed, reason=reason, actor=actor, request=request
+    )
+
+
 @transaction.atomic
 def membership_change_role(
-    *, membership: Membership, role: str, actor: Any, request: Any = None
+    *,
+    membership: Membership,
+    role: str,
+    actor: Any,
+    request: Any = None,
+    hand_keys_to: Membership | None = None,
 ) -> Membership:
+    """Make a member an Admin or a Member. A demoted Admin's management keys are revoked, or
+    handed to `hand_keys_to` (another Admin), and their pending invitations withdrawn."""
     if role not in Role.values:
         raise MembershipError("Choose Admin or Member.", field="role")
     admins = _lock_admins(membership.group)
-    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    membership = (
+        Membership.objects.select_for_update().select_related("user", "group").get(pk=membership.pk)
+    )
     if membership.role == role:
         return membership
+    heir = None
     if role == Role.MEMBER:
         _ensure_not_last_admin(membership, admins, "demote")
+        heir = _key_heir(hand_keys_to, membership, admins)
     old = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
@@ -69,11 +163,29 @@ def membership_change_role(
         request=request,
         data={"from": old, "to": role},
     )
+    if role == Role.MEMBER:
+        _offboard_admin(
+            membership=membership,
+            heir=heir,
+            removed=False,
+            reason="owner_demoted",
+            actor=actor,
+            request=request,
+        )
     return membership
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: Any, request: Any = None) -> None:
+def membership_remove(
+    *,
+    membership: Membership,
+    actor: Any,
+    request: Any = None,
+    hand_keys_to: Membership | None = None,
+) -> None:
+    """Remove someone from the group (or let them leave). Their management keys are revoked, or
+    handed to `hand_keys_to` (another Admin); pending invitations they sent or that are addressed
+    to them are withdrawn."""
     admins = _lock_admins(membership.group)
     membership = (
         Membership.objects.select_for_update().select_related("user", "group").get(pk=membership.pk)
@@ -81,6 +193,15 @@ def membership_remove(*, membership: Membership, actor: Any, request: Any = None
     user = acting_user(actor)  # a management key never "leaves"
     leaving = user is not None and membership.user_id == user.pk
     _ensure_not_last_admin(membership, admins, "remove" if not leaving else "leave as")
+    heir = _key_heir(hand_keys_to, membership, admins)
+    _offboard_admin(
+        membership=membership,
+        heir=heir,
+        removed=True,
+        reason="owner_left" if leaving else "owner_removed",
+        actor=actor,
+        request=request,
+    )
     audit_record(
         group=membership.group,
         actor=actor,
@@ -109,13 +230,45 @@ def _queue_email(invitation: Invitation, token: str) -> None:
     send_invitation_email.delay_on_commit(invitation.pk, token)
 
 
+def _ensure_invitation_quota(*, group: Any, actor: Any) -> None:
+    """Refuse another invitation e-mail when the sender or the group used up today's allowance.
+
+    Every e-mail sent (a new invitation or a resend) is an audit event, so that log is the
+    counter. The sender is the signed-in user; for a management key, the Admin who owns it (so a
+    key does not add to its owner's allowance), or the key itself when it has no owner. The group
+    row is locked first so two requests cannot both take the last place.
+    """
+    APIGroup.objects.select_for_update().filter(pk=group.pk).first()
+    since = timezone.now() - INVITATION_QUOTA_WINDOW
+    recent = AuditEvent.objects.filter(action__in=INVITATION_EMAIL_ACTIONS, created_at__gte=since)
+    group_limit = settings.INVITATIONS_PER_GROUP_PER_DAY
+    if recent.filter(group=group).count() >= group_limit:
+        raise InvitationLimitReached(
+            f"This group has sent {group_limit} invitation e-mails in the last 24 hours, its daily "
+            "limit. Nothing was sent; try again tomorrow."
+        )
+    user = acting_user(actor) or getattr(actor, "created_by", None)
+    if user is not None:
+        sender = models.Q(actor=user) | models.Q(actor_management_key__created_by=user)
+    else:
+        sender = models.Q(actor_management_key=actor)
+    user_limit = settings.INVITATIONS_PER_USER_PER_DAY
+    if recent.filter(sender).count() >= user_limit:
+        raise InvitationLimitReached(
+            f"You have sent {user_limit} invitation e-mails in the last 24 hours, the daily limit "
+            "per person. Nothing was sent; try again tomorrow."
+        )
+
+
 @transaction.atomic
 def invitation_create(
     *, group: Any, email: str, role: str, actor: Any, request: Any = None
 ) -> IssuedInvitation:
+    """Invite `email` and queue the e-mail; InvitationLimitReached past the daily limits."""
     email = email.strip().lower()
     if role not in Role.values:
         raise MembershipError("Choose Admin or Member.", field="role")
+    _ensure_invitation_quota(group=group, actor=actor)
     if Membership.objects.filter(group=group, user__email__iexact=email).exists():
         raise MembershipError(f"{email} is already a member of this group.", field="email")
     if Invitation.objects.filter(
@@ -154,7 +307,9 @@ def invitation_create(
 def invitation_resend(
     *, invitation: Invitation, actor: Any, request: Any = None
 ) -> IssuedInvitation:
-    """Send a new link; the old one stops working. The 7 days start again."""
+    """Send a new link; the old one stops working. The 7 days start again. Counts towards the
+    daily invitation limits like a new invitation."""
+    _ensure_invitation_quota(group=invitation.group, actor=actor)  # locks the group row first
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.status != InvitationStatus.PENDING:
         raise MembershipError("Only pending invitations can be resent.")

@@ -7,8 +7,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from members.forms import InviteForm, MemberFilterForm, RoleForm
-from members.models import Role
+from accounts.security import reauthentication_required
+from members.forms import InviteForm, MemberFilterForm, RemoveForm, RoleForm
+from members.models import Membership, Role
 from members.permissions import group_required, member_required
 from members.selectors import (
     invitation_get_for_group,
@@ -17,6 +18,7 @@ from members.selectors import (
     pending_invitations,
 )
 from members.services import (
+    InvitationLimitReached,
     InvitationProblem,
     MembershipError,
     email_verified,
@@ -44,6 +46,7 @@ def _page(
     if filters.is_valid():
         role, q = filters.cleaned_data["role"], filters.cleaned_data["q"]
     group = request.group  # type: ignore[attr-defined]
+    admins = [*memberships_for_group(group=group, role=Role.ADMIN)]  # `list` is a view here
     context = {
         "memberships": memberships_for_group(group=group, role=role, q=q),
         "invitations": pending_invitations(group=group),
@@ -52,7 +55,8 @@ def _page(
         "q": q,
         "roles": Role.choices,
         "invite_form": invite_form or InviteForm(),
-        "admin_count": memberships_for_group(group=group, role=Role.ADMIN).count(),
+        "admins": admins,  # for "hand their management keys to …"
+        "admin_count": len(admins),
     }
     htmx_target = request.headers.get("HX-Target") if getattr(request, "htmx", False) else None
     template = (
@@ -81,12 +85,22 @@ def invite(request: HttpRequest) -> HttpResponse:
                 actor=request.user,
                 request=request,
             )
+        except InvitationLimitReached as exc:
+            form.add_error(None, str(exc))
+            return _page(request, invite_form=form, status=429)
         except MembershipError as exc:
-            form.add_error("email", str(exc))
+            form.add_error(exc.field or None, str(exc))
         else:
             messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
             return redirect(_members_url(request))
     return _page(request, invite_form=form, status=422)
+
+
+def _key_heir(request: HttpRequest, public_id: str) -> Membership | None:
+    """The member named in "hand their management keys to …" (404 outside this group)."""
+    if not public_id:
+        return None
+    return membership_get_for_group(group=request.group, public_id=public_id)  # type: ignore[attr-defined]
 
 
 @member_required
@@ -108,6 +122,7 @@ def invitation_action(request: HttpRequest, invitation_id: str, action: str) -> 
 
 
 @member_required
+@reauthentication_required
 @require_POST
 def change_role(request: HttpRequest, member_id: str) -> HttpResponse:
     membership = membership_get_for_group(group=request.group, public_id=member_id)  # type: ignore[attr-defined]
@@ -121,6 +136,7 @@ def change_role(request: HttpRequest, member_id: str) -> HttpResponse:
                 role=form.cleaned_data["role"],
                 actor=request.user,
                 request=request,
+                hand_keys_to=_key_heir(request, form.cleaned_data["hand_keys_to"]),
             )
         except MembershipError as exc:
             messages.error(request, str(exc))
@@ -136,8 +152,17 @@ def change_role(request: HttpRequest, member_id: str) -> HttpResponse:
 @require_POST
 def remove(request: HttpRequest, member_id: str) -> HttpResponse:
     membership = membership_get_for_group(group=request.group, public_id=member_id)  # type: ignore[attr-defined]
+    form = RemoveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose another Admin to hand the management keys to.")
+        return redirect(_members_url(request))
     try:
-        membership_remove(membership=membership, actor=request.user, request=request)
+        membership_remove(
+            membership=membership,
+            actor=request.user,
+            request=request,
+            hand_keys_to=_key_heir(request, form.cleaned_data["hand_keys_to"]),
+        )
     except MembershipError as exc:
         messages.error(request, str(exc))
     else:
@@ -148,9 +173,16 @@ def remove(request: HttpRequest, member_id: str) -> HttpResponse:
 @group_required(write=Role.MEMBER)
 @require_POST
 def leave(request: HttpRequest) -> HttpResponse:
-    """Any member may leave (the last Admin may not)."""
+    """Any member may leave (the last Admin may not); an Admin may hand their keys on."""
+    form = RemoveForm(request.POST)
+    heir = _key_heir(request, form.cleaned_data["hand_keys_to"]) if form.is_valid() else None
     try:
-        membership_remove(membership=request.membership, actor=request.user, request=request)  # type: ignore[attr-defined]
+        membership_remove(
+            membership=request.membership,  # type: ignore[attr-defined]
+            actor=request.user,
+            request=request,
+            hand_keys_to=heir,
+        )
     except MembershipError as exc:
         messages.error(request, str(exc))
         return redirect(_members_url(request))

@@ -288,6 +288,10 @@ API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="pplx-")
 MANAGEMENT_KEY_PREFIX = env.str("MANAGEMENT_KEY_PREFIX", default=API_KEY_PREFIX + "admin-")
 # Requests per minute allowed per management key (a Redis counter per key and minute).
 MANAGEMENT_API_RATE_LIMIT = env.int("MANAGEMENT_API_RATE_LIMIT", default=300)
+# Invitation e-mails (new or resent, page or Management API) allowed per sender and per group in
+# any 24 hours, so the portal cannot be used to mail arbitrary addresses in bulk.
+INVITATIONS_PER_USER_PER_DAY = env.int("INVITATIONS_PER_USER_PER_DAY", default=20)
+INVITATIONS_PER_GROUP_PER_DAY = env.int("INVITATIONS_PER_GROUP_PER_DAY", default=50)
 # Gateway: how long a worker trusts its in-memory copy of a key (revocation visible within it).
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=0.5)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
@@ -9,6 +10,10 @@ from members import views as member_views
 from portal import views
 
 handler403 = "portal.views.permission_denied"
+
+# The admin's own login form would skip allauth: no two-factor step, no login rate limits. Send
+# it to allauth's sign-in (with next=) instead; signed-in users who are not staff get a 403.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 # Every page of an API group lives under /g/<public id>/ and is guarded by
 # members.permissions.group_required.

@@ -123,6 +123,7 @@ def _invoice(o: Objects) -> dict[str, str]:
 ROUTES: dict[str, Route] = {
     "groups:home": Route(("GET",), member_can=("GET",)),
     "groups:details": Route(("GET", "POST"), member_can=("GET",)),
+    "groups:security": Route(("POST",)),
     "members:list": Route(("GET",), member_can=("GET",)),
     "members:invite": Route(("POST",)),
     "members:leave": Route(("POST",), member_can=("POST",)),
