@@ -8,6 +8,7 @@ DJANGO_ENV selects the mode:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import unquote
@@ -362,6 +363,20 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# Load balancers / reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed:
+# IPs or networks (CIDR), comma-separated. The client's address is read from X-Forwarded-For, from
+# the right, past these; from any other peer the headers are ignored (portal/proxy.py).
+TRUSTED_PROXIES: list[str] = []
+for _proxy in filter(
+    None, (p.strip() for p in env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))
+):
+    try:
+        TRUSTED_PROXIES.append(str(ipaddress.ip_network(_proxy, strict=False)))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or a network (CIDR)."
+        ) from None
 
 # --- Logging -------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
