@@ -388,11 +388,22 @@ LOGGING = {
         "json": {"()": "portal.logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)-5s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Every line passes the redaction filter: invitation, password-reset and e-mail-confirmation
+    # links (and Stripe's client secrets in return URLs) never reach the log.
+    "filters": {"redact_secrets": {"()": "portal.logging.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
-        "uvicorn.access": {"level": "WARNING"},
+        # uvicorn's access log (off: `--no-access-log`; portal.request logs each request) goes
+        # through the same handler, and so the same redaction, when it is turned on.
+        "uvicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
     },
 }
