@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "template_partials",
     "django_countries",
     "django_celery_beat",
+    "csp",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -91,6 +93,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -377,6 +380,24 @@ for _proxy in filter(
         raise ImproperlyConfigured(
             f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or a network (CIDR)."
         ) from None
+
+# Content-Security-Policy (django-csp): scripts only from our own static files — no inline
+# script, no inline event handler, no eval — so injected markup cannot run. Inline *styles* stay
+# allowed (style attributes in templates, and the <style> htmx adds for its indicators); they
+# cannot run code. The card pages add the Stripe.js origin (billing.views.allow_stripe_js).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],  # the favicon and the TOTP QR code are data: URIs
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- Logging -------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
