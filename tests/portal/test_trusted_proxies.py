@@ -128,3 +128,13 @@ def test_gateway_metrics_stay_hidden_from_a_client_behind_a_local_proxy(web, set
         assert scraper.get("/metrics").status_code == 200
     with browser(web, "203.0.113.5") as outsider:
         assert outsider.get("/metrics").status_code == 404
+
+
+def test_a_malformed_trusted_proxy_stops_the_start_up():  # type: ignore[no-untyped-def]
+    from tests.portal.test_settings import PRODUCTION_ENV, run_manage
+
+    result = run_manage("check", env=PRODUCTION_ENV | {"TRUSTED_PROXIES": "10.0.0.0/8, lb.local"})
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES: 'lb.local' is not an IP address or a network" in result.stderr
+    fine = run_manage("check", env=PRODUCTION_ENV | {"TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"})
+    assert fine.returncode == 0, fine.stderr
