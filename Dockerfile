@@ -19,6 +19,7 @@ USER portal
 EXPOSE 8000
 # Keep-alive longer than a load balancer's idle timeout (60 s on most), so the balancer never
 # reuses a connection uvicorn is closing. The workers share one Prometheus directory, emptied at
-# each start (see gateway/metrics.py).
+# each start (see gateway/metrics.py). --no-proxy-headers: the application itself trusts
+# X-Forwarded-For only from TRUSTED_PROXIES (portal/proxy.py), so uvicorn must not trust it too.
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn portal.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --lifespan off --no-access-log --proxy-headers --timeout-keep-alive 75"]
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn portal.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --lifespan off --no-access-log --no-proxy-headers --timeout-keep-alive 75"]

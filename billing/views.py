@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -33,6 +36,37 @@ def _stripe_js() -> dict[str, str]:
         "stripe_js_url": settings.STRIPE_JS_URL,
         "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
     }
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def allow_stripe_js(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Let the page load Stripe.js, its card frames and its API calls (Content-Security-Policy).
+
+    Read from the settings at each request: the origins are Stripe's, or localstripe's in
+    development and tests.
+    """
+
+    @wraps(view)
+    def wrapper(request: GroupRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        js = _origin(settings.STRIPE_JS_URL)
+        api = (
+            _origin(settings.STRIPE_API_BASE)
+            if settings.STRIPE_API_BASE
+            else "https://api.stripe.com"
+        )
+        response._csp_update = {  # type: ignore[attr-defined]  # django-csp's per-response hook
+            "script-src": [js],
+            "connect-src": [api],
+            "frame-src": [js, "https://hooks.stripe.com"],  # card fields; 3-D Secure pages
+        }
+        return response
+
+    return wrapper
 
 
 def _to_billing(request: GroupRequest) -> HttpResponse:
@@ -88,6 +122,7 @@ def overview(request: GroupRequest) -> HttpResponse:
 @admin_required
 @reauthentication_required
 @require_GET
+@allow_stripe_js
 def card_new(request: GroupRequest) -> HttpResponse:
     """The card form (Stripe.js). Saving a card charges nothing."""
     try:
@@ -182,6 +217,7 @@ def buy(request: GroupRequest) -> HttpResponse:
 
 @admin_required
 @require_http_methods(["GET", "POST"])
+@allow_stripe_js
 def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
     """Finish a payment the bank wants confirmed (3-D Secure), on-session with Stripe.js."""
     payment = get_object_or_404(Payment, group=request.group, public_id=payment_id)

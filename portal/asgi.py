@@ -10,6 +10,8 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from portal.proxy import TrustedProxyMiddleware
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 django_application = get_asgi_application()
@@ -23,4 +25,5 @@ def _build_application():
     return wrap(django_application)
 
 
-application = _build_application()
+# Outermost: every route sees the client's address, not the load balancer's (TRUSTED_PROXIES).
+application = TrustedProxyMiddleware(_build_application())

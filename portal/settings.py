@@ -8,12 +8,14 @@ DJANGO_ENV selects the mode:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import unquote
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -72,6 +74,7 @@ INSTALLED_APPS = [
     "template_partials",
     "django_countries",
     "django_celery_beat",
+    "csp",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -90,6 +93,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -367,6 +371,38 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# Load balancers / reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed:
+# IPs or networks (CIDR), comma-separated. The client's address is read from X-Forwarded-For, from
+# the right, past these; from any other peer the headers are ignored (portal/proxy.py).
+TRUSTED_PROXIES: list[str] = []
+for _proxy in filter(
+    None, (p.strip() for p in env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"]))
+):
+    try:
+        TRUSTED_PROXIES.append(str(ipaddress.ip_network(_proxy, strict=False)))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or a network (CIDR)."
+        ) from None
+
+# Content-Security-Policy (django-csp): scripts only from our own static files — no inline
+# script, no inline event handler, no eval — so injected markup cannot run. Inline *styles* stay
+# allowed (style attributes in templates, and the <style> htmx adds for its indicators); they
+# cannot run code. The card pages add the Stripe.js origin (billing.views.allow_stripe_js).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],  # the favicon and the TOTP QR code are data: URIs
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 # --- Logging -------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")
@@ -377,11 +413,22 @@ LOGGING = {
         "json": {"()": "portal.logging.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)-5s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Every line passes the redaction filter: invitation, password-reset and e-mail-confirmation
+    # links (and Stripe's client secrets in return URLs) never reach the log.
+    "filters": {"redact_secrets": {"()": "portal.logging.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
-        "uvicorn.access": {"level": "WARNING"},
+        # uvicorn's access log (off: `--no-access-log`; portal.request logs each request) goes
+        # through the same handler, and so the same redaction, when it is turned on.
+        "uvicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
     },
 }

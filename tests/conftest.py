@@ -242,19 +242,37 @@ def output_dir(request) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def new_page(browser, output_dir):  # type: ignore[no-untyped-def]
-    """Open pages in fresh browser contexts (one per person); closed after the test."""
+def csp_violations() -> list[str]:
+    """Content-Security-Policy violations the browser reported in this test's pages."""
+    return []
+
+
+@pytest.fixture
+def new_page(browser, output_dir, csp_violations):  # type: ignore[no-untyped-def]
+    """Open pages in fresh browser contexts (one per person); closed after the test.
+
+    Any Content-Security-Policy violation (an inline script, a script or frame from an origin the
+    policy does not allow) fails the test: the portal must work under its own policy.
+    """
     contexts = []
 
     def make():  # type: ignore[no-untyped-def]
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         context.set_default_timeout(15_000)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+
+        def on_console(message) -> None:  # type: ignore[no-untyped-def]
+            if message.type == "error" and "Content Security Policy" in message.text:
+                csp_violations.append(f"{page.url}: {message.text}")
+
+        page.on("console", on_console)
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert not csp_violations, "Content-Security-Policy violations:\n" + "\n".join(csp_violations)
 
 
 # --- Cards saved through localstripe, the way the browser saves them ----------------------

