@@ -36,6 +36,8 @@ PYTHON = sys.executable
 DEMO_EMAIL = "admin@demo.example"
 DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed for the local demo on purpose
 DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # noqa: S105 - local development only
+# Debian's Chromium drives the browser tests; PORTAL_CHROMIUM points them at another binary.
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
 
 
 # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
@@ -59,6 +61,46 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def chromium_path() -> Path:
+    """Return the Chromium the browser tests use (PORTAL_CHROMIUM, else Debian's)."""
+    return Path(os.environ.get("PORTAL_CHROMIUM") or DEBIAN_CHROMIUM)
+
+
+def may_install_chromium(path: Path) -> bool:
+    """Return whether `make test` may install Debian's Chromium itself: root, apt-get, and the
+    default path (apt cannot put it anywhere else)."""
+    return (
+        str(path) == DEBIAN_CHROMIUM
+        and hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and shutil.which("apt-get") is not None
+    )
+
+
+def ensure_chromium(path: Path, *, may_install: bool) -> bool:
+    """Return whether Chromium is there for the browser tests, installing Debian's if allowed.
+
+    When it stays missing, say in one line what to install; the browser tests then skip.
+    """
+    if path.exists():
+        return True
+    if may_install:
+        say("installing Debian's Chromium for the browser tests (apt-get, once; a few minutes)…")
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            done = subprocess.run(["apt-get", *step], env=apt_env, stdout=subprocess.DEVNULL)
+            if done.returncode:
+                break
+        if path.exists():
+            say(f"Chromium installed ({path}).")
+            return True
+    say(
+        f"Chromium is missing ({path}): browser tests (tests/e2e) will be SKIPPED. "
+        "Install it with: sudo apt-get install -y chromium"
+    )
+    return False
 
 
 @contextlib.contextmanager
@@ -217,6 +259,8 @@ def cmd_run(port: int) -> int:
 
 
 def cmd_test(args: list[str]) -> int:
+    chromium = chromium_path()
+    ensure_chromium(chromium, may_install=may_install_chromium(chromium))
     with services(mode="test", port=0) as env:
         env["DJANGO_ENV"] = "test"
         code = subprocess.run([PYTHON, "-m", "pytest", *args], cwd=BASE_DIR, env=env).returncode
