@@ -123,8 +123,10 @@ class Command(BaseCommand):
                 setup_intent_id = secret.split("_secret_")[0]
                 stripe.api_base = settings.STRIPE_API_BASE
                 key = settings.STRIPE_SECRET_KEY
-                card = {"number": DEMO_CARD, "exp_month": 12, "exp_year": timezone.now().year + 3, "cvc": "123"}  # fmt: skip
-                pm = stripe.PaymentMethod.create(type="card", card=card, api_key=key)
+                pm = stripe.PaymentMethod.create(
+                    type="card", api_key=key,
+                    card={"number": DEMO_CARD, "exp_month": 12, "exp_year": timezone.now().year + 3, "cvc": "123"},
+                )  # fmt: skip
                 stripe.SetupIntent.confirm(setup_intent_id, payment_method=pm.id, api_key=key)
                 payments.card_setup_complete(
                     group=group, setup_intent_id=setup_intent_id, actor=user
