@@ -31,11 +31,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-LOCAL = BASE_DIR / ".local"
+# PORTAL_LOCAL puts the embedded servers' data elsewhere (a second stack beside .local/).
+LOCAL = Path(os.environ.get("PORTAL_LOCAL") or BASE_DIR / ".local")
 PYTHON = sys.executable
 DEMO_EMAIL = "admin@demo.example"
 DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed for the local demo on purpose
 DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # noqa: S105 - local development only
+# Debian's Chromium drives the browser tests; PORTAL_CHROMIUM points them at another binary.
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
 
 
 # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
@@ -61,24 +64,80 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
+def chromium_path() -> Path:
+    """Return the Chromium the browser tests use (PORTAL_CHROMIUM, else Debian's)."""
+    return Path(os.environ.get("PORTAL_CHROMIUM") or DEBIAN_CHROMIUM)
+
+
+def may_install_chromium(path: Path) -> bool:
+    """Return whether `make test` may install Debian's Chromium itself: root, apt-get, and the
+    default path (apt cannot put it anywhere else)."""
+    return (
+        str(path) == DEBIAN_CHROMIUM
+        and hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and shutil.which("apt-get") is not None
+    )
+
+
+def ensure_chromium(path: Path, *, may_install: bool) -> bool:
+    """Return whether Chromium is there for the browser tests, installing Debian's if allowed.
+
+    When it stays missing, say in one line what to install; the browser tests then skip.
+    """
+    if path.exists():
+        return True
+    if may_install:
+        say("installing Debian's Chromium for the browser tests (apt-get, once; a few minutes)…")
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            done = subprocess.run(["apt-get", *step], env=apt_env, stdout=subprocess.DEVNULL)
+            if done.returncode:
+                break
+        if path.exists():
+            say(f"Chromium installed ({path}).")
+            return True
+    say(
+        f"Chromium is missing ({path}): browser tests (tests/e2e) will be SKIPPED. "
+        "Install it with: sudo apt-get install -y chromium"
+    )
+    return False
+
+
 @contextlib.contextmanager
 def postgres(database: str) -> Iterator[str]:
     """Yield a DATABASE_URL for an embedded PostgreSQL, creating `database` if needed."""
     import pgserver  # noqa: PLC0415 - only needed when no DATABASE_URL is given
 
-    LOCAL.mkdir(exist_ok=True)
-    say("starting embedded PostgreSQL (.local/pgdata)…")
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    say(f"starting embedded PostgreSQL ({LOCAL / 'pgdata'})…")
     server = pgserver.get_server(LOCAL / "pgdata", cleanup_mode="stop")
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
-    if "1 row" not in exists:
-        server.psql(f'CREATE DATABASE "{database}";')
-    uri = urllib.parse.urlparse(server.get_uri())
-    socket_dir = urllib.parse.parse_qs(uri.query)["host"][0]
     try:
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+        if "1 row" not in exists:
+            server.psql(f'CREATE DATABASE "{database}";')
+        uri = urllib.parse.urlparse(server.get_uri())
+        socket_dir = urllib.parse.parse_qs(uri.query)["host"][0]
         yield f"postgres://postgres@{urllib.parse.quote(socket_dir, safe='')}/{database}"
     finally:
+        # pgserver stops the server when the last process using it lets go, counting users in
+        # pgdata/.handle_pids.json; a user that died without letting go (SIGKILL, a crash) would
+        # keep it running for ever after. Forget the dead ones first.
+        with contextlib.suppress(Exception):
+            handles = server.global_process_id_list
+            handles.put([pid for pid in handles.get() if pid == os.getpid() or pid_alive(pid)])
         with contextlib.suppress(Exception):
             server.cleanup()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -196,27 +255,54 @@ def cmd_run(port: int) -> int:
             url = f"http://127.0.0.1:{port}"
             say(f"starting web ({url}), Celery worker and Celery beat…")
             announce_when_ready(url)
+            # honcho in a session of its own: a stop reaches it once, from us, for Ctrl-C and
+            # SIGTERM alike; it stops its processes (each in a session of its own) within 5 s.
             honcho = subprocess.Popen(
                 [shutil.which("honcho", path=str(Path(PYTHON).parent)) or "honcho",
                  "-f", str(BASE_DIR / "Procfile"), "start"],
-                cwd=BASE_DIR, env=env,
+                cwd=BASE_DIR, env=env, start_new_session=True,
             )  # fmt: skip
             try:
                 return honcho.wait()
             except KeyboardInterrupt:
+                ignore_stop_signals()
                 say("stopping…")
-                honcho.send_signal(signal.SIGINT)
-                try:
-                    honcho.wait(20)
-                except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                    honcho.kill()
+                stop_tree(honcho, timeout=7)
                 return 0
         finally:
+            ignore_stop_signals()
             (LOCAL / "services.env").unlink(missing_ok=True)
     return 0
 
 
+def ignore_stop_signals() -> None:
+    """Let the clean-up finish: a second Ctrl-C or SIGTERM must not cut it short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def stop_tree(proc: subprocess.Popen, *, timeout: float) -> None:
+    """Ask `proc` to stop (SIGINT), then kill whatever is left of it and its descendants."""
+    import psutil  # noqa: PLC0415 - installed with pgserver
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(1)
+
+
 def cmd_test(args: list[str]) -> int:
+    chromium = chromium_path()
+    ensure_chromium(chromium, may_install=may_install_chromium(chromium))
     with services(mode="test", port=0) as env:
         env["DJANGO_ENV"] = "test"
         code = subprocess.run([PYTHON, "-m", "pytest", *args], cwd=BASE_DIR, env=env).returncode
@@ -244,6 +330,12 @@ def main() -> int:
     return cmd_exec(args)
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a process manager, `kill PID`) stops like Ctrl-C: everything started is stopped."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())

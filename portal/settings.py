@@ -19,7 +19,7 @@ from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-LOCAL_DIR = BASE_DIR / ".local"
+LOCAL_DIR = Path(os.environ.get("PORTAL_LOCAL") or BASE_DIR / ".local")  # as portal.devstack
 
 env = environ.Env()
 
