@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent
-from billing.invoices import period_just_closed
+from billing.invoicing.periods import period_just_closed
 from billing.models import (
     CreditAccount,
     Invoice,

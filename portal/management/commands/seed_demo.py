@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing import payments
-from billing.invoices import invoice_generate, period_just_closed
+from billing.invoicing.generation import invoice_generate
+from billing.invoicing.periods import period_just_closed
 from billing.models import Payment, PaymentMethod, PaymentStatus
 from billing.services import credits_grant
 from groups.models import APIGroup
