@@ -130,7 +130,14 @@ class GatewayApp:
             )
 
     async def metrics(self, scope: Scope, send: Send) -> None:
-        if scope["method"] != "GET" or not metrics.allowed(scope):
+        status = metrics.access(scope) if scope["method"] == "GET" else 404
+        if status == 401:
+            await respond(
+                send, 401, b'{"detail": "Authentication required."}',
+                [(b"www-authenticate", b'Bearer realm="metrics"')],
+            )  # fmt: skip
+            return
+        if status != 200:
             await respond(send, 404, b'{"detail": "Not found."}', [])
             return
         body, content_type = metrics.exposition()

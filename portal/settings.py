@@ -305,8 +305,9 @@ if GATEWAY_METERING not in ("commit", "stream"):
 GATEWAY_SETTLE_INTERVAL = env.float("GATEWAY_SETTLE_INTERVAL", default=0.1)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
 # Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
-# from the loopback interface (see gateway/metrics.py).
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# from the loopback interface (see gateway/metrics.py). Required in production: behind a proxy on
+# the same host every request would come from loopback.
+METRICS_TOKEN = _required("METRICS_TOKEN", "")
 OPERATOR_NAME = env.str("OPERATOR_NAME", default="Portal Operator")
 OPERATOR_ADDRESS = env.str("OPERATOR_ADDRESS", default="")
 OPERATOR_TAX_ID = env.str("OPERATOR_TAX_ID", default="")
