@@ -246,6 +246,9 @@ class GatewayApp:
             raise invalid_request("Each message must be an object.", param="messages")
         if "stream" in payload and not isinstance(payload["stream"], bool):
             raise invalid_request("“stream” must be true or false.", param="stream")
+        options = payload.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise invalid_request("“stream_options” must be an object.", param="stream_options")
         return payload
 
     def too_large(self) -> GatewayError:
@@ -346,7 +349,7 @@ class GatewayApp:
                 if resp.status >= 500:
                     raise upstream_error(f"The model server answered {resp.status}.")
                 if resp.status >= 400:
-                    raise passthrough_error(resp.status, await resp.read())
+                    raise passthrough_error(resp.status, await resp.read(), model, request_id)
                 yield resp
         except TimeoutError:
             raise upstream_timeout() from None
@@ -539,8 +542,27 @@ def upstream_timeout() -> GatewayError:
     )  # fmt: skip
 
 
-def passthrough_error(status: int, raw: bytes) -> GatewayError:
-    """An upstream 4xx: keep its message, in our shape. Nothing is charged."""
+# Upstream answers about *our* credentials or account with the model server: the client can do
+# nothing about them, and their text may quote the operator's upstream key.
+UPSTREAM_AUTH_STATUSES = frozenset({401, 402, 403, 407})
+
+
+def passthrough_error(
+    status: int, raw: bytes, model: ModelInfo | None = None, request_id: str = ""
+) -> GatewayError:
+    """An upstream 4xx: keep its message, in our shape. Nothing is charged.
+
+    Refusals of the operator's upstream credentials (UPSTREAM_AUTH_STATUSES) are our own failure:
+    a 502 with a fixed message, the upstream's text logged for the operator only. Any other
+    message passed on has the upstream key, should it quote it, masked.
+    """
+    if status in UPSTREAM_AUTH_STATUSES:
+        logger.error(
+            "model server %s refused the gateway's credentials (%s): %s",
+            model.name if model else "?", status, raw[:2000].decode("utf-8", "replace"),
+            extra={"request_id": request_id},
+        )  # fmt: skip
+        return upstream_error("The model server is not available to this gateway right now.")
     message = "The model server refused the request."
     try:
         data = orjson.loads(raw)
@@ -551,6 +573,8 @@ def passthrough_error(status: int, raw: bytes) -> GatewayError:
             message = err
     except orjson.JSONDecodeError:
         pass
+    if model is not None and model.api_key and model.api_key in message:
+        message = message.replace(model.api_key, "[redacted]")
     code = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
     return GatewayError(status, code, message, type_="invalid_request_error")
 

@@ -96,7 +96,7 @@ both_modes = pytest.mark.parametrize("gateway", ["commit", "stream"], indirect=T
 class FakeUpstream:
     url: str
     hits: list[dict] = field(default_factory=list)
-    mode: str = "ok"  # ok | fail | bad | refuse | break
+    mode: str = "ok"  # ok | fail | bad | refuse | deny | break | cut
     delay: float = 0.0
     usage: dict = field(
         default_factory=lambda: {
@@ -122,6 +122,10 @@ def upstream() -> Iterator[FakeUpstream]:
             return web.json_response({"error": "boom"}, status=500)
         if fake.mode == "refuse":
             return web.json_response({"error": {"message": "max_tokens is too large"}}, status=400)
+        if fake.mode == "deny":  # like OpenAI: the refused credential is quoted back
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {sent}. Find your key at platform.example."
+            return web.json_response({"error": {"message": message}}, status=401)
         if fake.mode == "bad":
             return web.Response(text="not json", content_type="application/json")
         if body.get("stream"):

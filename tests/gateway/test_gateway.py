@@ -202,6 +202,23 @@ def test_key_monthly_limit_is_402(gateway, upstream, upstream_model, funded_grou
             "stream",
             "stream",
         ),
+        (
+            b'{"model": "sonar", "messages": [{"role": "user"}], "stream": true, '
+            b'"stream_options": 5}',
+            "stream_options",
+            "stream_options",
+        ),
+        (
+            b'{"model": "sonar", "messages": [{"role": "user"}], "stream": true, '
+            b'"stream_options": ["include_usage"]}',
+            "stream_options",
+            "stream_options",
+        ),
+        (
+            b'{"model": "sonar", "messages": [{"role": "user"}], "stream_options": "x"}',
+            "stream_options",
+            "stream_options",
+        ),
     ],
 )
 def test_bad_requests_are_400_and_free(gateway, api_key, body, param, message):
@@ -263,6 +280,33 @@ def test_upstream_failures_charge_nothing(
     response = gateway.chat(api_key, model="fake-pro")
     assert response.status_code == status
     assert error(response)["code"] == code
+    assert balance(funded_group) == before
+    assert UsageEvent.objects.count() == 0
+
+
+@both_modes
+def test_upstream_refusing_our_credentials_is_502_without_its_text(
+    gateway, upstream, upstream_model, funded_group, api_key, monkeypatch, caplog
+):
+    secret = "sk-upstream-0perator-S3CRET-value"
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", secret)
+    AIModel.objects.filter(pk=upstream_model.pk).update(upstream_api_key_env="FAKE_UPSTREAM_KEY")
+    upstream.mode = "deny"
+    before = balance(funded_group)
+    with caplog.at_level("ERROR", logger="portal.gateway"):
+        plain = gateway.chat(api_key, model="fake-pro")
+        with gateway.client(api_key) as c:
+            streamed = c.post(
+                "/chat/completions",
+                json={"model": "fake-pro", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+            )  # fmt: skip
+    assert upstream.hits, "the upstream was asked"
+    for response in (plain, streamed):
+        assert response.status_code == 502
+        assert error(response)["code"] == "upstream_error"
+        assert secret not in response.text and "Incorrect API key" not in response.text
+    assert secret in caplog.text  # the operator can see what the model server said
+    gateway.settled()
     assert balance(funded_group) == before
     assert UsageEvent.objects.count() == 0
 
