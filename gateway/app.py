@@ -381,12 +381,38 @@ class GatewayApp:
                 "headers": [(b"content-type", SSE), (b"cache-control", b"no-cache"), *headers],
             }
         )
+        relayed = Relayed()
         try:
-            await self.relay(send, store, key, model, payload, request_id, started, events, first)
+            await self.relay(send, store, key, model, payload, request_id, started, events, first,
+                             relayed)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the response has started: end it cleanly
             err = exc if isinstance(exc, GatewayError) else unavailable()
             logger.warning("stream ended early: %s", exc, extra={"request_id": request_id})
-            await send_chunk(send, orjson.loads(err.body()), more=True)
+            if not relayed.metering:
+                # The model server broke off (or the client went away): charge what was delivered.
+                try:
+                    total = await self.meter_partial(
+                        send, store, key, model, payload, request_id, started, relayed
+                    )
+                except Exception as failed:  # noqa: BLE001 - not recorded, so not charged
+                    logger.warning("partial stream not metered: %s", failed,
+                                   extra={"request_id": request_id})  # fmt: skip
+                else:
+                    err = GatewayError(
+                        err.status, err.code,
+                        "The model server broke off the answer. You were charged only for the "
+                        f"part you received (${total / 1_000_000:.6f}).",
+                        type_="api_error",
+                    )  # fmt: skip
+            # `event: error` with an `error` object: both SDKs raise on it (openai: APIError,
+            # perplexity: APIStatusError), so a broken stream is never a silent truncation.
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"event: error\ndata: " + err.body() + b"\n\n",
+                    "more_body": True,
+                }
+            )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return err.status
         return 200
@@ -394,12 +420,14 @@ class GatewayApp:
     async def relay(
         self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
         request_id: str, started: float, events: AsyncIterator[bytes], first: bytes,
+        relayed: Relayed,
     ) -> None:  # fmt: skip
         """Pass events on; hold the usage chunk, meter, then send it with our cost and [DONE]."""
-        held: dict[str, Any] | None = None  # the latest chunk carrying usage, sent last
         event: bytes | None = first
+        done = False
         while event is not None:
             if event.startswith(b"data: [DONE]"):
+                done = True
                 break
             if b'"usage"' in event:
                 try:
@@ -407,13 +435,20 @@ class GatewayApp:
                 except orjson.JSONDecodeError:
                     chunk = None
                 if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                    if held is not None:
-                        await send_chunk(send, held)
-                    held = chunk
+                    if relayed.held is not None:
+                        await send_chunk(send, relayed.held)
+                        relayed.sent.append(orjson.dumps(relayed.held))
+                    relayed.held = chunk
                     event = await anext(events, None)
                     continue
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            relayed.sent.append(event)
             event = await anext(events, None)
+        if not done and relayed.held is None:
+            # Neither [DONE] nor usage: the model server closed the stream before its end.
+            raise upstream_error("The model server ended the stream early.")
+        relayed.metering = True
+        held = relayed.held
         usage = held["usage"] if held is not None else {}
         cost = await self.meter(
             store, key, model, payload, usage, request_id, started, streamed=True
@@ -423,6 +458,30 @@ class GatewayApp:
         held["usage"]["cost"] = cost.as_usage_cost()
         await send_chunk(send, held, more=True)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def meter_partial(
+        self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
+        request_id: str, started: float, relayed: Relayed,
+    ) -> int:  # fmt: skip
+        """Charge a stream that broke off for what the client received (docs/gateway.md).
+
+        With a usage chunk from the model server, its counts (the chunk, content and all, is
+        sent first); without one, the delivered text's tokens are estimated (delivered_tokens)
+        and charged as output tokens, plus the request fee.
+        """
+        relayed.metering = True
+        held = relayed.held
+        if held is not None:
+            usage = held["usage"]
+        else:
+            usage = {"completion_tokens": delivered_tokens(relayed.sent)}
+        cost = await self.meter(
+            store, key, model, payload, usage, request_id, started, streamed=True
+        )
+        if held is not None:
+            held["usage"]["cost"] = cost.as_usage_cost()
+            await send_chunk(send, held, more=True)
+        return cost.total
 
     async def events(
         self, model: ModelInfo, payload: dict[str, Any], request_id: str
@@ -484,6 +543,42 @@ class GatewayApp:
                 "created": time.time(),
             },
         )
+
+
+class Relayed:
+    """What a stream has passed on so far (to charge a stream that breaks off)."""
+
+    __slots__ = ("held", "metering", "sent")
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []  # the events sent, as they were (parsed only on a break)
+        self.held: dict[str, Any] | None = None  # the latest chunk carrying usage, sent last
+        self.metering = False  # metering was attempted: never charge the request again
+
+
+CHARS_PER_TOKEN = 4  # the usual estimate for English text with OpenAI-style tokenizers
+
+
+def delivered_tokens(events: list[bytes]) -> int:
+    """Estimated tokens of the text in these SSE events: ⌈characters / CHARS_PER_TOKEN⌉ of every
+    `choices[].delta.content` (and `reasoning_content`) string."""
+    chars = 0
+    for event in events:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data: "):
+                continue
+            try:
+                chunk = orjson.loads(line[6:])
+            except orjson.JSONDecodeError:
+                continue
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            for choice in choices if isinstance(choices, list) else ():
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(delta, dict):
+                    for field in ("content", "reasoning_content"):
+                        if isinstance(delta.get(field), str):
+                            chars += len(delta[field])
+    return -(-chars // CHARS_PER_TOKEN)
 
 
 def queue_auto_top_up(group_id: int) -> None:

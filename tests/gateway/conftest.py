@@ -143,6 +143,9 @@ def upstream() -> Iterator[FakeUpstream]:
                     "choices": [{"index": 0, "delta": {"content": word}}],
                 }
                 await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if fake.mode == "cut":  # the server closes cleanly, without usage or [DONE]
+                await resp.write_eof()
+                return resp
             final = {"object": "chat.completion.chunk", "choices": [], "usage": fake.usage}
             await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
