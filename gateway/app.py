@@ -23,7 +23,14 @@ from django.conf import settings
 from gateway import metrics, simulator
 from gateway.errors import GatewayError, invalid_key, invalid_request, unavailable
 from gateway.openapi import SPEC_JSON
-from gateway.store import Admission, KeyInfo, ModelInfo, Store
+from gateway.store import (
+    Admission,
+    KeyInfo,
+    ModelInfo,
+    Store,
+    TooManyInvalidKeys,
+    client_bucket,
+)
 from keys import secrets
 from usage.pricing import Cost, Usage, compute_cost
 from usage.tiers import tier_for
@@ -202,7 +209,20 @@ class GatewayApp:
             raise invalid_key("Send the API key as “Authorization: Bearer <key>”.")
         if not secrets.is_well_formed(token, self.prefix):
             raise invalid_key("This is not a valid API key (wrong format or checksum).")
-        key = await (await self.store()).key_by_hash(secrets.hash_key(token))
+        client = scope.get("client")
+        try:
+            key = await (await self.store()).key_by_hash(
+                secrets.hash_key(token), client_bucket(client[0] if client else None)
+            )
+        except TooManyInvalidKeys as refused:
+            raise GatewayError(
+                429,
+                "too_many_invalid_keys",
+                "Too many unknown API keys were tried from your address. Wait "
+                f"{refused.retry_after} s, and check the key you are sending.",
+                type_="rate_limit_error",
+                headers=[(b"retry-after", str(refused.retry_after).encode())],
+            ) from None
         if key is None:
             raise invalid_key("This API key is unknown, revoked or expired.")
         return key

@@ -290,6 +290,9 @@ MANAGEMENT_KEY_PREFIX = env.str("MANAGEMENT_KEY_PREFIX", default=API_KEY_PREFIX 
 MANAGEMENT_API_RATE_LIMIT = env.int("MANAGEMENT_API_RATE_LIMIT", default=300)
 # Gateway: how long a worker trusts its in-memory copy of a key (revocation visible within it).
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=0.5)
+# Database look-ups of unknown keys allowed per client address (IPv6: per /64) and minute; past
+# it, unknown keys from that address get 429 until the minute ends (see gateway/store.py).
+GATEWAY_INVALID_KEYS_PER_MINUTE = env.int("GATEWAY_INVALID_KEYS_PER_MINUTE", default=20)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)
 GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=120.0)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
