@@ -539,8 +539,9 @@ class Store:
         self._keys.pop(secret_hash, None)
         self._unknown.pop(secret_hash, None)
 
-    async def _spend_lookup(self, client: str) -> None:
-        """Count one database look-up of a key against the client's allowance for this minute."""
+    async def _spend_lookup(self, client: str) -> str:
+        """Count one database look-up of a key against the client's allowance for this minute;
+        return the counter's name (to refund it)."""
         now = time.monotonic()
         if self._blocked.get(client, 0.0) > now:
             raise TooManyInvalidKeys(max(1, math.ceil(self._blocked[client] - now)))
@@ -555,11 +556,14 @@ class Store:
                 self._blocked = {c: t for c, t in self._blocked.items() if t > now}
             self._blocked[client] = now + 60 - left
             raise TooManyInvalidKeys(max(1, math.ceil(60 - left)))
+        return bucket
 
-    async def _refund_lookup(self, client: str) -> None:
+    async def _refund_lookup(self, bucket: str) -> None:
         """A look-up that found an active key is not counted."""
-        window = int(time.time() // 60)
-        await self.redis.decr(f"portal:badkey:{client}:{window}")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.decr(bucket)
+        pipe.expire(bucket, 61)  # never a counter without expiry, even if it expired meanwhile
+        await pipe.execute()
 
     async def _watch_keys(self) -> None:
         """Drop a key from memory as soon as the portal announces a change to it."""
@@ -598,13 +602,12 @@ class Store:
         if raw is not None:
             state = orjson.loads(raw)
             return state if "id" in state else None
-        if client is not None:
-            await self._spend_lookup(client)
+        bucket = await self._spend_lookup(client) if client is not None else None
         state = await self._key_from_db(secret_hash)
         if "id" not in state:
             return None
-        if client is not None and state["active"]:
-            await self._refund_lookup(client)
+        if bucket is not None and state["active"]:
+            await self._refund_lookup(bucket)
         await self.redis.set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL, nx=True)
         return state
 
