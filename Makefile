@@ -35,7 +35,7 @@ check-deploy: $(STAMP)
 	@DJANGO_ENV=production SECRET_KEY=$$(openssl rand -hex 32) ALLOWED_HOSTS=portal.example.com \
 	  DATABASE_URL=postgres://u@localhost/portal REDIS_URL=redis://localhost:6379/0 \
 	  EMAIL_URL=smtp://localhost:25 STRIPE_SECRET_KEY=sk_live_x STRIPE_PUBLISHABLE_KEY=pk_live_x \
-	  STRIPE_WEBHOOK_SECRET=whsec_x $(PY) manage.py check --deploy --fail-level WARNING
+	  STRIPE_WEBHOOK_SECRET=whsec_x METRICS_TOKEN=metrics_x $(PY) manage.py check --deploy --fail-level WARNING
 
 clean:
 	rm -rf $(VENV) .local

@@ -23,7 +23,14 @@ from django.conf import settings
 from gateway import metrics, simulator
 from gateway.errors import GatewayError, invalid_key, invalid_request, unavailable
 from gateway.openapi import SPEC_JSON
-from gateway.store import Admission, KeyInfo, ModelInfo, Store
+from gateway.store import (
+    Admission,
+    KeyInfo,
+    ModelInfo,
+    Store,
+    TooManyInvalidKeys,
+    client_bucket,
+)
 from keys import secrets
 from usage.pricing import Cost, Usage, compute_cost
 from usage.tiers import tier_for
@@ -130,7 +137,14 @@ class GatewayApp:
             )
 
     async def metrics(self, scope: Scope, send: Send) -> None:
-        if scope["method"] != "GET" or not metrics.allowed(scope):
+        status = metrics.access(scope) if scope["method"] == "GET" else 404
+        if status == 401:
+            await respond(
+                send, 401, b'{"detail": "Authentication required."}',
+                [(b"www-authenticate", b'Bearer realm="metrics"')],
+            )  # fmt: skip
+            return
+        if status != 200:
             await respond(send, 404, b'{"detail": "Not found."}', [])
             return
         body, content_type = metrics.exposition()
@@ -195,7 +209,20 @@ class GatewayApp:
             raise invalid_key("Send the API key as “Authorization: Bearer <key>”.")
         if not secrets.is_well_formed(token, self.prefix):
             raise invalid_key("This is not a valid API key (wrong format or checksum).")
-        key = await (await self.store()).key_by_hash(secrets.hash_key(token))
+        client = scope.get("client")
+        try:
+            key = await (await self.store()).key_by_hash(
+                secrets.hash_key(token), client_bucket(client[0] if client else None)
+            )
+        except TooManyInvalidKeys as refused:
+            raise GatewayError(
+                429,
+                "too_many_invalid_keys",
+                "Too many unknown API keys were tried from your address. Wait "
+                f"{refused.retry_after} s, and check the key you are sending.",
+                type_="rate_limit_error",
+                headers=[(b"retry-after", str(refused.retry_after).encode())],
+            ) from None
         if key is None:
             raise invalid_key("This API key is unknown, revoked or expired.")
         return key
@@ -239,6 +266,9 @@ class GatewayApp:
             raise invalid_request("Each message must be an object.", param="messages")
         if "stream" in payload and not isinstance(payload["stream"], bool):
             raise invalid_request("“stream” must be true or false.", param="stream")
+        options = payload.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise invalid_request("“stream_options” must be an object.", param="stream_options")
         return payload
 
     def too_large(self) -> GatewayError:
@@ -339,7 +369,7 @@ class GatewayApp:
                 if resp.status >= 500:
                     raise upstream_error(f"The model server answered {resp.status}.")
                 if resp.status >= 400:
-                    raise passthrough_error(resp.status, await resp.read())
+                    raise passthrough_error(resp.status, await resp.read(), model, request_id)
                 yield resp
         except TimeoutError:
             raise upstream_timeout() from None
@@ -371,12 +401,38 @@ class GatewayApp:
                 "headers": [(b"content-type", SSE), (b"cache-control", b"no-cache"), *headers],
             }
         )
+        relayed = Relayed()
         try:
-            await self.relay(send, store, key, model, payload, request_id, started, events, first)
+            await self.relay(send, store, key, model, payload, request_id, started, events, first,
+                             relayed)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the response has started: end it cleanly
             err = exc if isinstance(exc, GatewayError) else unavailable()
             logger.warning("stream ended early: %s", exc, extra={"request_id": request_id})
-            await send_chunk(send, orjson.loads(err.body()), more=True)
+            if not relayed.metering:
+                # The model server broke off (or the client went away): charge what was delivered.
+                try:
+                    total = await self.meter_partial(
+                        send, store, key, model, payload, request_id, started, relayed
+                    )
+                except Exception as failed:  # noqa: BLE001 - not recorded, so not charged
+                    logger.warning("partial stream not metered: %s", failed,
+                                   extra={"request_id": request_id})  # fmt: skip
+                else:
+                    err = GatewayError(
+                        err.status, err.code,
+                        "The model server broke off the answer. You were charged only for the "
+                        f"part you received (${total / 1_000_000:.6f}).",
+                        type_="api_error",
+                    )  # fmt: skip
+            # `event: error` with an `error` object: both SDKs raise on it (openai: APIError,
+            # perplexity: APIStatusError), so a broken stream is never a silent truncation.
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"event: error\ndata: " + err.body() + b"\n\n",
+                    "more_body": True,
+                }
+            )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return err.status
         return 200
@@ -384,12 +440,14 @@ class GatewayApp:
     async def relay(
         self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
         request_id: str, started: float, events: AsyncIterator[bytes], first: bytes,
+        relayed: Relayed,
     ) -> None:  # fmt: skip
         """Pass events on; hold the usage chunk, meter, then send it with our cost and [DONE]."""
-        held: dict[str, Any] | None = None  # the latest chunk carrying usage, sent last
         event: bytes | None = first
+        done = False
         while event is not None:
             if event.startswith(b"data: [DONE]"):
+                done = True
                 break
             if b'"usage"' in event:
                 try:
@@ -397,13 +455,20 @@ class GatewayApp:
                 except orjson.JSONDecodeError:
                     chunk = None
                 if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                    if held is not None:
-                        await send_chunk(send, held)
-                    held = chunk
+                    if relayed.held is not None:
+                        await send_chunk(send, relayed.held)
+                        relayed.sent.append(orjson.dumps(relayed.held))
+                    relayed.held = chunk
                     event = await anext(events, None)
                     continue
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            relayed.sent.append(event)
             event = await anext(events, None)
+        if not done and relayed.held is None:
+            # Neither [DONE] nor usage: the model server closed the stream before its end.
+            raise upstream_error("The model server ended the stream early.")
+        relayed.metering = True
+        held = relayed.held
         usage = held["usage"] if held is not None else {}
         cost = await self.meter(
             store, key, model, payload, usage, request_id, started, streamed=True
@@ -413,6 +478,30 @@ class GatewayApp:
         held["usage"]["cost"] = cost.as_usage_cost()
         await send_chunk(send, held, more=True)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def meter_partial(
+        self, send: Send, store: Store, key: KeyInfo, model: ModelInfo, payload: dict[str, Any],
+        request_id: str, started: float, relayed: Relayed,
+    ) -> int:  # fmt: skip
+        """Charge a stream that broke off for what the client received (docs/gateway.md).
+
+        With a usage chunk from the model server, its counts (the chunk, content and all, is
+        sent first); without one, the delivered text's tokens are estimated (delivered_tokens)
+        and charged as output tokens, plus the request fee.
+        """
+        relayed.metering = True
+        held = relayed.held
+        if held is not None:
+            usage = held["usage"]
+        else:
+            usage = {"completion_tokens": delivered_tokens(relayed.sent)}
+        cost = await self.meter(
+            store, key, model, payload, usage, request_id, started, streamed=True
+        )
+        if held is not None:
+            held["usage"]["cost"] = cost.as_usage_cost()
+            await send_chunk(send, held, more=True)
+        return cost.total
 
     async def events(
         self, model: ModelInfo, payload: dict[str, Any], request_id: str
@@ -476,6 +565,42 @@ class GatewayApp:
         )
 
 
+class Relayed:
+    """What a stream has passed on so far (to charge a stream that breaks off)."""
+
+    __slots__ = ("held", "metering", "sent")
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []  # the events sent, as they were (parsed only on a break)
+        self.held: dict[str, Any] | None = None  # the latest chunk carrying usage, sent last
+        self.metering = False  # metering was attempted: never charge the request again
+
+
+CHARS_PER_TOKEN = 4  # the usual estimate for English text with OpenAI-style tokenizers
+
+
+def delivered_tokens(events: list[bytes]) -> int:
+    """Estimated tokens of the text in these SSE events: ⌈characters / CHARS_PER_TOKEN⌉ of every
+    `choices[].delta.content` (and `reasoning_content`) string."""
+    chars = 0
+    for event in events:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data: "):
+                continue
+            try:
+                chunk = orjson.loads(line[6:])
+            except orjson.JSONDecodeError:
+                continue
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            for choice in choices if isinstance(choices, list) else ():
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(delta, dict):
+                    for field in ("content", "reasoning_content"):
+                        if isinstance(delta.get(field), str):
+                            chars += len(delta[field])
+    return -(-chars // CHARS_PER_TOKEN)
+
+
 def queue_auto_top_up(group_id: int) -> None:
     """Ask a Celery worker to top the group up (it re-checks everything under a lock)."""
     from billing.tasks import auto_top_up  # noqa: PLC0415 - Celery only when needed
@@ -532,8 +657,27 @@ def upstream_timeout() -> GatewayError:
     )  # fmt: skip
 
 
-def passthrough_error(status: int, raw: bytes) -> GatewayError:
-    """An upstream 4xx: keep its message, in our shape. Nothing is charged."""
+# Upstream answers about *our* credentials or account with the model server: the client can do
+# nothing about them, and their text may quote the operator's upstream key.
+UPSTREAM_AUTH_STATUSES = frozenset({401, 402, 403, 407})
+
+
+def passthrough_error(
+    status: int, raw: bytes, model: ModelInfo | None = None, request_id: str = ""
+) -> GatewayError:
+    """An upstream 4xx: keep its message, in our shape. Nothing is charged.
+
+    Refusals of the operator's upstream credentials (UPSTREAM_AUTH_STATUSES) are our own failure:
+    a 502 with a fixed message, the upstream's text logged for the operator only. Any other
+    message passed on has the upstream key, should it quote it, masked.
+    """
+    if status in UPSTREAM_AUTH_STATUSES:
+        logger.error(
+            "model server %s refused the gateway's credentials (%s): %s",
+            model.name if model else "?", status, raw[:2000].decode("utf-8", "replace"),
+            extra={"request_id": request_id},
+        )  # fmt: skip
+        return upstream_error("The model server is not available to this gateway right now.")
     message = "The model server refused the request."
     try:
         data = orjson.loads(raw)
@@ -544,6 +688,8 @@ def passthrough_error(status: int, raw: bytes) -> GatewayError:
             message = err
     except orjson.JSONDecodeError:
         pass
+    if model is not None and model.api_key and model.api_key in message:
+        message = message.replace(model.api_key, "[redacted]")
     code = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
     return GatewayError(status, code, message, type_="invalid_request_error")
 

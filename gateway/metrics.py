@@ -1,8 +1,9 @@
 """Prometheus metrics of the gateway, served at GET /metrics.
 
-Who may read them: with METRICS_TOKEN set, a request carrying `Authorization: Bearer <token>`;
-without it, only clients on the loopback interface (a scraper beside the process, or a reverse
-proxy's health check). Everyone else gets 404, as if the path did not exist.
+Who may read them: with METRICS_TOKEN set (required when DJANGO_ENV=production), a request
+carrying `Authorization: Bearer <token>`; any other request gets 401, wherever it comes from.
+Without a token (development), only clients on the loopback interface; everyone else gets 404, as
+if the path did not exist.
 
 Several worker processes (uvicorn --workers N): set PROMETHEUS_MULTIPROC_DIR to an empty
 directory shared by the workers (the Dockerfile does); each worker then writes its samples there
@@ -75,15 +76,20 @@ def observe_request(model: str, status: int, seconds: float) -> None:
     pair[1].observe(seconds)
 
 
-def allowed(scope: dict[str, Any]) -> bool:
+def access(scope: dict[str, Any]) -> int:
+    """200 if this request may read the metrics, else the status to answer (401 or 404)."""
     token = settings.METRICS_TOKEN
     if token:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return hmac.compare_digest(value, f"Bearer {token}".encode())
-        return False
+                return 200 if hmac.compare_digest(value, f"Bearer {token}".encode()) else 401
+        return 401
     client = scope.get("client")
-    return client is not None and client[0] in ("127.0.0.1", "::1")
+    return 200 if client is not None and client[0] in ("127.0.0.1", "::1") else 404
+
+
+def allowed(scope: dict[str, Any]) -> bool:
+    return access(scope) == 200
 
 
 def exposition() -> tuple[bytes, str]:

@@ -1,9 +1,9 @@
 """The gateway's OpenAPI 3 description, served at /v1/openapi.json.
 
 It describes what the gateway itself checks (see `GatewayApp.read_json`): a JSON object with a
-non-empty string `model`, a non-empty list of objects `messages` and an optional boolean `stream`;
-everything else is passed on to the model server as it is. The property-based tests in
-tests/gateway/test_fuzz.py generate requests from it.
+non-empty string `model`, a non-empty list of objects `messages`, an optional boolean `stream` and
+an optional object `stream_options`; everything else is passed on to the model server as it is.
+The property-based tests in tests/gateway/test_fuzz.py generate requests from it.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ SPEC: dict[str, Any] = {
                         "items": {"type": "object"},
                     },
                     "stream": {"type": "boolean"},
+                    # The gateway adds include_usage to it, so it must be an object (or null).
+                    "stream_options": {"type": "object", "nullable": True},
                 },
             },
             "ChatCompletion": {

@@ -39,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +72,36 @@ CATALOGUE_TTL = 5.0
 # How long a worker keeps a key in memory while it is subscribed to keys.cache.CHANGES (a change
 # drops it at once); unsubscribed, GATEWAY_KEY_CACHE_SECONDS.
 KEY_CACHE_LIVE = 60.0
+# Fail closed (keys/cache.py): every KEY_CHANGES_POLL seconds each worker reads the KeyChange rows
+# of the last KEY_CHANGES_OVERLAP seconds (at start: of the last KEY_TTL + that, the oldest a stale
+# Redis entry can be) and rewrites the Redis entry of each new one from PostgreSQL.
+KEY_CHANGES_POLL = 0.25
+KEY_CHANGES_OVERLAP = 30
+# Unknown keys: remembered per worker (LRU, in memory only: never a Redis entry), and database
+# look-ups for them limited per client address (settings.GATEWAY_INVALID_KEYS_PER_MINUTE).
+UNKNOWN_KEYS_MAX = 10_000
+UNKNOWN_KEY_SECONDS = 60.0
+
+
+class TooManyInvalidKeys(Exception):  # noqa: N818 - a refusal, not a failure
+    """This client looked up too many unknown keys this minute; retry after `retry_after` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many invalid keys; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+def client_bucket(address: str | None) -> str:
+    """The unit the invalid-key limit counts: an IPv4 address, or an IPv6 /64 network."""
+    if not address:
+        return "unknown"
+    if ":" in address:
+        import ipaddress  # noqa: PLC0415
+
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return address
+
 
 # Settlement of one metered cost against the cache: KEYS[b+1..b+4] = the group's cached account,
 # the key's month-to-date spend ('' if it has no limit), the key's last-used marker, the group's
@@ -307,6 +339,19 @@ class Admission:
     requests_this_window: int
 
 
+def _key_info(state: dict[str, Any]) -> KeyInfo | None:
+    if not state.get("active"):
+        return None
+    return KeyInfo(
+        id=state["id"],
+        group_id=state["group_id"],
+        name=state["name"],
+        last_four=state["last_four"],
+        expires_at=state["expires_at"],
+        monthly_limit_micros=state["monthly_limit_micros"],
+    )
+
+
 def _conninfo() -> str:
     # Read at first use, so tests see the test database Django switched to.
     db = connections["default"].settings_dict
@@ -407,6 +452,12 @@ class Store:
         self.on_top_up: Any = None
         self._fill_account = self.redis.register_script(FILL_ACCOUNT_LUA)
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # hash -> remembered until
+        self._invalid_limit = settings.GATEWAY_INVALID_KEYS_PER_MINUTE
+        self._blocked: dict[str, float] = {}  # client bucket -> refused until (monotonic)
+        self._change_ids: dict[int, float] = {}  # KeyChange rows applied -> their time
+        self._repairs: set[str] = set()  # hashes whose Redis entry is still to be rewritten
+        self._changes_task: asyncio.Task[None] | None = None
         self._key_ttl = settings.GATEWAY_KEY_CACHE_SECONDS
         self._keys_live = False  # subscribed to key changes
         self._key_changes = 0  # messages seen: a load that overlapped one is not kept long
@@ -436,12 +487,13 @@ class Store:
             if settler:
                 self._settler = asyncio.ensure_future(self._settle_forever())
             self._watcher = asyncio.ensure_future(self._watch_keys())
+            self._changes_task = asyncio.ensure_future(self._follow_key_changes())
 
     async def close(self) -> None:
         # The flag, not only the cancellation, ends the background loops: a client library that
         # turns a cancellation into a timeout error must not keep them running.
         self._closing = True
-        tasks = [t for t in (self._settler, self._watcher) if t is not None]
+        tasks = [t for t in (self._settler, self._watcher, self._changes_task) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -452,22 +504,66 @@ class Store:
 
     # --- keys ---------------------------------------------------------------------------------
 
-    async def key_by_hash(self, secret_hash: str) -> KeyInfo | None:
-        """Return the active key with this hash, or None (unknown, revoked or expired)."""
+    async def key_by_hash(self, secret_hash: str, client: str | None = None) -> KeyInfo | None:
+        """Return the active key with this hash, or None (unknown, revoked or expired).
+
+        A hash in neither memory nor Redis costs a PostgreSQL query; `client` (the caller's
+        address) pays for it from its allowance: TooManyInvalidKeys when that is used up.
+        """
         now = time.monotonic()
         cached = self._keys.get(secret_hash)
-        if cached is None or cached[0] < now:
+        if cached is not None and cached[0] >= now:
+            info = cached[1]
+        elif self._unknown.get(secret_hash, 0.0) >= now:
+            self._unknown.move_to_end(secret_hash)
+            return None
+        else:
             seen = self._key_changes
-            info = await self._load_key(secret_hash)
+            state = await self._load_key(secret_hash, client)
+            if state is None:  # no such key: remembered here only, bounded
+                self._unknown[secret_hash] = now + UNKNOWN_KEY_SECONDS
+                while len(self._unknown) > UNKNOWN_KEYS_MAX:
+                    self._unknown.popitem(last=False)
+                return None
+            info = _key_info(state)
             if len(self._keys) > 50_000:
                 self._keys.clear()
             live = self._keys_live and seen == self._key_changes
             self._keys[secret_hash] = (now + (KEY_CACHE_LIVE if live else self._key_ttl), info)
-        else:
-            info = cached[1]
         if info is not None and info.expires_at is not None and info.expires_at <= time.time():
             return None
         return info
+
+    def _forget_key(self, secret_hash: str) -> None:
+        self._key_changes += 1  # a load that overlapped this is kept only briefly
+        self._keys.pop(secret_hash, None)
+        self._unknown.pop(secret_hash, None)
+
+    async def _spend_lookup(self, client: str) -> str:
+        """Count one database look-up of a key against the client's allowance for this minute;
+        return the counter's name (to refund it)."""
+        now = time.monotonic()
+        if self._blocked.get(client, 0.0) > now:
+            raise TooManyInvalidKeys(max(1, math.ceil(self._blocked[client] - now)))
+        window, left = divmod(time.time(), 60)
+        bucket = f"portal:badkey:{client}:{int(window)}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(bucket)
+        pipe.expire(bucket, 61)
+        count, _ = await pipe.execute()
+        if count > self._invalid_limit:
+            if len(self._blocked) > 10_000:
+                self._blocked = {c: t for c, t in self._blocked.items() if t > now}
+            self._blocked[client] = now + 60 - left
+            raise TooManyInvalidKeys(max(1, math.ceil(60 - left)))
+        return bucket
+
+    async def _refund_lookup(self, bucket: str) -> None:
+        """A look-up that found an active key is not counted."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.decr(bucket)
+        pipe.expire(bucket, 61)  # never a counter without expiry, even if it expired meanwhile
+        await pipe.execute()
 
     async def _watch_keys(self) -> None:
         """Drop a key from memory as soon as the portal announces a change to it."""
@@ -486,8 +582,7 @@ class Store:
                         self._keys_live = True
                         backoff = 0.5
                     elif message["type"] == "message":
-                        self._key_changes += 1
-                        self._keys.pop(message["data"].decode(), None)
+                        self._forget_key(message["data"].decode())
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as exc:
@@ -500,23 +595,21 @@ class Store:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _load_key(self, secret_hash: str) -> KeyInfo | None:
+    async def _load_key(self, secret_hash: str, client: str | None = None) -> dict[str, Any] | None:
+        """The key's state from Redis, else from PostgreSQL (then cached in Redis with SET NX,
+        unless no such key exists: unknown keys leave nothing in Redis); None when unknown."""
         raw = await self.redis.get(redis_key(secret_hash))
-        if raw is None:
-            state = await self._key_from_db(secret_hash)
-            await self.redis.set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL, nx=True)
-        else:
+        if raw is not None:
             state = orjson.loads(raw)
-        if not state.get("active"):
+            return state if "id" in state else None
+        bucket = await self._spend_lookup(client) if client is not None else None
+        state = await self._key_from_db(secret_hash)
+        if "id" not in state:
             return None
-        return KeyInfo(
-            id=state["id"],
-            group_id=state["group_id"],
-            name=state["name"],
-            last_four=state["last_four"],
-            expires_at=state["expires_at"],
-            monthly_limit_micros=state["monthly_limit_micros"],
-        )
+        if bucket is not None and state["active"]:
+            await self._refund_lookup(bucket)
+        await self.redis.set(redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL, nx=True)
+        return state
 
     async def _key_from_db(self, secret_hash: str) -> dict[str, Any]:
         async with self.pool.connection() as conn:
@@ -537,6 +630,51 @@ class Store:
             "expires_at": row[5].timestamp() if row[5] else None,
             "monthly_limit_micros": row[6],
         }
+
+    async def _follow_key_changes(self) -> None:
+        """Apply the KeyChange rows (keys/cache.py): rewrite each key's Redis entry from
+        PostgreSQL and drop it from memory, whether or not its announcement arrived."""
+        lookback = KEY_TTL + KEY_CHANGES_OVERLAP  # at start: whatever a stale entry may predate
+        failing = False
+        while not self._closing:
+            try:
+                async with self.pool.connection(timeout=1.0) as conn:
+                    cur = await conn.execute(
+                        "SELECT id, secret_hash, extract(epoch FROM created_at) "
+                        "FROM keys_keychange WHERE created_at > now() - make_interval(secs => %s) "
+                        "ORDER BY id",
+                        (lookback,),
+                    )
+                    rows = await cur.fetchall()
+                lookback = KEY_CHANGES_OVERLAP
+                for change_id, secret_hash, created in rows:
+                    if change_id not in self._change_ids:
+                        self._change_ids[change_id] = float(created)
+                        self._repairs.add(secret_hash)
+                        self._forget_key(secret_hash)
+                oldest = time.time() - 2 * (KEY_TTL + KEY_CHANGES_OVERLAP)
+                self._change_ids = {i: t for i, t in self._change_ids.items() if t > oldest}
+                for secret_hash in sorted(self._repairs):
+                    state = await self._key_from_db(secret_hash)
+                    if "id" in state:
+                        await self.redis.set(
+                            redis_key(secret_hash), orjson.dumps(state), ex=KEY_TTL
+                        )
+                    else:
+                        await self.redis.delete(redis_key(secret_hash))
+                    self._repairs.discard(secret_hash)
+                    self._forget_key(secret_hash)  # a load that read the old entry meanwhile
+                if failing:
+                    log.info("key changes followed again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, redis.RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("key changes not followed (%d to repair): %s",
+                                len(self._repairs), exc)  # fmt: skip
+                failing = True
+            await asyncio.sleep(KEY_CHANGES_POLL)
 
     async def touch_key(self, key_id: int) -> None:
         async with self.pool.connection() as conn:

@@ -6,19 +6,29 @@ the hash on the channel CHANGES. Gateway workers keep entries in memory: while s
 CHANGES, until a message drops them (at most KEY_CACHE_LIVE seconds); while not subscribed (Redis
 restarting), for at most `settings.GATEWAY_KEY_CACHE_SECONDS` (≤ 1 s). The gateway fills missing
 entries with SET NX, so a fill racing with a change never overwrites the newer state.
+
+Fail closed: the Redis update runs after the commit and can fail (Redis unreachable), which would
+leave the old state in Redis for KEY_TTL and in the workers' memory. So every change also writes a
+KeyChange row *in its own transaction* (record_change); each gateway worker reads the recent rows
+every KEY_CHANGES_POLL seconds (gateway/store.py) and rewrites those entries from PostgreSQL. A
+change is therefore in force within about a second even if its announcement was lost, as soon as
+both PostgreSQL and Redis are reachable again.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import orjson
 import redis
+from django.utils import timezone
 
-from keys.models import APIKey, KeyStatus
+from keys.models import APIKey, KeyChange, KeyStatus
 from portal.redis import get_redis
 
-KEY_TTL = 300  # seconds; a missed update heals itself within this time
+KEY_TTL = 300  # seconds a Redis entry lives; a change older than that has no stale entry left
+KEY_CHANGE_KEEP = timedelta(hours=1)  # KeyChange rows are kept this long (≫ KEY_TTL)
 CHANGES = "portal:key-changes"  # pub/sub channel: the hash of each key whose state changed
 logger = logging.getLogger(__name__)
 
@@ -50,3 +60,9 @@ def publish(secret_hash: str, state: dict) -> None:
         pipe.execute()
     except redis.RedisError:
         logger.warning("could not publish key state for %s…", secret_hash[:8])
+
+
+def record_change(*secret_hashes: str) -> None:
+    """Note, in the caller's transaction, that these keys' cached state changed (see above)."""
+    KeyChange.objects.bulk_create(KeyChange(secret_hash=h) for h in secret_hashes)
+    KeyChange.objects.filter(created_at__lt=timezone.now() - KEY_CHANGE_KEEP).delete()

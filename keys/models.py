@@ -74,3 +74,24 @@ class APIKey(SecretKey):
         if self.status == KeyStatus.REVOKED:
             return "revoked"
         return "expired" if self.is_expired else "active"
+
+
+class KeyChange(models.Model):
+    """A durable note, committed with the change itself, that a key's cached state changed.
+
+    The portal also writes the new state to Redis and announces it (keys/cache.py), but after the
+    commit and at Redis' mercy. Gateway workers read the notes of the last minutes with one small
+    indexed query every few hundred milliseconds and rewrite the Redis entry from PostgreSQL, so
+    a revocation whose Redis update failed still takes effect within a second once Redis is back.
+    Notes older than KEY_CHANGE_KEEP are deleted by the next change.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    secret_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.secret_hash[:8]}… at {self.created_at:%Y-%m-%d %H:%M:%S}"

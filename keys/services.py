@@ -36,6 +36,9 @@ class IssuedKey:
 def _publish_on_commit(key: APIKey, *, old_hash: str | None = None) -> None:
     state = cache.key_state(key)
     secret_hash = key.secret_hash
+    # Durable, in this transaction: the gateway repairs its cache from these notes even when the
+    # Redis update below fails (keys/cache.py).
+    cache.record_change(secret_hash, *([old_hash] if old_hash else []))
 
     def publish() -> None:
         cache.publish(secret_hash, state)

@@ -298,6 +298,9 @@ INVITATIONS_PER_USER_PER_DAY = env.int("INVITATIONS_PER_USER_PER_DAY", default=2
 INVITATIONS_PER_GROUP_PER_DAY = env.int("INVITATIONS_PER_GROUP_PER_DAY", default=50)
 # Gateway: how long a worker trusts its in-memory copy of a key (revocation visible within it).
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=0.5)
+# Database look-ups of unknown keys allowed per client address (IPv6: per /64) and minute; past
+# it, unknown keys from that address get 429 until the minute ends (see gateway/store.py).
+GATEWAY_INVALID_KEYS_PER_MINUTE = env.int("GATEWAY_INVALID_KEYS_PER_MINUTE", default=20)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)
 GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=120.0)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
@@ -313,8 +316,9 @@ if GATEWAY_METERING not in ("commit", "stream"):
 GATEWAY_SETTLE_INTERVAL = env.float("GATEWAY_SETTLE_INTERVAL", default=0.1)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
 # Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
-# from the loopback interface (see gateway/metrics.py).
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# from the loopback interface (see gateway/metrics.py). Required in production: behind a proxy on
+# the same host every request would come from loopback.
+METRICS_TOKEN = _required("METRICS_TOKEN", "")
 OPERATOR_NAME = env.str("OPERATOR_NAME", default="Portal Operator")
 OPERATOR_ADDRESS = env.str("OPERATOR_ADDRESS", default="")
 OPERATOR_TAX_ID = env.str("OPERATOR_TAX_ID", default="")

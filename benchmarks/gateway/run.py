@@ -450,6 +450,7 @@ async def amain(ns: argparse.Namespace) -> None:
             "STRIPE_SECRET_KEY": "sk_test_bench",
             "STRIPE_PUBLISHABLE_KEY": "pk_test_bench",
             "STRIPE_WEBHOOK_SECRET": "whsec_bench",
+            "METRICS_TOKEN": "metrics-bench",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             **dict(kv.split("=", 1) for kv in ns.portal_env),

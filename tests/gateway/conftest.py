@@ -96,7 +96,7 @@ both_modes = pytest.mark.parametrize("gateway", ["commit", "stream"], indirect=T
 class FakeUpstream:
     url: str
     hits: list[dict] = field(default_factory=list)
-    mode: str = "ok"  # ok | fail | bad | refuse | break
+    mode: str = "ok"  # ok | fail | bad | refuse | deny | break | cut
     delay: float = 0.0
     usage: dict = field(
         default_factory=lambda: {
@@ -122,6 +122,10 @@ def upstream() -> Iterator[FakeUpstream]:
             return web.json_response({"error": "boom"}, status=500)
         if fake.mode == "refuse":
             return web.json_response({"error": {"message": "max_tokens is too large"}}, status=400)
+        if fake.mode == "deny":  # like OpenAI: the refused credential is quoted back
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {sent}. Find your key at platform.example."
+            return web.json_response({"error": {"message": message}}, status=401)
         if fake.mode == "bad":
             return web.Response(text="not json", content_type="application/json")
         if body.get("stream"):
@@ -139,6 +143,9 @@ def upstream() -> Iterator[FakeUpstream]:
                     "choices": [{"index": 0, "delta": {"content": word}}],
                 }
                 await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if fake.mode == "cut":  # the server closes cleanly, without usage or [DONE]
+                await resp.write_eof()
+                return resp
             final = {"object": "chat.completion.chunk", "choices": [], "usage": fake.usage}
             await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")

@@ -94,3 +94,28 @@ def test_the_description_is_served(gateway):  # type: ignore[no-untyped-def]
     assert response.status_code == 200
     assert response.json() == SPEC
     assert httpx.post(f"{gateway.url}/v1/openapi.json").status_code == 405
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("options", [5, 1.5, True, "include_usage", [], [{"include_usage": True}]])
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_non_object_stream_options_is_a_400_naming_it(gateway, api_key, options, stream):  # type: ignore[no-untyped-def]
+    # Before: the gateway called dict() on it while building the upstream request, a 500.
+    before = written()
+    body = {"model": "sonar", "messages": [{"role": "user", "content": "x"}], "stream": stream}
+    with gateway.client(api_key) as c:
+        response = c.post("/v1/chat/completions", json=body | {"stream_options": options})
+    assert response.status_code == 400, response.text
+    err = response.json()["error"]
+    assert err["code"] == "invalid_request_error" and err["param"] == "stream_options"
+    assert written() == before
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False}])
+def test_an_object_or_null_stream_options_is_served(gateway, api_key, options):  # type: ignore[no-untyped-def]
+    body = {"model": "sonar", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with gateway.client(api_key) as c:
+        response = c.post("/v1/chat/completions", json=body | {"stream_options": options})
+    assert response.status_code == 200
+    assert response.text.endswith("data: [DONE]\n\n")

@@ -202,6 +202,23 @@ def test_key_monthly_limit_is_402(gateway, upstream, upstream_model, funded_grou
             "stream",
             "stream",
         ),
+        (
+            b'{"model": "sonar", "messages": [{"role": "user"}], "stream": true, '
+            b'"stream_options": 5}',
+            "stream_options",
+            "stream_options",
+        ),
+        (
+            b'{"model": "sonar", "messages": [{"role": "user"}], "stream": true, '
+            b'"stream_options": ["include_usage"]}',
+            "stream_options",
+            "stream_options",
+        ),
+        (
+            b'{"model": "sonar", "messages": [{"role": "user"}], "stream_options": "x"}',
+            "stream_options",
+            "stream_options",
+        ),
     ],
 )
 def test_bad_requests_are_400_and_free(gateway, api_key, body, param, message):
@@ -263,6 +280,33 @@ def test_upstream_failures_charge_nothing(
     response = gateway.chat(api_key, model="fake-pro")
     assert response.status_code == status
     assert error(response)["code"] == code
+    assert balance(funded_group) == before
+    assert UsageEvent.objects.count() == 0
+
+
+@both_modes
+def test_upstream_refusing_our_credentials_is_502_without_its_text(
+    gateway, upstream, upstream_model, funded_group, api_key, monkeypatch, caplog
+):
+    secret = "sk-upstream-0perator-S3CRET-value"
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", secret)
+    AIModel.objects.filter(pk=upstream_model.pk).update(upstream_api_key_env="FAKE_UPSTREAM_KEY")
+    upstream.mode = "deny"
+    before = balance(funded_group)
+    with caplog.at_level("ERROR", logger="portal.gateway"):
+        plain = gateway.chat(api_key, model="fake-pro")
+        with gateway.client(api_key) as c:
+            streamed = c.post(
+                "/chat/completions",
+                json={"model": "fake-pro", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+            )  # fmt: skip
+    assert upstream.hits, "the upstream was asked"
+    for response in (plain, streamed):
+        assert response.status_code == 502
+        assert error(response)["code"] == "upstream_error"
+        assert secret not in response.text and "Incorrect API key" not in response.text
+    assert secret in caplog.text  # the operator can see what the model server said
+    gateway.settled()
     assert balance(funded_group) == before
     assert UsageEvent.objects.count() == 0
 
@@ -347,22 +391,42 @@ def test_two_hundred_concurrent_requests_on_credit_for_one_hundred(
 
 
 @both_modes
-def test_a_stream_that_breaks_midway_ends_with_an_error_and_charges_nothing(
-    gateway, upstream, upstream_model, funded_group, api_key
+@pytest.mark.parametrize(
+    ("mode", "text", "charged"),
+    [
+        # "Hel": 3 characters → 1 token × $15/M = 15 µ$, plus the $6/1000 request fee.
+        ("break", "Hel", 6_000 + 15),
+        # "Hello world": 11 characters → 3 tokens × 15 µ$ + 6,000 µ$.
+        ("cut", "Hello world", 6_000 + 45),
+    ],
+)
+def test_a_stream_that_breaks_midway_ends_with_an_error_and_charges_what_was_delivered(
+    gateway, upstream, upstream_model, funded_group, api_key, mode, text, charged
 ):
-    upstream.mode = "break"
+    upstream.mode = mode
     before = balance(funded_group)
     with gateway.client(api_key) as c, c.stream(
         "POST", "/chat/completions",
         json={"model": "fake-pro", "stream": True, "messages": [{"role": "user", "content": "x"}]},
     ) as response:  # fmt: skip
         assert response.status_code == 200
-        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        lines = list(response.iter_lines())
+    events = [line[6:] for line in lines if line.startswith("data: ")]
     assert "[DONE]" not in events
-    assert orjson.loads(events[-1])["error"]["code"] == "upstream_error"
+    assert "event: error" in lines  # the SDKs raise on it (tests/gateway/test_sdks.py)
+    err = orjson.loads(events[-1])["error"]
+    assert err["code"] == "upstream_error"
+    assert f"${charged / 1_000_000:.6f}" in err["message"]
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert "".join(ch["choices"][0]["delta"]["content"] for ch in chunks) == text
     gateway.settled()
-    assert UsageEvent.objects.count() == 0
-    assert balance(funded_group) == before
+    event = UsageEvent.objects.get()  # exactly once
+    assert event.streamed and event.prompt_tokens == 0
+    assert (event.output_cost_micros, event.request_cost_micros) == (charged - 6_000, 6_000)
+    assert event.cost_micros == charged
+    debit = LedgerEntry.objects.get(kind="usage")
+    assert debit.amount_micros == -charged and debit.reference == f"usage:{event.request_id}"
+    assert balance(funded_group) == before - charged
 
 
 @both_modes

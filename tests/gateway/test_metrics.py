@@ -55,9 +55,13 @@ def test_requests_latency_and_metering_are_counted_by_model_and_status(
 
 
 def test_metrics_need_the_token_when_one_is_set(gateway, settings):  # type: ignore[no-untyped-def]
+    # Even from loopback (a reverse proxy on the same host): with a token, only the token counts.
     settings.METRICS_TOKEN = "s3cret-scraper"
-    assert scrape(gateway).status_code == 404
-    assert scrape(gateway, headers={"Authorization": "Bearer wrong"}).status_code == 404
+    missing = scrape(gateway)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert "portal_gateway" not in missing.text
+    assert scrape(gateway, headers={"Authorization": "Bearer wrong"}).status_code == 401
     good = scrape(gateway, headers={"Authorization": "Bearer s3cret-scraper"})
     assert good.status_code == 200
     assert "portal_gateway_requests_total" in good.text

@@ -70,3 +70,35 @@ def test_perplexity_sdk_raises_on_bad_key(gateway):
     client = perplexity.Perplexity(base_url=gateway.url, api_key="pplx-nope", max_retries=0)
     with pytest.raises(perplexity.AuthenticationError):
         client.chat.completions.create(model="sonar", messages=MESSAGES)
+
+
+@pytest.mark.parametrize("mode", ["break", "cut"])
+def test_both_sdks_raise_on_a_stream_the_model_server_broke_off(
+    gateway, upstream, upstream_model, funded_group, api_key, mode
+):  # type: ignore[no-untyped-def]
+    # "break": the connection drops after "Hel"; "cut": closed cleanly without usage or [DONE].
+    upstream.mode = mode
+    clients = {
+        "openai": (
+            openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=api_key, max_retries=0),
+            openai.APIError,
+        ),
+        "perplexity": (
+            perplexity.Perplexity(base_url=gateway.url, api_key=api_key, max_retries=0),
+            perplexity.APIError,
+        ),
+    }
+    for name, (client, error) in clients.items():
+        text = ""
+        with pytest.raises(error) as raised:  # noqa: PT012 - the raise comes while iterating
+            for chunk in client.chat.completions.create(
+                model="fake-pro", messages=MESSAGES, stream=True
+            ):
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+        assert text == ("Hel" if mode == "break" else "Hello world"), name
+        assert "broke off" in str(raised.value), name
+    # Each broken stream was charged once, for its part: (1 or 3 tokens × 15 µ$) + 6,000 µ$.
+    per_stream = 6_000 + (15 if mode == "break" else 45)
+    assert sorted(UsageEvent.objects.values_list("cost_micros", flat=True)) == [per_stream] * 2
+    assert LedgerEntry.objects.filter(kind="usage").count() == 2

@@ -17,6 +17,7 @@ PRODUCTION_ENV = {
     "STRIPE_SECRET_KEY": "sk_live_x",
     "STRIPE_PUBLISHABLE_KEY": "pk_live_x",
     "STRIPE_WEBHOOK_SECRET": "whsec_x",
+    "METRICS_TOKEN": "metrics-scraper-token",
 }
 
 
@@ -52,6 +53,14 @@ def test_production_refuses_to_start_without_stripe_webhook_secret():
     result = run_manage("check", env=env)
     assert result.returncode != 0
     assert "STRIPE_WEBHOOK_SECRET is not set" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_metrics_token():
+    # Behind a proxy on the same host every request comes from loopback: a token is the only guard.
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "METRICS_TOKEN"}
+    result = run_manage("check", env=env)
+    assert result.returncode != 0
+    assert "METRICS_TOKEN is not set" in result.stderr
 
 
 def test_development_runs_with_safe_defaults(settings):

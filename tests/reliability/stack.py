@@ -214,6 +214,7 @@ def build(base: Path) -> Iterator[Stack]:
             "STRIPE_SECRET_KEY": "sk_test_reliability",
             "STRIPE_PUBLISHABLE_KEY": "pk_test_reliability",
             "STRIPE_WEBHOOK_SECRET": "whsec_reliability",
+            "METRICS_TOKEN": "metrics-reliability",
             "LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
         }
