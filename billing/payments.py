@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from audit.services import audit_record
 from billing import stripe_api
 from billing.models import (
@@ -41,7 +42,16 @@ logger = logging.getLogger(__name__)
 
 
 class BillingError(ValueError):
-    """A billing action that cannot be done; the message is for the user."""
+    """A billing action that cannot be done; the message is for the user, `field` the input
+    it is about (if any)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PaymentRefused(BillingError):
+    """A PaymentIntent that does not match the group it names: never credited."""
 
 
 def profile_for(*, group: Any) -> BillingProfile:
@@ -201,12 +211,14 @@ def card_forget(*, stripe_id: str) -> None:
 # --- purchases ---------------------------------------------------------------------------------
 
 
-def validate_amount(amount_micros: int) -> None:
+def validate_amount(amount_micros: int, *, field: str = "amount") -> None:
     low, high = settings.BILLING_MIN_PURCHASE * 1_000_000, settings.BILLING_MAX_PURCHASE * 1_000_000
     if amount_micros % MICROS_PER_CENT:
-        raise BillingError("Amounts are in whole cents.")
+        raise BillingError("Amounts are in whole cents.", field=field)
     if not low <= amount_micros <= high:
-        raise BillingError(f"Choose an amount from {format_usd(low)} to {format_usd(high)}.")
+        raise BillingError(
+            f"Choose an amount from {format_usd(low)} to {format_usd(high)}.", field=field
+        )
 
 
 def purchase(*, group: APIGroup, amount_micros: int, actor: Any, request: Any = None) -> Payment:
@@ -381,6 +393,8 @@ def auto_top_up_run(*, group_id: int) -> Payment | None:
         if in_flight is None:
             if profile is None or not auto_top_up_due(group=group):
                 return None
+            if _top_up_cap_reached(group):
+                return None
             try:
                 with transaction.atomic():
                     in_flight = Payment.objects.create(
@@ -392,6 +406,38 @@ def auto_top_up_run(*, group_id: int) -> Payment | None:
         elif in_flight.status == PaymentStatus.REQUIRES_ACTION:
             return in_flight  # waiting for an Admin to authenticate it
     return charge(payment=in_flight)
+
+
+def _top_up_cap_reached(group: APIGroup) -> bool:
+    """Whether the group had AUTO_TOPUP_DAILY_LIMIT automatic top-ups in the last 24 hours.
+
+    Called with the billing profile locked. The first time in a day that the cap stops a top-up
+    it is audited and Admins are e-mailed (the audit event is the note that they were told).
+    """
+    since = timezone.now() - timedelta(days=1)
+    made = Payment.objects.filter(
+        group=group, kind=PaymentKind.AUTO_TOP_UP, created_at__gte=since
+    ).count()
+    limit = settings.AUTO_TOPUP_DAILY_LIMIT
+    if made < limit:
+        return False
+    told = AuditEvent.objects.filter(
+        group=group, action="billing.auto_top_up_capped", created_at__gte=since
+    ).exists()
+    if not told:
+        logger.warning("auto top-up of group %s stopped by the daily cap (%s)", group.pk, made)
+        audit_record(
+            group=group, actor=None, action="billing.auto_top_up_capped",
+            target_repr="auto top-up", data={"top_ups_in_24h": made, "limit": limit},
+        )  # fmt: skip
+        transaction.on_commit(lambda: _email_capped_task(group.pk, made))
+    return True
+
+
+def _email_capped_task(group_id: int, made: int) -> None:
+    from billing.tasks import email_admins_top_up_capped  # noqa: PLC0415 - import cycle
+
+    email_admins_top_up_capped.delay(group_id, made)
 
 
 def _top_up_declined(payment: Payment) -> None:
@@ -431,8 +477,17 @@ def auto_top_up_configure(
     request: Any = None,
 ) -> BillingProfile:
     if threshold_micros < 0:
-        raise BillingError("The threshold can't be negative.")
+        raise BillingError("The threshold can't be negative.", field="threshold")
     validate_amount(amount_micros)
+    if amount_micros <= threshold_micros:
+        # A top-up starts when the balance is under the threshold (auto_top_up_due). From a
+        # balance of $0 (keys blocked) it must end above it, or the next check charges again.
+        raise BillingError(
+            f"The amount must be more than the threshold ({format_usd(threshold_micros)}), so "
+            "that one top-up lifts the balance back above it; otherwise the card would be "
+            "charged again and again.",
+            field="amount",
+        )
     if enabled and not PaymentMethod.objects.filter(group=group).exists():
         raise BillingError("Add a card before turning on auto top-up.")
     profile = BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
@@ -461,7 +516,9 @@ def low_balance_alert_configure(
     *, group: APIGroup, level_micros: int | None, actor: Any, request: Any = None
 ) -> None:
     if level_micros is not None and level_micros <= 0:
-        raise BillingError("The alert level must be more than $0, or empty to turn it off.")
+        raise BillingError(
+            "The alert level must be more than $0, or empty to turn it off.", field="level"
+        )
     profile = BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
     profile.low_balance_alert_micros = level_micros
     profile.low_balance_alerted = False

@@ -70,6 +70,21 @@ def email_admins_about_payment(kind: str, payment_id: int) -> None:
 
 
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_admins_top_up_capped(group_id: int, made: int) -> None:
+    group = APIGroup.objects.get(pk=group_id)
+    send_mail(
+        f"Auto top-up for {group.name} paused: {made} top-ups in 24 hours",
+        f"The API group {group.name} has been topped up automatically {made} times in the last "
+        f"24 hours, the most we charge a card in a day ({settings.AUTO_TOPUP_DAILY_LIMIT}). "
+        "Further automatic top-ups wait until the oldest of them is 24 hours old; until then, "
+        f"when credits run out the API keys are blocked.\n\nCheck the auto top-up settings and "
+        f"your usage, or add credits by hand:\n{_billing_url(group)}\n",
+        None,
+        _admin_emails(group),
+    )
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def email_low_balance(group_id: int, balance_micros: int) -> None:
     group = APIGroup.objects.get(pk=group_id)
     profile = BillingProfile.objects.get(group=group)
