@@ -322,6 +322,7 @@ def payment_intent_apply(intent: dict) -> Payment:
         )
     if payment is None:
         raise BillingError(f"No payment of ours for {intent['id']}.")
+    _check_intent_belongs(intent, payment)
     status = intent.get("status")
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment.pk)
@@ -364,6 +365,93 @@ def payment_intent_apply(intent: dict) -> Payment:
         ) or "The card was declined."
         return _fail(payment, message)
     return payment
+
+
+def _check_intent_belongs(intent: dict, payment: Payment) -> None:
+    """Refuse a PaymentIntent whose customer is not the Stripe customer of the group it names.
+
+    Our PaymentIntents name the Payment and the group in their metadata; a PaymentIntent made
+    elsewhere (the Stripe dashboard, another integration) could name our Payment while another
+    group's, or nobody's, card paid it. Crediting it would move money between groups.
+    """
+    customer = intent.get("customer")
+    customer = customer.get("id") if isinstance(customer, dict) else customer
+    named_group = (intent.get("metadata") or {}).get("portal_group")
+    ours = (
+        BillingProfile.objects.filter(group_id=payment.group_id)
+        .values_list("stripe_customer_id", flat=True)
+        .first()
+    )
+    problem = ""
+    if named_group and named_group != payment.group.public_id:
+        problem = (
+            f"its metadata names group {named_group}, the payment is {payment.group.public_id}'s"
+        )
+    elif not ours or customer != ours:
+        problem = f"its customer {customer} is not the customer of group {payment.group.public_id}"
+    if problem:
+        logger.error("PaymentIntent %s refused: %s", intent.get("id"), problem)
+        raise PaymentRefused(f"PaymentIntent {intent.get('id')} refused: {problem}.")
+
+
+# --- disputes (chargebacks) --------------------------------------------------------------------
+
+
+def dispute_apply(*, payment: Payment, dispute: dict) -> None:
+    """Book a card dispute of a payment: debit the disputed credits, give them back if won.
+
+    Idempotent per dispute (the ledger references `dispute:<id>` and `dispute:<id>:won`), and in
+    any order: a dispute reported closed and won before its opening is booked as debit and
+    credit back (net zero), so the late opening event changes nothing. Inquiries
+    (`warning_*`), where no money is taken, book nothing. A balance that goes to $0 or below
+    blocks the group's keys as any spent balance does (the gateway reloads it after commit).
+    """
+    dispute_id = str(dispute["id"])
+    status = str(dispute.get("status") or "")
+    if status.startswith("warning_"):
+        return
+    group = payment.group
+    # Never more than the payment credited (Stripe's amount is in cents, like the payment's).
+    amount = min(int(dispute.get("amount") or 0) * MICROS_PER_CENT, payment.amount_micros)
+    if amount <= 0:
+        raise BillingError(f"Dispute {dispute_id} has no amount.")
+    debit = ledger_post(
+        group=group, amount_micros=-amount, kind=EntryKind.ADJUSTMENT,
+        reference=f"dispute:{dispute_id}", description="Card payment disputed",
+    )  # fmt: skip
+    outcomes = []
+    if debit.created:
+        outcomes.append("opened")
+    if status == "won":
+        back = ledger_post(
+            group=group, amount_micros=amount, kind=EntryKind.ADJUSTMENT,
+            reference=f"dispute:{dispute_id}:won", description="Dispute won: credits restored",
+        )  # fmt: skip
+        if back.created:
+            outcomes.append("won")
+    elif (
+        status == "lost"
+        and not AuditEvent.objects.filter(
+            group=group, action="billing.dispute_lost", data__dispute=dispute_id
+        ).exists()
+    ):
+        outcomes.append("lost")
+    for outcome in outcomes:
+        audit_record(
+            group=group, actor=None, action=f"billing.dispute_{outcome}",
+            target_repr=f"dispute {dispute_id}"[:255],
+            data={"dispute": dispute_id, "payment": payment.public_id, "amount_micros": amount},
+        )  # fmt: skip
+        logger.warning("dispute %s of payment %s: %s", dispute_id, payment.public_id, outcome)
+        transaction.on_commit(
+            lambda outcome=outcome: _email_dispute_task(payment.pk, dispute_id, amount, outcome)
+        )
+
+
+def _email_dispute_task(payment_id: int, dispute_id: str, amount: int, outcome: str) -> None:
+    from billing.tasks import email_admins_about_dispute  # noqa: PLC0415 - import cycle
+
+    email_admins_about_dispute.delay(payment_id, dispute_id, amount, outcome)
 
 
 # --- automatic top-up --------------------------------------------------------------------------

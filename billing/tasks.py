@@ -70,6 +70,39 @@ def email_admins_about_payment(kind: str, payment_id: int) -> None:
 
 
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_admins_about_dispute(payment_id: int, dispute_id: str, amount: int, outcome: str) -> None:
+    payment = Payment.objects.select_related("group").get(pk=payment_id)
+    group = payment.group
+    balance = CreditAccount.objects.get(group=group).balance_micros
+    paid = f"the card payment of {format_usd(payment.amount_micros)} ({payment.public_id})"
+    subject, text = {
+        "opened": (
+            f"{group.name}: a card payment was disputed",
+            f"The card holder disputed {paid} with their bank. We have taken the disputed "
+            f"{format_usd(amount)} of credits back until the bank decides.",
+        ),
+        "won": (
+            f"{group.name}: the dispute was decided in your favour",
+            f"The bank decided the dispute of {paid} in your favour: the {format_usd(amount)} "
+            "of credits are yours again.",
+        ),
+        "lost": (
+            f"{group.name}: the dispute was decided for the card holder",
+            f"The bank decided the dispute of {paid} for the card holder: the "
+            f"{format_usd(amount)} of credits taken back stay removed.",
+        ),
+    }[outcome]
+    blocked = " Your API keys are blocked until you add credits." if balance <= 0 else ""
+    send_mail(
+        subject,
+        f"{text}\n\nThe credit balance is now {format_usd(balance)}.{blocked}\n\n"
+        f"Dispute {dispute_id}. Billing:\n{_billing_url(group)}\n",
+        None,
+        _admin_emails(group),
+    )
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def email_admins_top_up_capped(group_id: int, made: int) -> None:
     group = APIGroup.objects.get(pk=group_id)
     send_mail(
