@@ -12,6 +12,7 @@ Stripe's idempotency key) and no second charge is made.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -397,6 +398,7 @@ def _check_intent_belongs(intent: dict, payment: Payment) -> None:
 # --- disputes (chargebacks) --------------------------------------------------------------------
 
 
+@transaction.atomic
 def dispute_apply(*, payment: Payment, dispute: dict) -> None:
     """Book a card dispute of a payment: debit the disputed credits, give them back if won.
 
@@ -410,11 +412,14 @@ def dispute_apply(*, payment: Payment, dispute: dict) -> None:
     status = str(dispute.get("status") or "")
     if status.startswith("warning_"):
         return
+    # One event of a payment's disputes at a time (the "lost" note is checked, then written).
+    payment = Payment.objects.select_for_update().select_related("group").get(pk=payment.pk)
     group = payment.group
     # Never more than the payment credited (Stripe's amount is in cents, like the payment's).
     amount = min(int(dispute.get("amount") or 0) * MICROS_PER_CENT, payment.amount_micros)
     if amount <= 0:
-        raise BillingError(f"Dispute {dispute_id} has no amount.")
+        logger.error("dispute %s has no amount: nothing booked", dispute_id)
+        return
     debit = ledger_post(
         group=group, amount_micros=-amount, kind=EntryKind.ADJUSTMENT,
         reference=f"dispute:{dispute_id}", description="Card payment disputed",
@@ -444,7 +449,7 @@ def dispute_apply(*, payment: Payment, dispute: dict) -> None:
         )  # fmt: skip
         logger.warning("dispute %s of payment %s: %s", dispute_id, payment.public_id, outcome)
         transaction.on_commit(
-            lambda outcome=outcome: _email_dispute_task(payment.pk, dispute_id, amount, outcome)
+            functools.partial(_email_dispute_task, payment.pk, dispute_id, amount, outcome)
         )
 
 

@@ -100,8 +100,6 @@ def handle_dispute(event: dict) -> None:
 
 
 HANDLERS = {
-    "charge.dispute.created": handle_dispute,
-    "charge.dispute.closed": handle_dispute,
     "payment_intent.succeeded": handle_payment_intent,
     "payment_intent.payment_failed": handle_payment_intent,
     "payment_intent.requires_action": handle_payment_intent,
@@ -109,6 +107,8 @@ HANDLERS = {
     "setup_intent.succeeded": handle_setup_intent,
     "payment_method.detached": handle_payment_method_detached,
     "charge.refunded": handle_charge_refunded,
+    "charge.dispute.created": handle_dispute,
+    "charge.dispute.closed": handle_dispute,
 }
 
 
