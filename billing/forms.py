@@ -16,13 +16,13 @@ class DollarField(forms.CharField):
         if raw in (None, ""):
             return None
         try:
-            micros = parse_dollars(raw)
+            micros = parse_dollars(raw)  # refuses exponents, NaN, sub-micro and huge amounts
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
+        if micros < 0:
+            raise forms.ValidationError("The amount can't be negative.")
         if micros % 10_000:
             raise forms.ValidationError("Use whole cents, like 20.00.")
-        if micros > 10**15:
-            raise forms.ValidationError("That amount is too large.")
         return micros
 
 

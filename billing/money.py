@@ -8,7 +8,8 @@ total always equals the sum of the lines shown above it.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 MICROS_PER_DOLLAR = 1_000_000
 MICROS_PER_CENT = 10_000
@@ -43,18 +44,39 @@ def format_usd_precise(micros: int) -> str:
     return f"{sign}${dollars:,}.{frac}"
 
 
-def parse_dollars(text: str | int | Decimal) -> int:
-    """Parse a dollar amount such as "10", "10.5" or "0.000001" into micros, exactly.
+# Plain decimal notation only: digits, one optional point, up to six decimals (a micro-dollar).
+# No exponents ("1e30"), no NaN/Infinity, no underscores and no non-ASCII digits, which
+# Decimal() would all read but nobody types as a price.
+_AMOUNT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+MAX_INPUT_LENGTH = 32
+_NOT_AN_AMOUNT = "That is not an amount in dollars; write it like 20.00."
+# The largest amount any money field takes: $1 billion (a BIGINT holds 9.2e12 dollars).
+MAX_AMOUNT_MICROS = 10**15
 
-    Raises ValueError for anything that is not a finite number with at most six decimals.
+
+def parse_dollars(text: str | int | Decimal) -> int:
+    """Parse a dollar amount such as "10", "$1,234.50" or "0.000001" into micros, exactly.
+
+    The one parser of amounts people type (forms, commands). Raises ValueError, with a short
+    message meant for the person, for anything that is not a plain decimal number with at most
+    six decimals whose size is at most MAX_AMOUNT_MICROS. "-0" is 0: callers decide the range.
     """
-    try:
-        value = Decimal(str(text).strip().replace(",", "").lstrip("$"))
-    except InvalidOperation:
-        raise ValueError(f"“{text}” is not an amount in dollars.") from None
-    if not value.is_finite():
-        raise ValueError(f"“{text}” is not an amount in dollars.")
-    micros = value * MICROS_PER_DOLLAR
-    if micros != micros.to_integral_value():
+    if isinstance(text, bool):
+        raise ValueError(_NOT_AN_AMOUNT)
+    if isinstance(text, Decimal):
+        if not text.is_finite():
+            raise ValueError(_NOT_AN_AMOUNT)
+        text = format(text, "f")
+    raw = str(text).strip()
+    if len(raw) > MAX_INPUT_LENGTH:
+        raise ValueError("That amount is too long.")
+    cleaned = raw.replace(",", "").replace("$", "", 1)
+    if not _AMOUNT.fullmatch(cleaned):
+        raise ValueError(_NOT_AN_AMOUNT)
+    whole, _, fraction = cleaned.lstrip("+-").partition(".")
+    if len(fraction.rstrip("0")) > 6:
         raise ValueError("Amounts can have at most six decimals (one micro-dollar).")
-    return int(micros.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    micros = int(whole or "0") * MICROS_PER_DOLLAR + int(fraction[:6].ljust(6, "0"))
+    if micros > MAX_AMOUNT_MICROS:
+        raise ValueError("That amount is too large.")
+    return -micros if cleaned.startswith("-") else micros

@@ -12,6 +12,7 @@ Stripe's idempotency key) and no second charge is made.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from audit.services import audit_record
 from billing import stripe_api
 from billing.models import (
@@ -42,7 +44,16 @@ logger = logging.getLogger(__name__)
 
 
 class BillingError(ValueError):
-    """A billing action that cannot be done; the message is for the user."""
+    """A billing action that cannot be done; the message is for the user, `field` the input
+    it is about (if any)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PaymentRefused(BillingError):
+    """A PaymentIntent that does not match the group it names: never credited."""
 
 
 def profile_for(*, group: Any) -> BillingProfile:
@@ -202,12 +213,14 @@ def card_forget(*, stripe_id: str) -> None:
 # --- purchases ---------------------------------------------------------------------------------
 
 
-def validate_amount(amount_micros: int) -> None:
+def validate_amount(amount_micros: int, *, field: str = "amount") -> None:
     low, high = settings.BILLING_MIN_PURCHASE * 1_000_000, settings.BILLING_MAX_PURCHASE * 1_000_000
     if amount_micros % MICROS_PER_CENT:
-        raise BillingError("Amounts are in whole cents.")
+        raise BillingError("Amounts are in whole cents.", field=field)
     if not low <= amount_micros <= high:
-        raise BillingError(f"Choose an amount from {format_usd(low)} to {format_usd(high)}.")
+        raise BillingError(
+            f"Choose an amount from {format_usd(low)} to {format_usd(high)}.", field=field
+        )
 
 
 def purchase(*, group: APIGroup, amount_micros: int, actor: Any, request: Any = None) -> Payment:
@@ -311,6 +324,7 @@ def payment_intent_apply(intent: dict) -> Payment:
         )
     if payment is None:
         raise BillingError(f"No payment of ours for {intent['id']}.")
+    _check_intent_belongs(intent, payment)
     status = intent.get("status")
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment.pk)
@@ -355,6 +369,97 @@ def payment_intent_apply(intent: dict) -> Payment:
     return payment
 
 
+def _check_intent_belongs(intent: dict, payment: Payment) -> None:
+    """Refuse a PaymentIntent whose customer is not the Stripe customer of the group it names.
+
+    Our PaymentIntents name the Payment and the group in their metadata; a PaymentIntent made
+    elsewhere (the Stripe dashboard, another integration) could name our Payment while another
+    group's, or nobody's, card paid it. Crediting it would move money between groups.
+    """
+    customer = intent.get("customer")
+    customer = customer.get("id") if isinstance(customer, dict) else customer
+    named_group = (intent.get("metadata") or {}).get("portal_group")
+    ours = (
+        BillingProfile.objects.filter(group_id=payment.group_id)
+        .values_list("stripe_customer_id", flat=True)
+        .first()
+    )
+    problem = ""
+    if named_group and named_group != payment.group.public_id:
+        problem = (
+            f"its metadata names group {named_group}, the payment is {payment.group.public_id}'s"
+        )
+    elif not ours or customer != ours:
+        problem = f"its customer {customer} is not the customer of group {payment.group.public_id}"
+    if problem:
+        logger.error("PaymentIntent %s refused: %s", intent.get("id"), problem)
+        raise PaymentRefused(f"PaymentIntent {intent.get('id')} refused: {problem}.")
+
+
+# --- disputes (chargebacks) --------------------------------------------------------------------
+
+
+@transaction.atomic
+def dispute_apply(*, payment: Payment, dispute: dict) -> None:
+    """Book a card dispute of a payment: debit the disputed credits, give them back if won.
+
+    Idempotent per dispute (the ledger references `dispute:<id>` and `dispute:<id>:won`), and in
+    any order: a dispute reported closed and won before its opening is booked as debit and
+    credit back (net zero), so the late opening event changes nothing. Inquiries
+    (`warning_*`), where no money is taken, book nothing. A balance that goes to $0 or below
+    blocks the group's keys as any spent balance does (the gateway reloads it after commit).
+    """
+    dispute_id = str(dispute["id"])
+    status = str(dispute.get("status") or "")
+    if status.startswith("warning_"):
+        return
+    # One event of a payment's disputes at a time (the "lost" note is checked, then written).
+    payment = Payment.objects.select_for_update().select_related("group").get(pk=payment.pk)
+    group = payment.group
+    # Never more than the payment credited (Stripe's amount is in cents, like the payment's).
+    amount = min(int(dispute.get("amount") or 0) * MICROS_PER_CENT, payment.amount_micros)
+    if amount <= 0:
+        logger.error("dispute %s has no amount: nothing booked", dispute_id)
+        return
+    debit = ledger_post(
+        group=group, amount_micros=-amount, kind=EntryKind.ADJUSTMENT,
+        reference=f"dispute:{dispute_id}", description="Card payment disputed",
+    )  # fmt: skip
+    outcomes = []
+    if debit.created:
+        outcomes.append("opened")
+    if status == "won":
+        back = ledger_post(
+            group=group, amount_micros=amount, kind=EntryKind.ADJUSTMENT,
+            reference=f"dispute:{dispute_id}:won", description="Dispute won: credits restored",
+        )  # fmt: skip
+        if back.created:
+            outcomes.append("won")
+    elif (
+        status == "lost"
+        and not AuditEvent.objects.filter(
+            group=group, action="billing.dispute_lost", data__dispute=dispute_id
+        ).exists()
+    ):
+        outcomes.append("lost")
+    for outcome in outcomes:
+        audit_record(
+            group=group, actor=None, action=f"billing.dispute_{outcome}",
+            target_repr=f"dispute {dispute_id}"[:255],
+            data={"dispute": dispute_id, "payment": payment.public_id, "amount_micros": amount},
+        )  # fmt: skip
+        logger.warning("dispute %s of payment %s: %s", dispute_id, payment.public_id, outcome)
+        transaction.on_commit(
+            functools.partial(_email_dispute_task, payment.pk, dispute_id, amount, outcome)
+        )
+
+
+def _email_dispute_task(payment_id: int, dispute_id: str, amount: int, outcome: str) -> None:
+    from billing.tasks import email_admins_about_dispute  # noqa: PLC0415 - import cycle
+
+    email_admins_about_dispute.delay(payment_id, dispute_id, amount, outcome)
+
+
 # --- automatic top-up --------------------------------------------------------------------------
 
 
@@ -382,6 +487,8 @@ def auto_top_up_run(*, group_id: int) -> Payment | None:
         if in_flight is None:
             if profile is None or not auto_top_up_due(group=group):
                 return None
+            if _top_up_cap_reached(group):
+                return None
             try:
                 with transaction.atomic():
                     in_flight = Payment.objects.create(
@@ -393,6 +500,38 @@ def auto_top_up_run(*, group_id: int) -> Payment | None:
         elif in_flight.status == PaymentStatus.REQUIRES_ACTION:
             return in_flight  # waiting for an Admin to authenticate it
     return charge(payment=in_flight)
+
+
+def _top_up_cap_reached(group: APIGroup) -> bool:
+    """Whether the group had AUTO_TOPUP_DAILY_LIMIT automatic top-ups in the last 24 hours.
+
+    Called with the billing profile locked. The first time in a day that the cap stops a top-up
+    it is audited and Admins are e-mailed (the audit event is the note that they were told).
+    """
+    since = timezone.now() - timedelta(days=1)
+    made = Payment.objects.filter(
+        group=group, kind=PaymentKind.AUTO_TOP_UP, created_at__gte=since
+    ).count()
+    limit = settings.AUTO_TOPUP_DAILY_LIMIT
+    if made < limit:
+        return False
+    told = AuditEvent.objects.filter(
+        group=group, action="billing.auto_top_up_capped", created_at__gte=since
+    ).exists()
+    if not told:
+        logger.warning("auto top-up of group %s stopped by the daily cap (%s)", group.pk, made)
+        audit_record(
+            group=group, actor=None, action="billing.auto_top_up_capped",
+            target_repr="auto top-up", data={"top_ups_in_24h": made, "limit": limit},
+        )  # fmt: skip
+        transaction.on_commit(lambda: _email_capped_task(group.pk, made))
+    return True
+
+
+def _email_capped_task(group_id: int, made: int) -> None:
+    from billing.tasks import email_admins_top_up_capped  # noqa: PLC0415 - import cycle
+
+    email_admins_top_up_capped.delay(group_id, made)
 
 
 def _top_up_declined(payment: Payment) -> None:
@@ -430,8 +569,17 @@ def auto_top_up_configure(
     request: Any = None,
 ) -> BillingProfile:
     if threshold_micros < 0:
-        raise BillingError("The threshold can't be negative.")
+        raise BillingError("The threshold can't be negative.", field="threshold")
     validate_amount(amount_micros)
+    if amount_micros <= threshold_micros:
+        # A top-up starts when the balance is under the threshold (auto_top_up_due). From a
+        # balance of $0 (keys blocked) it must end above it, or the next check charges again.
+        raise BillingError(
+            f"The amount must be more than the threshold ({format_usd(threshold_micros)}), so "
+            "that one top-up lifts the balance back above it; otherwise the card would be "
+            "charged again and again.",
+            field="amount",
+        )
     if enabled and not PaymentMethod.objects.filter(group=group).exists():
         raise BillingError("Add a card before turning on auto top-up.")
     profile = BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
@@ -460,7 +608,9 @@ def low_balance_alert_configure(
     *, group: APIGroup, level_micros: int | None, actor: Any, request: Any = None
 ) -> None:
     if level_micros is not None and level_micros <= 0:
-        raise BillingError("The alert level must be more than $0, or empty to turn it off.")
+        raise BillingError(
+            "The alert level must be more than $0, or empty to turn it off.", field="level"
+        )
     profile = BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
     profile.low_balance_alert_micros = level_micros
     profile.low_balance_alerted = False

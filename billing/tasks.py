@@ -84,6 +84,54 @@ def email_admins_about_payment(kind: str, payment_id: int) -> None:
 
 
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_admins_about_dispute(payment_id: int, dispute_id: str, amount: int, outcome: str) -> None:
+    payment = Payment.objects.select_related("group").get(pk=payment_id)
+    group = payment.group
+    balance = CreditAccount.objects.get(group=group).balance_micros
+    paid = f"the card payment of {format_usd(payment.amount_micros)} ({payment.public_id})"
+    subject, text = {
+        "opened": (
+            f"{group.name}: a card payment was disputed",
+            f"The card holder disputed {paid} with their bank. We have taken the disputed "
+            f"{format_usd(amount)} of credits back until the bank decides.",
+        ),
+        "won": (
+            f"{group.name}: the dispute was decided in your favour",
+            f"The bank decided the dispute of {paid} in your favour: the {format_usd(amount)} "
+            "of credits are yours again.",
+        ),
+        "lost": (
+            f"{group.name}: the dispute was decided for the card holder",
+            f"The bank decided the dispute of {paid} for the card holder: the "
+            f"{format_usd(amount)} of credits taken back stay removed.",
+        ),
+    }[outcome]
+    blocked = " Your API keys are blocked until you add credits." if balance <= 0 else ""
+    send_mail(
+        subject,
+        f"{text}\n\nThe credit balance is now {format_usd(balance)}.{blocked}\n\n"
+        f"Dispute {dispute_id}. Billing:\n{_billing_url(group)}\n",
+        None,
+        _admin_emails(group),
+    )
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_admins_top_up_capped(group_id: int, made: int) -> None:
+    group = APIGroup.objects.get(pk=group_id)
+    send_mail(
+        f"Auto top-up for {group.name} paused: {made} top-ups in 24 hours",
+        f"The API group {group.name} has been topped up automatically {made} times in the last "
+        f"24 hours, the most we charge a card in a day ({settings.AUTO_TOPUP_DAILY_LIMIT}). "
+        "Further automatic top-ups wait until the oldest of them is 24 hours old; until then, "
+        f"when credits run out the API keys are blocked.\n\nCheck the auto top-up settings and "
+        f"your usage, or add credits by hand:\n{_billing_url(group)}\n",
+        None,
+        _admin_emails(group),
+    )
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def email_low_balance(group_id: int, balance_micros: int) -> None:
     group = APIGroup.objects.get(pk=group_id)
     profile = BillingProfile.objects.get(group=group)

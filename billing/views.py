@@ -260,7 +260,7 @@ def auto_top_up(request: GroupRequest) -> HttpResponse:
                 request=request,
             )
         except payments.BillingError as exc:
-            form.add_error(None, str(exc))
+            form.add_error(exc.field, str(exc))
         else:
             messages.success(
                 request,

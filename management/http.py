@@ -246,13 +246,23 @@ def _clean_text(value: str, name: str) -> str:
     return value
 
 
+class OversizedNumber:
+    """A JSON integer too long to be any field's value: every field refuses it by type."""
+
+
+def _parse_int(text: str) -> int | OversizedNumber:
+    # Python refuses to read integers of over 4,300 digits, which would make the whole body
+    # "not JSON"; no field takes more than 19 digits, so the field says what is wrong instead.
+    return OversizedNumber() if len(text.lstrip("-")) > 30 else int(text)
+
+
 def json_body(request: HttpRequest, allowed: Iterable[str]) -> dict[str, Any]:
     """Return the request's JSON object (an empty body is {}); unknown fields are a 422."""
     raw = request.body
     if not raw.strip():
         return {}
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, parse_int=_parse_int)
     except (ValueError, UnicodeDecodeError):
         raise bad_request("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
@@ -314,6 +324,8 @@ def parse_datetime_field(value: Any, name: str) -> datetime | None:
 def int_field(value: Any, name: str, *, nullable: bool = True) -> int | None:
     if value is None and nullable:
         return None
+    if isinstance(value, OversizedNumber):
+        raise invalid(f"“{name}” is too large.", param=name)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(f"“{name}” must be an integer{' or null' if nullable else ''}.", param=name)
     return value

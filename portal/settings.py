@@ -284,6 +284,9 @@ BILLING_MAX_PURCHASE = env.int("BILLING_MAX_PURCHASE", default=10_000)
 AUTO_TOP_UP_RETRY_HOURS = [
     int(h) for h in env.list("AUTO_TOP_UP_RETRY_HOURS", default=["1", "4", "12", "24"])
 ]
+# At most this many automatic top-ups per group in any 24 hours (a runaway spend, or settings
+# that slipped past the form, cannot charge the card every minute); Admins are told once a day.
+AUTO_TOPUP_DAILY_LIMIT = env.int("AUTO_TOPUP_DAILY_LIMIT", default=5)
 
 # --- Product settings ----------------------------------------------------------------------
 API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="pplx-")

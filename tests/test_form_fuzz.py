@@ -1,8 +1,10 @@
 """Hypothesis-generated POSTs to every form view of the access-control table.
 
 For each route that accepts POST (tests/test_access_control.py: ROUTES), an Admin of the group
-sends generated form data: known field names of the portal's forms and random ones, with text,
-numbers, huge and negative amounts, empty and odd values. Never a 500; and a refusal (any 4xx)
+sends generated form data: known field names of the portal's forms (also as the pages name them,
+with their prefixes, e.g. `buy-amount`) and random ones, with text, numbers, huge and negative
+amounts, malformed amounts (exponents, NaN, Infinity, sub-micro-dollar, thousands of digits),
+empty and odd values. Never a 500; and a refusal (any 4xx)
 leaves every table exactly as it was (compared row by row through a checksum of each table).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 
 import pytest
 from django import forms
@@ -52,16 +55,62 @@ FIELDS = form_field_names()
 ODD = ["", " ", "on", "off", "true", "admin", "member", "owner", "0", "-1", "1e309", "NaN",
        "Infinity", "0.000001", "99999999999999999999", "-5.5", "x" * 300, "<script>", "' OR 1=1--",
        "US", "ZZ", "2030", "13", "pm_missing", "\u202e", "😀"]  # fmt: skip
+# Amounts that Decimal() or float() would read but that are no price (security finding 13).
+MONEY_ODD = ["1e30", "1E3", "1e-9", "-0", "-0.00", "0.0000001", "1e999999999", "1e-999999999",
+             "9" * 5000, "9" * 40, "-Infinity", "inf", "sNaN", "\u0661\u0662", "1_000", "0x10",
+             "$-0", "12.5.3", "--5", "1" + "0" * 30 + ".5"]  # fmt: skip
+money_text = st.builds(
+    lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+    st.sampled_from(["", "-", "+", "$", "-$"]),
+    st.integers(min_value=0, max_value=10**40).map(str),
+    st.one_of(st.just(""), st.integers(min_value=0, max_value=10**12).map(lambda n: f".{n}")),
+    st.sampled_from(["", "", "e3", "e-9", "E30", "e999999"]),
+)
 values = st.one_of(
     st.sampled_from(ODD),
+    st.sampled_from(MONEY_ODD),
+    money_text,
     st.text(max_size=60),
     st.integers(min_value=-(10**15), max_value=10**15).map(str),
     st.decimals(allow_nan=False, allow_infinity=False, places=4).map(str),
     st.emails(),
 )
-form_data = st.dictionaries(
-    st.one_of(st.sampled_from(FIELDS), st.text(min_size=1, max_size=12)), values, max_size=8
-)
+PAGE_FIELDS: dict[str, list[str]] = {}
+_INPUT = re.compile(r"<(?:input|select|textarea)\b[^>]*>")
+
+
+def page_field_names(client, world) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """The names of the inputs on the group's pages, as posted (with the forms' prefixes):
+    "all" of them, and "money", the amount fields (`inputmode="decimal"`)."""
+    if not PAGE_FIELDS:
+        names: set[str] = set()
+        money: set[str] = set()
+        for name, route in ROUTES.items():
+            if "GET" in route.methods:
+                kwargs = {"group_id": world["group"].public_id, **route.kwargs(world)}
+                response = client.get(reverse(name, kwargs=kwargs))
+                if not response.get("Content-Type", "").startswith("text/html"):
+                    continue  # PDFs
+                for tag in _INPUT.findall(response.content.decode()):
+                    field = re.search(r'\bname="([^"]+)"', tag)
+                    if field and field.group(1) != "csrfmiddlewaretoken":
+                        names.add(field.group(1))
+                        if 'inputmode="decimal"' in tag:
+                            money.add(field.group(1))
+        assert money, "no amount fields found on the group's pages"
+        PAGE_FIELDS.update(all=sorted(names), money=sorted(money))
+    return PAGE_FIELDS
+
+
+def form_data(names: list[str], money: list[str]) -> st.SearchStrategy[dict[str, str]]:
+    """Any fields with any values, or (as often) the amount fields with malformed amounts."""
+    anything = st.dictionaries(
+        st.one_of(st.sampled_from(names), st.text(min_size=1, max_size=12)), values, max_size=8
+    )
+    amounts = st.dictionaries(
+        st.sampled_from(money), st.one_of(st.sampled_from(MONEY_ODD), money_text), min_size=1
+    )
+    return st.one_of(anything, amounts)
 
 
 def snapshot() -> dict[str, str]:
@@ -93,7 +142,9 @@ def test_generated_posts_never_fail_and_refusals_write_nothing(name, client, loc
     url = reverse(name, kwargs={"group_id": world["group"].public_id, **ROUTES[name].kwargs(world)})
     tried = TRIED.setdefault(name, {})
 
-    @given(data=form_data)
+    pages = page_field_names(client, world)
+
+    @given(data=form_data(sorted({*FIELDS, *pages["all"]}), pages["money"]))
     @hypothesis_settings(
         max_examples=25, deadline=None, derandomize=True, database=None,
         suppress_health_check=list(HealthCheck),

@@ -12,13 +12,20 @@ import pytest
 def post_webhook(client, settings):  # type: ignore[no-untyped-def]
     """POST a Stripe event to our webhook, signed like Stripe signs it."""
 
-    def post(event_type: str, obj_id: str, event_id: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
+    def post(
+        event_type: str,
+        obj_id: str,
+        event_id: str | None = None,
+        secret: str | None = None,
+        obj: dict | None = None,
+    ):  # type: ignore[no-untyped-def]
+        """`obj` is the event's whole object (default: just its id)."""
         payload = json.dumps(
             {
                 "id": event_id or f"evt_{time.time_ns()}",
                 "object": "event",
                 "type": event_type,
-                "data": {"object": {"id": obj_id}},
+                "data": {"object": {"id": obj_id, **(obj or {})}},
             }
         )
         stamp = int(time.time())

@@ -397,3 +397,81 @@ def test_group_details_are_copied_to_the_stripe_customer(
     )
     assert customer.name == "Renamed Inc"
     assert customer.metadata["tax_id"] == "DE123456789"
+
+
+# --- auto top-up safety (hardening) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("threshold", "amount"),
+    [("10000", "5"), ("25", "25"), ("100", "99.99")],
+)
+def test_top_up_that_cannot_lift_the_balance_over_the_threshold_is_refused(
+    admin_client, group, save_card, threshold, amount
+):
+    from tests.billing.test_money_input import field_has_error
+    from tests.test_form_fuzz import snapshot
+
+    save_card(group)
+    payments.profile_for(group=group)
+    before = snapshot()
+    response = admin_client.post(
+        f"/g/{group.public_id}/billing/auto-top-up/",
+        {"topup-enabled": "on", "topup-threshold": threshold, "topup-amount": amount},
+    )
+    html = response.content.decode()
+    assert response.status_code == 422
+    assert field_has_error(html, "topup-amount")
+    assert "The amount must be more than the threshold" in html
+    assert snapshot() == before  # nothing saved, nothing audited
+    assert not payments.profile_for(group=group).auto_top_up_enabled
+    assert intents(group) == []
+
+
+def test_top_up_just_above_the_threshold_is_accepted(admin_client, group, save_card):
+    save_card(group)
+    response = admin_client.post(
+        f"/g/{group.public_id}/billing/auto-top-up/",
+        {"topup-enabled": "on", "topup-threshold": "24.99", "topup-amount": "25"},
+    )
+    assert response.status_code == 302
+    profile = payments.profile_for(group=group)
+    assert (profile.auto_top_up_threshold_micros, profile.auto_top_up_amount_micros) == (
+        24_990_000,
+        25_000_000,
+    )
+
+
+def test_the_sixth_automatic_top_up_in_a_day_is_not_attempted(
+    group, user, save_card, django_capture_on_commit_callbacks, settings
+):
+    """Usage spends every top-up at once: the card is charged 5 times in 24 hours, not every
+    minute; Admins get one e-mail however often the cap stops a top-up."""
+    from audit.models import AuditEvent
+    from billing.services import ledger_post
+
+    assert settings.AUTO_TOPUP_DAILY_LIMIT == 5
+    save_card(group)
+    enable_top_up(group, user)  # under $10, add $25
+    for i in range(8):
+        spent = balance(group)
+        if spent:
+            ledger_post(group=group, amount_micros=-spent, kind="usage", reference=f"use-{i}")
+        with django_capture_on_commit_callbacks(execute=True):
+            payments.auto_top_up_run(group_id=group.pk)
+    assert len(intents(group)) == 5
+    assert Payment.objects.filter(kind="auto_top_up", status="succeeded").count() == 5
+    assert (
+        sum(LedgerEntry.objects.filter(kind="auto_top_up").values_list("amount_micros", flat=True))
+        == 125_000_000
+    )
+    assert balance(group) == 0
+    capped = [m for m in mail.outbox if "paused" in m.subject]
+    assert len(capped) == 1 and capped[0].to == [user.email]
+    assert "5 times in the last 24 hours" in capped[0].body
+    assert AuditEvent.objects.filter(group=group, action="billing.auto_top_up_capped").count() == 1
+    # A day later the oldest top-ups have aged out of the window: top-ups resume.
+    Payment.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    with django_capture_on_commit_callbacks(execute=True):
+        payments.auto_top_up_run(group_id=group.pk)
+    assert len(intents(group)) == 6 and balance(group) == 25_000_000
