@@ -110,6 +110,8 @@ def test_rate_limit_per_key_answers_429_with_retry_after(api, read_api, settings
         ("POST", "keys", {"name": "K\x00"}, "name"),
         ("PATCH", "group", {"name": ""}, "name"),
         ("PATCH", "group", {"tax_id": "!!"}, "tax_id"),
+        ("PATCH", "group", {"tax_id": "00-3456789"}, "tax_id"),  # the group is in the US: EIN
+        ("PATCH", "group", {"tax_id": "DE136695978"}, "tax_id"),  # EU VAT, bad check digit
         ("PATCH", "group", {"country": "ZZ"}, "country"),
         ("PATCH", "group", {"city": 5}, "city"),
         ("POST", "invitations", {"email": "not-an-address"}, "email"),
@@ -372,10 +374,10 @@ def test_members_and_invitations_through_the_api(
 
 
 def test_group_details_update_uses_the_pages_validation_and_is_audited(api, group):
-    response = api("PATCH", "group", {"name": "  Acme Inc  ", "tax_id": "de 123456789"})
+    response = api("PATCH", "group", {"name": "  Acme Inc  ", "tax_id": "de 136 695 976"})
     assert response.status_code == 200
     body = response.json()
-    assert body["name"] == "Acme Inc" and body["tax_id"] == "DE 123456789"
+    assert body["name"] == "Acme Inc" and body["tax_id"] == "DE 136 695 976"
     assert body["country"] == "US"  # untouched fields keep their values
     event = AuditEvent.objects.get(group=group, action="group.update")
     assert event.actor_management_key is not None and "tax_id" in event.data
