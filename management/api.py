@@ -206,16 +206,43 @@ def responses(ok: Any, *, status: int = 200, writes: bool = False) -> dict[int, 
     return documented
 
 
-_RETRY_AFTER = {
-    "responses": {
-        429: {
-            "description": "Rate limit of the management key reached (code rate_limit_exceeded).",
-            "headers": {
-                "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}
-            },
-        }
-    }
+ERROR_DESCRIPTIONS = {
+    "400": "The body is not a JSON object (code invalid_request_error).",
+    "401": "Missing, malformed, unknown or revoked management key (code invalid_api_key).",
+    "403": "The key is read-only (code permission_denied).",
+    "404": "No such object in this API group (code not_found).",
+    "422": "A value cannot be accepted; `param` names it (code validation_error or invalid_state).",
+    "429": "Rate limit of the management key reached (code rate_limit_exceeded).",
 }
+BASE = "/v1/management"
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document django-ninja generates from the operations and their schemas, with
+    what a generator cannot know: the errors' meanings, Retry-After, the role writes need, and
+    that a missing body is read as {} (management/http.py `finish`), so a body schema without
+    required fields is optional."""
+    doc = dict(api.get_openapi_schema(path_prefix=BASE))
+    schemas = doc["components"]["schemas"]
+    for operations in doc["paths"].values():
+        for method, op in operations.items():
+            for code, response in op["responses"].items():
+                if str(code) in ERROR_DESCRIPTIONS:
+                    response["description"] = ERROR_DESCRIPTIONS[str(code)]
+                if str(code) == "429":
+                    response["headers"] = {
+                        "Retry-After": {
+                            "schema": {"type": "integer"},
+                            "description": "Seconds to wait.",
+                        }
+                    }
+            if method != "get":
+                op["x-requires-role"] = "admin"
+            if body := op.get("requestBody"):
+                ref = body["content"]["application/json"]["schema"].get("$ref", "")
+                if not schemas.get(ref.rpartition("/")[2], {}).get("required"):
+                    body["required"] = False
+    return doc
 
 
 # Hourly buckets are offered for spans up to this long (744 buckets), like a month's chart.

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from keys.services import MAX_MONTHLY_LIMIT_MICROS
 from members.models import Role
+from usage.periods import PRESETS
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -76,9 +77,9 @@ def QueryText(max_length: int, **extra: Any) -> Any:  # noqa: N802 - a type
     """A query parameter: present but empty is an error, not the default."""
     return Annotated[
         str,
+        Field(max_length=max_length, **extra),
         BeforeValidator(_not_empty),
         AfterValidator(clean_text),
-        Field(max_length=max_length, **extra),
     ]
 
 
@@ -138,25 +139,31 @@ MAX_PAGE_SIZE = 100
 class PageQuery(BaseModel):
     limit: Annotated[
         int,
+        Field(ge=1, le=MAX_PAGE_SIZE, description="Items per page (1–100)."),
         BeforeValidator(_digits),
         BeforeValidator(_not_empty),
-        Field(ge=1, le=MAX_PAGE_SIZE, description="Items per page (1–100)."),
     ] = DEFAULT_PAGE_SIZE
-    cursor: QueryText(200, description="The `next_cursor` of the previous page.") | None = None
+    cursor: QueryText(200, description="The `next_cursor` of the previous page.") = None
 
 
 class UsageQuery(BaseModel):
-    range: QueryText(40, description="A preset range (24h, 7d, 30d, …); default 30d.") | None = None
-    start: QueryText(40, description="First day of a custom range (inclusive).") | None = None
-    end: QueryText(40, description="Last day of a custom range (inclusive).") | None = None
-    tz: QueryText(200, description="IANA time zone for days and buckets; default UTC.") | None = (
-        None
-    )
-    granularity: Literal["hour", "day"] | None = Field(
-        None, description="Bucket size; default by span."
-    )
-    key: QueryText(40, description="Only this API key (its id).") | None = None
-    model: QueryText(100, description="Only this model (its name).") | None = None
+    range: QueryText(
+        40, description="A preset range; default 30d.", json_schema_extra={"enum": list(PRESETS)}
+    ) = None
+    start: QueryText(
+        40,
+        description="First day of a custom range (inclusive).",
+        json_schema_extra={"format": "date"},
+    ) = None
+    end: QueryText(
+        40,
+        description="Last day of a custom range (inclusive).",
+        json_schema_extra={"format": "date"},
+    ) = None
+    tz: QueryText(200, description="IANA time zone for days and buckets; default UTC.") = None
+    granularity: Literal["hour", "day"] = Field(None, description="Bucket size; default by span.")
+    key: QueryText(40, description="Only this API key (its id).") = None
+    model: QueryText(100, description="Only this model (its name).") = None
 
 
 class UsageGroupedQuery(UsageQuery):
@@ -164,7 +171,7 @@ class UsageGroupedQuery(UsageQuery):
 
 
 class MembersQuery(PageQuery):
-    role: RoleName | None = Field(None, description="Only this role.")
+    role: RoleName = Field(None, description="Only this role.")  # type: ignore[assignment]
 
 
 # --- responses -----------------------------------------------------------------------------

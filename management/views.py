@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from keys.services import APIKeyError
 from keys.views import render_list
-from management.api import api
+from management.api import openapi_document
 from management.forms import ManagementKeyForm
 from management.selectors import management_key_get_for_group
 from management.services import management_key_create, management_key_revoke
@@ -52,26 +52,7 @@ def revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     return render(request, "management/confirm_revoke.html", {"key": key})
 
 
-BASE = "/v1/management"
 METHODS = ("get", "post", "patch", "delete")
-
-
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document django-ninja generates from the operations and their schemas.
-
-    A missing body is read as {} (management/http.py `finish`), so a body whose schema has no
-    required field is documented as optional.
-    """
-    doc = dict(api.get_openapi_schema(path_prefix=BASE))
-    schemas = doc["components"]["schemas"]
-    for operations in doc["paths"].values():
-        for op in operations.values():
-            body = op.get("requestBody")
-            if body:
-                ref = body["content"]["application/json"]["schema"].get("$ref", "")
-                if not schemas.get(ref.rpartition("/")[2], {}).get("required"):
-                    body["required"] = False
-    return doc
 
 
 @require_GET

@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 
 from keys.services import api_key_create
-from management.views import openapi_document
+from management.api import openapi_document
 from tests.management.conftest import Api, build_world
 
 pytestmark = pytest.mark.django_db
