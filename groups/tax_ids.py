@@ -9,7 +9,7 @@ form). The error carries stdnum's description of the number as a format hint.
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any
 
 from stdnum import get_cc_module
 from stdnum.eu import vat as eu_vat
@@ -20,14 +20,14 @@ from stdnum.us import ein as us_ein
 # Northern Ireland, already among stdnum's member states).
 EU_VAT_PREFIXES = frozenset((eu_vat.MEMBER_STATES - {"gr"}) | {"el"})
 # Business numbers where stdnum's generic lookup would pick a personal one (us.tin accepts SSNs).
-COUNTRY_MODULES: dict[str, ModuleType] = {"us": us_ein}
+COUNTRY_MODULES: dict[str, Any] = {"us": us_ein}
 
 
 class TaxIdError(ValueError):
     """The tax ID is not a valid number of its kind; the message says why and what is expected."""
 
 
-def tax_id_module(tax_id: str, country: str) -> ModuleType | None:
+def tax_id_module(tax_id: str, country: str) -> Any | None:
     """The stdnum module that checks `tax_id` of a group in `country`, or None if none fits."""
     prefix = tax_id[:2].lower()
     if prefix.isalpha() and prefix in EU_VAT_PREFIXES:
@@ -40,7 +40,7 @@ def tax_id_module(tax_id: str, country: str) -> ModuleType | None:
     return get_cc_module(cc, "vat") or get_cc_module(cc, "tin")
 
 
-def format_hint(module: ModuleType, tax_id: str) -> str:
+def format_hint(module: Any, tax_id: str) -> str:
     """The first line of the module's description, e.g. "EIN (U.S. Employer Identification Number)."
 
     For an EU VAT number, the description of the member state's number (its prefix's).
@@ -65,7 +65,8 @@ def validate_tax_id(tax_id: str, country: str, examples: dict[str, str] | None =
         module.validate(tax_id)
     except StdnumError as exc:
         hint = format_hint(module, tax_id)
-        message = f"This is not a valid {hint.rstrip('.')}: {exc.message}"
+        reason = str(getattr(exc, "message", "") or exc)
+        message = f"This is not a valid {hint.rstrip('.')}: {reason}"
         if example:
             message += f" Expected {example}."
         raise TaxIdError(message) from None

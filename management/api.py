@@ -249,13 +249,6 @@ def openapi_document() -> dict[str, Any]:
 HOURLY_MAX_SPAN = timedelta(days=31)
 
 
-def _domain_error(exc: APIKeyError | MembershipError) -> Exception:
-    """A service's refusal as a 422: `validation_error` naming the field, else `invalid_state`."""
-    if exc.field:
-        return invalid(str(exc), param=exc.field)
-    return invalid(str(exc), code="invalid_state")
-
-
 # Hourly buckets are offered for spans up to this long (744 buckets), like a month's chart.
 
 

@@ -73,14 +73,8 @@ RoleName = Literal["admin", "member"]
 assert set(RoleName.__args__) == set(Role.values)  # type: ignore[attr-defined]
 
 
-def QueryText(max_length: int, **extra: Any) -> Any:  # noqa: N802 - a type
-    """A query parameter: present but empty is an error, not the default."""
-    return Annotated[
-        str,
-        Field(max_length=max_length, **extra),
-        BeforeValidator(_not_empty),
-        AfterValidator(clean_text),
-    ]
+# Query parameters: present but empty is an error, not the default.
+QueryText = Annotated[str, BeforeValidator(_not_empty), AfterValidator(clean_text)]
 
 
 class Body(BaseModel):
@@ -143,27 +137,47 @@ class PageQuery(BaseModel):
         BeforeValidator(_digits),
         BeforeValidator(_not_empty),
     ] = DEFAULT_PAGE_SIZE
-    cursor: QueryText(200, description="The `next_cursor` of the previous page.") = None
+    cursor: Annotated[
+        QueryText, Field(max_length=200, description="The `next_cursor` of the previous page.")
+    ] = None  # type: ignore[assignment]
 
 
 class UsageQuery(BaseModel):
-    range: QueryText(
-        40, description="A preset range; default 30d.", json_schema_extra={"enum": list(PRESETS)}
-    ) = None
-    start: QueryText(
-        40,
-        description="First day of a custom range (inclusive).",
-        json_schema_extra={"format": "date"},
-    ) = None
-    end: QueryText(
-        40,
-        description="Last day of a custom range (inclusive).",
-        json_schema_extra={"format": "date"},
-    ) = None
-    tz: QueryText(200, description="IANA time zone for days and buckets; default UTC.") = None
-    granularity: Literal["hour", "day"] = Field(None, description="Bucket size; default by span.")
-    key: QueryText(40, description="Only this API key (its id).") = None
-    model: QueryText(100, description="Only this model (its name).") = None
+    range: Annotated[
+        QueryText,
+        Field(
+            max_length=40,
+            description="A preset range; default 30d.",
+            json_schema_extra={"enum": list(PRESETS)},
+        ),
+    ] = None  # type: ignore[assignment]
+    start: Annotated[
+        QueryText,
+        Field(
+            max_length=40,
+            description="First day of a custom range (inclusive).",
+            json_schema_extra={"format": "date"},
+        ),
+    ] = None  # type: ignore[assignment]
+    end: Annotated[
+        QueryText,
+        Field(
+            max_length=40,
+            description="Last day of a custom range (inclusive).",
+            json_schema_extra={"format": "date"},
+        ),
+    ] = None  # type: ignore[assignment]
+    tz: Annotated[
+        QueryText,
+        Field(max_length=200, description="IANA time zone for days and buckets; default UTC."),
+    ] = None  # type: ignore[assignment]
+    granularity: Literal["hour", "day"] = Field(None, description="Bucket size; default by span.")  # type: ignore[arg-type]
+    key: Annotated[QueryText, Field(max_length=40, description="Only this API key (its id).")] = (
+        None  # type: ignore[assignment]
+    )
+    model: Annotated[
+        QueryText, Field(max_length=100, description="Only this model (its name).")
+    ] = None  # type: ignore[assignment]
 
 
 class UsageGroupedQuery(UsageQuery):
@@ -171,7 +185,7 @@ class UsageGroupedQuery(UsageQuery):
 
 
 class MembersQuery(PageQuery):
-    role: RoleName = Field(None, description="Only this role.")  # type: ignore[assignment]
+    role: RoleName = Field(None, description="Only this role.")  # type: ignore[arg-type]
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -430,10 +444,10 @@ class InvoiceDetail(Invoice):
 
 def list_of(item: type[Out]) -> type[Out]:
     """A page of a cursor-paginated list: newest first; pass `next_cursor` back as `cursor`."""
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(  # type: ignore[call-overload, no-any-return, unused-ignore]
         f"{item.__name__}List",
         __base__=Out,
-        object=(Literal["list"], ...),
+        object=(Literal["list"], ...),  # type: ignore[arg-type, maybe-unrecognized-str-typeform, unused-ignore]
         data=(list[item], ...),  # type: ignore[valid-type]
         has_more=(bool, ...),
         next_cursor=(
