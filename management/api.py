@@ -20,7 +20,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator
-from django.forms.models import model_to_dict
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import HttpError
@@ -29,7 +28,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from billing import pdf
-from billing.models import BillingProfile, Invoice
+from billing.models import Invoice
 from billing.selectors import (
     credit_account_get,
     invoice_get_for_group,
@@ -37,8 +36,6 @@ from billing.selectors import (
     ledger_transactions,
     tier_info,
 )
-from groups.forms import APIGroupForm
-from groups.models import APIGroup
 from groups.services import api_group_update
 from keys.models import APIKey
 from keys.selectors import api_key_get_for_group, api_keys_for_group
@@ -61,6 +58,7 @@ from management.http import (
     not_found,
     paginate,
 )
+from management.selectors import ai_model_by_name, billing_profile_for, group_details_form
 from management.serializers import (
     api_key_json,
     group_json,
@@ -254,8 +252,6 @@ HOURLY_MAX_SPAN = timedelta(days=31)
 
 # --- group -----------------------------------------------------------------------------------
 
-GROUP_FIELDS = list(APIGroupForm.Meta.fields)
-
 
 @api.get(
     "/group",
@@ -279,15 +275,12 @@ def group_get(request: ManagementRequest) -> dict[str, Any]:
 )
 def group_update(request: ManagementRequest, payload: s.GroupUpdate) -> dict[str, Any]:
     """Change organization details; validated by the API Group page's form."""
-    instance = APIGroup.objects.get(pk=request.group.pk)
-    current = model_to_dict(instance, fields=GROUP_FIELDS)
-    current["country"] = str(instance.country or "")
-    form = APIGroupForm({**current, **payload.model_dump(exclude_unset=True)}, instance=instance)
+    form = group_details_form(group=request.group, changes=payload.model_dump(exclude_unset=True))
     if not form.is_valid():
         name, errors = next(iter(form.errors.items()))
         raise invalid(" ".join(str(e) for e in errors), param=name)
     group = api_group_update(
-        group=instance, actor=request.management_key, request=request, **form.cleaned_data
+        group=form.instance, actor=request.management_key, request=request, **form.cleaned_data
     )
     return group_json(group)
 
@@ -307,7 +300,7 @@ def billing_get(request: ManagementRequest) -> dict[str, Any]:
     """Balance, usage tier and the per-model rate limits it gives, auto top-up settings."""
     account = credit_account_get(group=request.group)
     info = tier_info(account=account)
-    profile = BillingProfile.objects.filter(group=request.group).first() or BillingProfile()
+    profile = billing_profile_for(group=request.group)
     return {
         "object": "billing",
         **money("balance", account.balance_micros),
@@ -382,7 +375,7 @@ def _usage_query(request: ManagementRequest, query: s.UsageQuery) -> UsageQuery:
         key = get_or_404(api_key_get_for_group, "API key", query.key, group=request.group)
     model = None
     if model_name := query.model:
-        model = AIModel.objects.filter(name=model_name).first()
+        model = ai_model_by_name(model_name)
         if model is None:
             raise invalid(f"There is no model “{model_name}”.", param="model")
     return UsageQuery(period, key, model)
