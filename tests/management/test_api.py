@@ -551,3 +551,12 @@ def test_a_body_that_is_not_an_object_is_400(client, mgmt, body):
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid_request_error"
     assert not APIKey.objects.exists()
+
+
+def test_scripts_need_no_csrf_token(mgmt):
+    """A script has a key, not a session: writes work with Django's CSRF checks enforced."""
+    from django.test import Client
+
+    api = Api(Client(enforce_csrf_checks=True), mgmt["admin"].secret)
+    assert api("POST", "keys", {"name": "From cron"}).status_code == 201
+    assert api("PATCH", "group", {"city": "Berlin"}).status_code == 200
