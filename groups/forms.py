@@ -6,9 +6,10 @@ from django import forms
 from django_countries import countries
 
 from groups.models import APIGroup
+from groups.tax_ids import TaxIdError, validate_tax_id
 
-# Common formats shown as help text; validation stays permissive (characters and length)
-# because formats vary and change, and a wrong rejection would block an invoice.
+# Common formats shown as help text. Numbers are checked per country with python-stdnum
+# (groups/tax_ids.py); where stdnum knows no number for the country, only characters and length.
 TAX_ID_EXAMPLES = {
     "US": "EIN, e.g. 12-3456789",
     "GB": "VAT, e.g. GB123456789",
@@ -65,7 +66,13 @@ class APIGroupForm(forms.ModelForm):
             raise forms.ValidationError(
                 "Use only letters, digits, spaces and . - / (starting and ending with a letter or digit)."
             )
-        return tax_id.upper()
+        tax_id = tax_id.upper()
+        country = str(self.cleaned_data.get("country") or "")
+        try:
+            validate_tax_id(tax_id, country, TAX_ID_EXAMPLES)
+        except TaxIdError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return tax_id
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)

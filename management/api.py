@@ -1,27 +1,34 @@
-"""Management API endpoints: thin handlers over the apps' selectors and services.
+"""Management API endpoints on django-ninja: thin handlers over the apps' selectors and services.
 
-Authentication, the per-key rate limit and the admin/read-only rule are applied by
-`management_endpoint` (management/http.py); every handler works inside `request.group`, so
-another group's object id is a 404 like an unknown one. Writes are audited by the services they
-call, with the management key as the actor.
+`authenticate` (management/http.py) checks the management key, counts the request against the
+key's rate limit and refuses writes with a read-only key before any parameter is read; the
+parameters and bodies are validated by the schemas in management/schemas.py, from which the
+OpenAPI document is generated. Every handler works inside `request.group`, so another group's
+object id is a 404 like an unknown one. Writes are audited by the services they call, with the
+management key as the actor.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import zoneinfo
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator
-from django.forms.models import model_to_dict
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI, Query, Status
+from ninja.errors import HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
+from ninja.security import HttpBearer
 
 from billing import pdf
-from billing.models import BillingProfile, Invoice
+from billing.models import Invoice
 from billing.selectors import (
     credit_account_get,
     invoice_get_for_group,
@@ -29,32 +36,29 @@ from billing.selectors import (
     ledger_transactions,
     tier_info,
 )
-from groups.forms import APIGroupForm
-from groups.models import APIGroup
 from groups.services import api_group_update
 from keys.models import APIKey
 from keys.selectors import api_key_get_for_group, api_keys_for_group
 from keys.services import (
+    MAX_MONTHLY_LIMIT_MICROS,
     APIKeyError,
     api_key_create,
     api_key_regenerate,
     api_key_revoke,
     api_key_update,
 )
+from management import schemas as s
 from management.http import (
     ApiError,
     ManagementRequest,
-    created,
+    authenticate,
+    bad_request,
     get_or_404,
-    int_field,
     invalid,
-    json_body,
-    management_endpoint,
+    not_found,
     paginate,
-    parse_datetime_field,
-    query_text,
-    text_field,
 )
+from management.selectors import ai_model_by_name, billing_profile_for, group_details_form
 from management.serializers import (
     api_key_json,
     group_json,
@@ -68,7 +72,7 @@ from management.serializers import (
     tier_json,
     totals_json,
 )
-from members.models import Invitation, Role
+from members.models import Invitation
 from members.selectors import (
     invitation_get_for_group,
     membership_get_for_group,
@@ -88,8 +92,101 @@ from usage.periods import Period, PeriodError, resolve_period
 from usage.rollups import METRICS
 from usage.selectors import Totals, bucket_label, usage_for, usage_rows
 
-# Hourly buckets are offered for spans up to this long (744 buckets), like a month's chart.
-HOURLY_MAX_SPAN = timedelta(days=31)
+
+class JsonParser(Parser):
+    """JSON bodies; an integer literal too long to be a number we store stays a non-integer, so
+    it is refused naming its field (422) instead of failing the whole body."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json.loads(request.body, parse_int=_bounded_int)
+
+
+def _bounded_int(text: str) -> int | str:
+    return int(text) if len(text.lstrip("-")) <= 30 else text
+
+
+class ManagementKeyAuth(HttpBearer):
+    """Bearer management keys (`pplx-admin-…`); the errors are the gateway's (http.authenticate)."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return authenticate(request)
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        return authenticate(request)
+
+
+api = NinjaAPI(
+    title="Management API",
+    version="1.0.0",
+    description=(
+        "Manage one API group with a management key (`pplx-admin-…`) created by an Admin on the "
+        "API Keys page. Keys with the `read_only` role may only call GET endpoints. Errors use "
+        "the OpenAI shape. Lists are cursor-paginated, newest first. Money is integer "
+        "micro-dollars (`*_micros`) plus a display string."
+    ),
+    auth=ManagementKeyAuth(),
+    parser=JsonParser(),
+    urls_namespace="management_api",
+    openapi_url=None,
+    docs_url=None,
+)
+
+
+# --- errors: the gateway's OpenAI shape --------------------------------------------------------
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return exc.response()
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return not_found("No such object in this API group.").response()
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400:  # ninja: the body is not JSON
+        return bad_request("The request body is not valid JSON.").response()
+    return ApiError(exc.status_code, "error", str(exc), type_="invalid_request_error").response()
+
+
+def _error_param(loc: tuple[Any, ...]) -> str | None:
+    """The field an error is about: ("body", "payload", "name") → name, ("query", "limit") → limit."""
+    parts = [str(p) for p in loc if isinstance(p, str)]
+    if parts and parts[0] == "body":
+        parts = parts[2:]
+    elif parts and parts[0] in ("query", "path"):
+        parts = parts[1:]
+    return parts[0][:64] if parts else None
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    """422 `validation_error` naming the field, in today's shape (400 if the body is no object)."""
+    error = exc.errors[0]
+    loc, kind = tuple(error.get("loc", ())), error.get("type", "")
+    param = _error_param(loc)
+    if param is None:
+        if loc[:1] == ("body",):
+            return bad_request("The request body must be a JSON object.").response()
+        return invalid(str(error.get("msg", "Invalid request."))).response()
+    shown = f"“{param}”"
+    if kind == "missing":
+        message = f"{shown} is required."
+    elif kind == "extra_forbidden":
+        message = f"Unknown field {shown}."
+    elif param.endswith("_micros"):  # money: integer micro-dollars only
+        message = (
+            f"{shown} must be a whole number of micro-dollars (1 USD = 1,000,000) from 1 to "
+            f"{MAX_MONTHLY_LIMIT_MICROS}, or null."
+        )
+    elif kind == "value_error":
+        message = f"{shown} {error.get('ctx', {}).get('error', error.get('msg', ''))}."
+    else:
+        message = f"{shown}: {error.get('msg', 'invalid value')}."
+    return invalid(message, param=param).response()
 
 
 def _domain_error(exc: APIKeyError | MembershipError) -> Exception:
@@ -102,71 +199,142 @@ def _domain_error(exc: APIKeyError | MembershipError) -> Exception:
     return invalid(str(exc), code="invalid_state")
 
 
+def responses(ok: Any, *, status: int = 200, writes: bool = False) -> dict[int, Any]:
+    """The documented responses of an operation: its own and the errors any caller may get."""
+    documented: dict[int, Any] = {status: ok, 401: s.Error, 404: s.Error, 422: s.Error}
+    documented[429] = s.Error
+    if writes:
+        documented |= {400: s.Error, 403: s.Error}
+    return documented
+
+
+ERROR_DESCRIPTIONS = {
+    "400": "The body is not a JSON object (code invalid_request_error).",
+    "401": "Missing, malformed, unknown or revoked management key (code invalid_api_key).",
+    "403": "The key is read-only (code permission_denied).",
+    "404": "No such object in this API group (code not_found).",
+    "422": "A value cannot be accepted; `param` names it (code validation_error or invalid_state).",
+    "429": "Rate limit of the management key reached (code rate_limit_exceeded).",
+}
+BASE = "/v1/management"
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document django-ninja generates from the operations and their schemas, with
+    what a generator cannot know: the errors' meanings, Retry-After, the role writes need, and
+    that a missing body is read as {} (management/http.py `finish`), so a body schema without
+    required fields is optional."""
+    doc = dict(api.get_openapi_schema(path_prefix=BASE))
+    schemas = doc["components"]["schemas"]
+    for operations in doc["paths"].values():
+        for method, op in operations.items():
+            for code, response in op["responses"].items():
+                if str(code) in ERROR_DESCRIPTIONS:
+                    response["description"] = ERROR_DESCRIPTIONS[str(code)]
+                if str(code) == "429":
+                    response["headers"] = {
+                        "Retry-After": {
+                            "schema": {"type": "integer"},
+                            "description": "Seconds to wait.",
+                        }
+                    }
+            if method != "get":
+                op["x-requires-role"] = "admin"
+            if body := op.get("requestBody"):
+                ref = body["content"]["application/json"]["schema"].get("$ref", "")
+                if not schemas.get(ref.rpartition("/")[2], {}).get("required"):
+                    body["required"] = False
+    return doc
+
+
+# Hourly buckets are offered for spans up to this long (744 buckets), like a month's chart.
+HOURLY_MAX_SPAN = timedelta(days=31)
+
+
+# Hourly buckets are offered for spans up to this long (744 buckets), like a month's chart.
+
+
 # --- group -----------------------------------------------------------------------------------
 
-GROUP_FIELDS = list(APIGroupForm.Meta.fields)
+
+@api.get(
+    "/group",
+    response=responses(s.Group),
+    operation_id="getGroup",
+    tags=["Group"],
+    summary="Get the API group's details",
+    url_name="group",
+)
+def group_get(request: ManagementRequest) -> dict[str, Any]:
+    return group_json(request.group)  # loaded with the key, this request
 
 
-def group_get(request: ManagementRequest) -> HttpResponse:
-    return JsonResponse(group_json(request.group))  # loaded with the key, this request
-
-
-def group_update(request: ManagementRequest) -> HttpResponse:
+@api.patch(
+    "/group",
+    response=responses(s.Group, writes=True),
+    operation_id="updateGroup",
+    tags=["Group"],
+    summary="Update the API group's details",
+    description="Only the fields sent change; validated like the API Group page.",
+)
+def group_update(request: ManagementRequest, payload: s.GroupUpdate) -> dict[str, Any]:
     """Change organization details; validated by the API Group page's form."""
-    body = json_body(request, GROUP_FIELDS)
-    for name in body:
-        text_field(body, name)
-    instance = APIGroup.objects.get(pk=request.group.pk)
-    current = model_to_dict(instance, fields=GROUP_FIELDS)
-    current["country"] = str(instance.country or "")
-    form = APIGroupForm({**current, **body}, instance=instance)
+    form = group_details_form(group=request.group, changes=payload.model_dump(exclude_unset=True))
     if not form.is_valid():
         name, errors = next(iter(form.errors.items()))
         raise invalid(" ".join(str(e) for e in errors), param=name)
     group = api_group_update(
-        group=instance, actor=request.management_key, request=request, **form.cleaned_data
+        group=form.instance, actor=request.management_key, request=request, **form.cleaned_data
     )
-    return JsonResponse(group_json(group))
-
-
-group = management_endpoint(get=group_get, patch=group_update)
+    return group_json(group)
 
 
 # --- billing ---------------------------------------------------------------------------------
 
 
-def billing_get(request: ManagementRequest) -> HttpResponse:
+@api.get(
+    "/billing",
+    response=responses(s.Billing),
+    operation_id="getBilling",
+    tags=["Billing"],
+    summary="Balance, usage tier and rate limits",
+    url_name="billing",
+)
+def billing_get(request: ManagementRequest) -> dict[str, Any]:
     """Balance, usage tier and the per-model rate limits it gives, auto top-up settings."""
     account = credit_account_get(group=request.group)
     info = tier_info(account=account)
-    profile = BillingProfile.objects.filter(group=request.group).first() or BillingProfile()
-    return JsonResponse(
-        {
-            "object": "billing",
-            **money("balance", account.balance_micros),
-            **money("purchased", account.purchased_micros),
-            "blocked": account.balance_micros <= 0,
-            "tier": tier_json(info.tier),
-            "next_tier": tier_json(info.next),
-            "limits": [{"model": m.model, "requests_per_minute": m.rpm} for m in info.limits],
-            "auto_top_up": {
-                "enabled": profile.auto_top_up_enabled,
-                **money("threshold", profile.auto_top_up_threshold_micros),
-                **money("amount", profile.auto_top_up_amount_micros),
-            },
-        }
-    )
+    profile = billing_profile_for(group=request.group)
+    return {
+        "object": "billing",
+        **money("balance", account.balance_micros),
+        **money("purchased", account.purchased_micros),
+        "blocked": account.balance_micros <= 0,
+        "tier": tier_json(info.tier),
+        "next_tier": tier_json(info.next),
+        "limits": [{"model": m.model, "requests_per_minute": m.rpm} for m in info.limits],
+        "auto_top_up": {
+            "enabled": profile.auto_top_up_enabled,
+            **money("threshold", profile.auto_top_up_threshold_micros),
+            **money("amount", profile.auto_top_up_amount_micros),
+        },
+    }
 
 
-def transactions_list(request: ManagementRequest) -> HttpResponse:
+@api.get(
+    "/billing/transactions",
+    response=responses(s.LedgerEntryList),
+    operation_id="listTransactions",
+    tags=["Billing"],
+    summary="List ledger transactions",
+    description="Credit purchases, top-ups, refunds and adjustments (usage is in /usage).",
+    url_name="transactions",
+)
+def transactions_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     """Ledger entries other than per-request usage, as on the Billing page; newest first."""
     account = credit_account_get(group=request.group)
-    page = paginate(request, ledger_transactions(account=account), time_field="created_at")
-    return page.response(ledger_entry_json)
-
-
-billing = management_endpoint(get=billing_get)
-transactions = management_endpoint(get=transactions_list)
+    entries = ledger_transactions(account=account)
+    return paginate(entries, page, ledger_entry_json, time_field="created_at")
 
 
 # --- usage -----------------------------------------------------------------------------------
@@ -195,24 +363,23 @@ def _granular(period: Period, granularity: str) -> Period:
     return dataclasses.replace(period, granularity=granularity)
 
 
-def _usage_query(request: ManagementRequest) -> UsageQuery:
-    """Read the range and filters the Usage Metrics page takes (same names, same rules)."""
-    tz = query_text(request, "tz") or "UTC"
+def _usage_query(request: ManagementRequest, query: s.UsageQuery) -> UsageQuery:
+    """Resolve the range and filters the Usage Metrics page takes (same names, same rules)."""
+    tz = query.tz or "UTC"
     if tz not in _zones():
         raise invalid(f"Unknown time zone “{tz[:64]}”; use an IANA name.", param="tz")
-    preset, start, end = (query_text(request, n, 40) or None for n in ("range", "start", "end"))
     try:
-        period = resolve_period(preset=preset, start=start, end=end, tz=tz)
+        period = resolve_period(preset=query.range, start=query.start, end=query.end, tz=tz)
     except PeriodError as exc:
         raise invalid(str(exc), param=exc.field) from None
-    if granularity := query_text(request, "granularity", 10):
-        period = _granular(period, granularity)
+    if query.granularity:
+        period = _granular(period, query.granularity)
     key = None
-    if key_id := query_text(request, "key", 40):
-        key = get_or_404(api_key_get_for_group, "API key", key_id, group=request.group)
+    if query.key:
+        key = get_or_404(api_key_get_for_group, "API key", query.key, group=request.group)
     model = None
-    if model_name := query_text(request, "model", 100):
-        model = AIModel.objects.filter(name=model_name).first()
+    if model_name := query.model:
+        model = ai_model_by_name(model_name)
         if model is None:
             raise invalid(f"There is no model “{model_name}”.", param="model")
     return UsageQuery(period, key, model)
@@ -230,9 +397,18 @@ def _period_json(q: UsageQuery) -> dict[str, Any]:
     }
 
 
-def usage_get(request: ManagementRequest) -> HttpResponse:
+@api.get(
+    "/usage",
+    response=responses(s.Usage),
+    operation_id="getUsage",
+    tags=["Usage"],
+    summary="Usage totals and time series",
+    description="The numbers of the Usage Metrics page, to the micro-dollar.",
+    url_name="usage",
+)
+def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[str, Any]:
     """Totals and the time series of the Usage Metrics page (usage.selectors.usage_for)."""
-    q = _usage_query(request)
+    q = _usage_query(request, query)
     usage = usage_for(
         group=request.group,
         period=q.period,
@@ -250,25 +426,26 @@ def usage_get(request: ManagementRequest) -> HttpResponse:
         }
         for i, b in enumerate(q.period.buckets())
     ]
-    return JsonResponse(
-        {
-            "object": "usage",
-            "period": _period_json(q),
-            "totals": totals_json(usage.totals),
-            "series": series,
-        }
-    )
+    return {
+        "object": "usage",
+        "period": _period_json(q),
+        "totals": totals_json(usage.totals),
+        "series": series,
+    }
 
 
-GROUP_BY = ("model", "key", "day", "hour")
-
-
-def usage_grouped(request: ManagementRequest) -> HttpResponse:
+@api.get(
+    "/usage/grouped",
+    response=responses(s.UsageGrouped),
+    operation_id="getUsageGrouped",
+    tags=["Usage"],
+    summary="Usage totals grouped by model, key, day or hour",
+    url_name="usage_grouped",
+)
+def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery]) -> dict[str, Any]:
     """Totals grouped by model or key (the dashboard's tables), or by day or hour."""
-    by = query_text(request, "by", 10)
-    if by not in GROUP_BY:
-        raise invalid(f"“by” must be one of: {', '.join(GROUP_BY)}.", param="by")
-    q = _usage_query(request)
+    by = query.by
+    q = _usage_query(request, query)
     key_id, model_id = (q.key.pk if q.key else None), (q.model.pk if q.model else None)
     data: list[dict[str, Any]] = []
     if by in ("model", "key"):
@@ -299,232 +476,332 @@ def usage_grouped(request: ManagementRequest) -> HttpResponse:
             {"bucket": bucket_label(b, period), "totals": totals_json(t)}
             for b, t in sorted(buckets.items(), key=lambda item: item[0])
         ]
-    return JsonResponse(
-        {"object": "list", "by": by, "period": _period_json(q), "data": data, "has_more": False}
-    )
-
-
-usage = management_endpoint(get=usage_get)
-usage_by = management_endpoint(get=usage_grouped)
+    return {"object": "list", "by": by, "period": _period_json(q), "data": data, "has_more": False}
 
 
 # --- API keys --------------------------------------------------------------------------------
 
-KEY_FIELDS = ("name", "expires_at", "monthly_limit_micros")
+
+@api.get(
+    "/keys",
+    response=responses(s.ApiKeyList),
+    operation_id="listKeys",
+    tags=["API keys"],
+    summary="List API keys",
+    url_name="keys",
+)
+def keys_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
+    keys = api_keys_for_group(group=request.group)
+    return paginate(keys, page, api_key_json, time_field="created_at")
 
 
-def keys_list(request: ManagementRequest) -> HttpResponse:
-    return paginate(
-        request, api_keys_for_group(group=request.group), time_field="created_at"
-    ).response(api_key_json)
-
-
-def keys_create(request: ManagementRequest) -> HttpResponse:
+@api.post(
+    "/keys",
+    response=responses(s.ApiKeyWithSecret, status=201, writes=True),
+    operation_id="createKey",
+    tags=["API keys"],
+    summary="Create an API key",
+    description="The response holds the secret; it is shown only this once.",
+)
+def keys_create(request: ManagementRequest, payload: s.ApiKeyCreate) -> Status:
     """Create an inference key; the response carries its secret, shown this once."""
-    body = json_body(request, KEY_FIELDS)
-    name = text_field(body, "name", required=True)
-    expires_at = parse_datetime_field(body.get("expires_at"), "expires_at")
-    limit = int_field(body.get("monthly_limit_micros"), "monthly_limit_micros")
     try:
         issued = api_key_create(
             group=request.group,
-            name=name or "",
-            expires_at=expires_at,
-            monthly_limit_micros=limit,
+            name=payload.name,
+            expires_at=payload.expires_at,
+            monthly_limit_micros=payload.monthly_limit_micros,
             actor=request.management_key,
             request=request,
         )
     except APIKeyError as exc:
         raise _domain_error(exc) from None
-    return created({**api_key_json(issued.key), "secret": issued.secret})
+    return Status(201, {**api_key_json(issued.key), "secret": issued.secret})
 
 
 def _key(request: ManagementRequest, key_id: str) -> APIKey:
     return get_or_404(api_key_get_for_group, "API key", key_id, group=request.group)
 
 
-def key_get(request: ManagementRequest, key_id: str) -> HttpResponse:
-    return JsonResponse(api_key_json(_key(request, key_id)))
+@api.get(
+    "/keys/{key_id}",
+    response=responses(s.ApiKey),
+    operation_id="getKey",
+    tags=["API keys"],
+    summary="Get an API key",
+    url_name="key",
+)
+def key_get(request: ManagementRequest, key_id: str) -> dict[str, Any]:
+    return api_key_json(_key(request, key_id))
 
 
-def key_update(request: ManagementRequest, key_id: str) -> HttpResponse:
+@api.patch(
+    "/keys/{key_id}",
+    response=responses(s.ApiKey, writes=True),
+    operation_id="updateKey",
+    tags=["API keys"],
+    summary="Rename an API key or set its expiry and monthly limit",
+    description="null removes the expiry or the limit.",
+)
+def key_update(request: ManagementRequest, key_id: str, payload: s.ApiKeyUpdate) -> dict[str, Any]:
     """Rename a key or set its expiry and monthly limit (null removes them)."""
     key = _key(request, key_id)
-    body = json_body(request, KEY_FIELDS)
-    name = text_field(body, "name")
+    sent = payload.model_fields_set
     try:
         key = api_key_update(
             key=key,
-            name=key.name if name is None else name,
-            expires_at=parse_datetime_field(body["expires_at"], "expires_at")
-            if "expires_at" in body
-            else key.expires_at,
-            monthly_limit_micros=int_field(body["monthly_limit_micros"], "monthly_limit_micros")
-            if "monthly_limit_micros" in body
+            name=key.name if payload.name is None else payload.name,
+            expires_at=payload.expires_at if "expires_at" in sent else key.expires_at,
+            monthly_limit_micros=payload.monthly_limit_micros
+            if "monthly_limit_micros" in sent
             else key.monthly_limit_micros,
             actor=request.management_key,
             request=request,
         )
     except APIKeyError as exc:
         raise _domain_error(exc) from None
-    return JsonResponse(api_key_json(key))
+    return api_key_json(key)
 
 
-def key_revoke(request: ManagementRequest, key_id: str) -> HttpResponse:
-    json_body(request, ())
+@api.post(
+    "/keys/{key_id}/revoke",
+    response=responses(s.ApiKey, writes=True),
+    operation_id="revokeKey",
+    tags=["API keys"],
+    summary="Revoke an API key",
+    url_name="key_revoke",
+)
+def key_revoke(request: ManagementRequest, key_id: str, payload: s.NoBody) -> dict[str, Any]:
     key = api_key_revoke(key=_key(request, key_id), actor=request.management_key, request=request)
-    return JsonResponse(api_key_json(key))
+    return api_key_json(key)
 
 
-def key_regenerate(request: ManagementRequest, key_id: str) -> HttpResponse:
-    json_body(request, ())
+@api.post(
+    "/keys/{key_id}/regenerate",
+    response=responses(s.ApiKeyWithSecret, writes=True),
+    operation_id="regenerateKey",
+    tags=["API keys"],
+    summary="Give an API key a new secret",
+    description="The old secret stops working at once; the new one is shown only this once.",
+    url_name="key_regenerate",
+)
+def key_regenerate(request: ManagementRequest, key_id: str, payload: s.NoBody) -> dict[str, Any]:
     try:
         issued = api_key_regenerate(
             key=_key(request, key_id), actor=request.management_key, request=request
         )
     except APIKeyError as exc:
         raise _domain_error(exc) from None
-    return JsonResponse({**api_key_json(issued.key), "secret": issued.secret})
-
-
-keys = management_endpoint(get=keys_list, post=keys_create)
-key = management_endpoint(get=key_get, patch=key_update)
-key_revoke_view = management_endpoint(post=key_revoke)
-key_regenerate_view = management_endpoint(post=key_regenerate)
+    return {**api_key_json(issued.key), "secret": issued.secret}
 
 
 # --- members and invitations -----------------------------------------------------------------
 
 
-def _role(value: Any, name: str = "role") -> str:
-    if value not in Role.values:
-        raise invalid(f"“{name}” must be one of: {', '.join(Role.values)}.", param=name)
-    return str(value)
-
-
-def members_list(request: ManagementRequest) -> HttpResponse:
-    role = query_text(request, "role", 10)
-    if role:
-        _role(role)
-    qs = memberships_for_group(group=request.group, role=role)
-    return paginate(request, qs, time_field="created_at").response(member_json)
+@api.get(
+    "/members",
+    response=responses(s.MemberList),
+    operation_id="listMembers",
+    tags=["Members"],
+    summary="List members",
+    url_name="members",
+)
+def members_list(request: ManagementRequest, query: Query[s.MembersQuery]) -> dict[str, Any]:
+    members = memberships_for_group(group=request.group, role=query.role or "")
+    return paginate(members, query, member_json, time_field="created_at")
 
 
 def _member(request: ManagementRequest, member_id: str) -> Any:
     return get_or_404(membership_get_for_group, "member", member_id, group=request.group)
 
 
-def member_get(request: ManagementRequest, member_id: str) -> HttpResponse:
-    return JsonResponse(member_json(_member(request, member_id)))
+@api.get(
+    "/members/{member_id}",
+    response=responses(s.Member),
+    operation_id="getMember",
+    tags=["Members"],
+    summary="Get a member",
+    url_name="member",
+)
+def member_get(request: ManagementRequest, member_id: str) -> dict[str, Any]:
+    return member_json(_member(request, member_id))
 
 
-def member_update(request: ManagementRequest, member_id: str) -> HttpResponse:
+@api.patch(
+    "/members/{member_id}",
+    response=responses(s.Member, writes=True),
+    operation_id="updateMember",
+    tags=["Members"],
+    summary="Change a member's role",
+    description="The last Admin cannot be demoted.",
+)
+def member_update(
+    request: ManagementRequest, member_id: str, payload: s.MemberUpdate
+) -> dict[str, Any]:
     """Change a member's role; the last Admin cannot be demoted (members.services)."""
     membership = _member(request, member_id)
-    body = json_body(request, ("role",))
-    if "role" not in body:
-        raise invalid("“role” is required.", param="role")
     try:
         membership = membership_change_role(
             membership=membership,
-            role=_role(body["role"]),
+            role=payload.role,
             actor=request.management_key,
             request=request,
         )
     except MembershipError as exc:
         raise _domain_error(exc) from None
-    return JsonResponse(member_json(membership))
+    return member_json(membership)
 
 
-def member_remove(request: ManagementRequest, member_id: str) -> HttpResponse:
+@api.delete(
+    "/members/{member_id}",
+    response=responses(s.Deleted, writes=True),
+    operation_id="removeMember",
+    tags=["Members"],
+    summary="Remove a member",
+    description="The last Admin cannot be removed.",
+)
+def member_remove(request: ManagementRequest, member_id: str) -> dict[str, Any]:
     """Remove a member from the group; the last Admin cannot be removed (members.services)."""
     membership = _member(request, member_id)
     try:
         membership_remove(membership=membership, actor=request.management_key, request=request)
     except MembershipError as exc:
         raise _domain_error(exc) from None
-    return JsonResponse({"object": "member", "id": membership.public_id, "deleted": True})
+    return {"object": "member", "id": membership.public_id, "deleted": True}
 
 
-def invitations_list(request: ManagementRequest) -> HttpResponse:
+@api.get(
+    "/invitations",
+    response=responses(s.InvitationList),
+    operation_id="listInvitations",
+    tags=["Members"],
+    summary="List pending invitations",
+    url_name="invitations",
+)
+def invitations_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     """Pending invitations (as on the Members page), newest first."""
-    qs = pending_invitations(group=request.group)
-    return paginate(request, qs, time_field="created_at").response(invitation_json)
+    invitations = pending_invitations(group=request.group)
+    return paginate(invitations, page, invitation_json, time_field="created_at")
 
 
 _email = EmailValidator()
 
 
-def invitations_create(request: ManagementRequest) -> HttpResponse:
+@api.post(
+    "/invitations",
+    response=responses(s.Invitation, status=201, writes=True),
+    operation_id="createInvitation",
+    tags=["Members"],
+    summary="Invite someone by e-mail",
+)
+def invitations_create(request: ManagementRequest, payload: s.InvitationCreate) -> Status:
     """Invite someone by e-mail (the invitation e-mail is sent as from the Members page)."""
-    body = json_body(request, ("email", "role"))
-    email = (text_field(body, "email", required=True, max_length=254) or "").strip()
+    email = payload.email.strip()
     try:
         _email(email)
-    except ValidationError:
+    except DjangoValidationError:
         raise invalid("“email” must be an e-mail address.", param="email") from None
-    role = _role(body.get("role", Role.MEMBER))
     try:
         issued = invitation_create(
             group=request.group,
             email=email,
-            role=role,
+            role=payload.role,
             actor=request.management_key,
             request=request,
         )
     except MembershipError as exc:
         raise _domain_error(exc) from None
-    return created(invitation_json(issued.invitation))
+    return Status(201, invitation_json(issued.invitation))
 
 
 def _invitation(request: ManagementRequest, invitation_id: str) -> Invitation:
     return get_or_404(invitation_get_for_group, "invitation", invitation_id, group=request.group)
 
 
-def invitation_get(request: ManagementRequest, invitation_id: str) -> HttpResponse:
-    return JsonResponse(invitation_json(_invitation(request, invitation_id)))
+@api.get(
+    "/invitations/{invitation_id}",
+    response=responses(s.Invitation),
+    operation_id="getInvitation",
+    tags=["Members"],
+    summary="Get an invitation",
+    url_name="invitation",
+)
+def invitation_get(request: ManagementRequest, invitation_id: str) -> dict[str, Any]:
+    return invitation_json(_invitation(request, invitation_id))
 
 
-def invitation_revoke_handler(request: ManagementRequest, invitation_id: str) -> HttpResponse:
-    json_body(request, ())
+@api.post(
+    "/invitations/{invitation_id}/revoke",
+    response=responses(s.Invitation, writes=True),
+    operation_id="revokeInvitation",
+    tags=["Members"],
+    summary="Revoke a pending invitation",
+    url_name="invitation_revoke",
+)
+def invitation_revoke_handler(
+    request: ManagementRequest, invitation_id: str, payload: s.NoBody
+) -> dict[str, Any]:
     invitation = _invitation(request, invitation_id)
     try:
         invitation_revoke(invitation=invitation, actor=request.management_key, request=request)
     except MembershipError as exc:
         raise _domain_error(exc) from None
     invitation.refresh_from_db()
-    return JsonResponse(invitation_json(invitation))
-
-
-members = management_endpoint(get=members_list)
-member = management_endpoint(get=member_get, patch=member_update, delete=member_remove)
-invitations = management_endpoint(get=invitations_list, post=invitations_create)
-invitation = management_endpoint(get=invitation_get)
-invitation_revoke_view = management_endpoint(post=invitation_revoke_handler)
+    return invitation_json(invitation)
 
 
 # --- invoices --------------------------------------------------------------------------------
 
 
-def invoices_list(request: ManagementRequest) -> HttpResponse:
+@api.get(
+    "/invoices",
+    response=responses(s.InvoiceList),
+    operation_id="listInvoices",
+    tags=["Invoices"],
+    summary="List invoices and credit notes",
+    url_name="invoices",
+)
+def invoices_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     """Invoices and credit notes, newest first (the Invoice history page's list)."""
-    qs = invoices_for_group(group=request.group)
-    return paginate(request, qs, time_field="issued_at").response(invoice_json)
+    invoices = invoices_for_group(group=request.group)
+    return paginate(invoices, page, invoice_json, time_field="issued_at")
 
 
 def _invoice(request: ManagementRequest, invoice_id: str) -> Invoice:
     return get_or_404(invoice_get_for_group, "invoice", invoice_id, group=request.group)
 
 
-def invoice_get(request: ManagementRequest, invoice_id: str) -> HttpResponse:
-    return JsonResponse(invoice_detail_json(_invoice(request, invoice_id)))
+@api.get(
+    "/invoices/{invoice_id}",
+    response=responses(s.InvoiceDetail),
+    operation_id="getInvoice",
+    tags=["Invoices"],
+    summary="Get an invoice with its lines",
+    url_name="invoice",
+)
+def invoice_get(request: ManagementRequest, invoice_id: str) -> dict[str, Any]:
+    return invoice_detail_json(_invoice(request, invoice_id))
 
 
+_PDF = {
+    "responses": {
+        200: {
+            "description": "The PDF.",
+            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+}
+
+
+@api.get(
+    "/invoices/{invoice_id}/pdf",
+    response=responses(None),
+    operation_id="getInvoicePdf",
+    tags=["Invoices"],
+    summary="Download an invoice as PDF",
+    openapi_extra=_PDF,
+    url_name="invoice_pdf",
+)
 def invoice_pdf_get(request: ManagementRequest, invoice_id: str) -> HttpResponse:
     doc = _invoice(request, invoice_id)
     return pdf.pdf_response(pdf.invoice_pdf(doc), f"{doc.number}.pdf")
-
-
-invoices = management_endpoint(get=invoices_list)
-invoice = management_endpoint(get=invoice_get)
-invoice_pdf = management_endpoint(get=invoice_pdf_get)

@@ -1,29 +1,32 @@
-"""The Management API's plumbing: OpenAI-shaped errors, key authentication, per-key rate limits,
-JSON bodies and cursor pagination. Endpoints (management/api.py) stay thin over the apps' services.
+"""The Management API's plumbing that django-ninja does not provide: the gateway's OpenAI-shaped
+errors, management-key authentication with the per-key rate limit and the read-only rule, and
+cursor pagination. Routing, bodies, validation, serialization and the OpenAPI document are
+django-ninja's (management/api.py, management/schemas.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db.models import Model, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
 from gateway.errors import GatewayError
 from keys import secrets
 from management.models import ManagementKey
+from management.schemas import PageQuery
 from management.selectors import management_key_for_secret
 from management.services import management_key_mark_used
 from portal.redis import get_redis
@@ -31,12 +34,9 @@ from portal.redis import get_redis
 logger = logging.getLogger("portal.management")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 # Public ids are 12 lowercase letters and digits (groups.models.new_public_id); anything else
 # cannot name an object, so it is a 404 before any query.
 _PUBLIC_ID = re.compile(r"^[a-z0-9]{1,24}$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -90,10 +90,11 @@ def bad_request(message: str) -> ApiError:
 
 
 class ManagementRequest(HttpRequest):
-    """The request an endpoint receives: `management_endpoint` has set these."""
+    """The request an endpoint receives: `authenticate` has set these."""
 
     management_key: ManagementKey
     group: Any
+    management_rate_headers: dict[str, str]
 
 
 def _authenticate(request: HttpRequest) -> ManagementKey:
@@ -159,53 +160,48 @@ def _rate_limit(key: ManagementKey) -> dict[str, str]:
     return headers
 
 
-Handler = Callable[..., HttpResponse]
+def authenticate(request: HttpRequest) -> ManagementKey:
+    """django-ninja's auth for every operation: the key, its rate limit, then its role.
 
-
-def management_endpoint(**handlers: Handler) -> Callable[..., HttpResponse]:
-    """Build a view for one URL from one handler per HTTP method (`get=…, post=…`).
-
-    Every request is authenticated with a management key and counted against its rate limit;
-    methods other than GET need an `admin` key. Handlers receive the request with
-    `management_key` and `group` set and return a response or raise ApiError.
+    Runs before the request's parameters and body are read, so a caller without a valid key
+    learns nothing about validation. Methods other than GET need an `admin` key.
     """
-    allowed = ", ".join(sorted(m.upper() for m in handlers))
+    key = _authenticate(request)
+    request.management_rate_headers = _rate_limit(key)  # type: ignore[attr-defined]
+    if request.method not in SAFE_METHODS and not key.can_write:
+        raise forbidden(
+            "This management key is read-only. Use a key with the admin role to make changes."
+        )
+    management_key_mark_used(key=key)
+    request.management_key = key  # type: ignore[attr-defined]
+    request.group = key.group  # type: ignore[attr-defined]
+    return key
 
-    @csrf_exempt
-    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-        rate_headers: dict[str, str] = {}
-        try:
-            handler = handlers.get(request.method.lower() if request.method else "")
-            if handler is None:
-                raise ApiError(
-                    405,
-                    "method_not_allowed",
-                    f"{request.method} is not allowed here; use {allowed}.",
-                    type_="invalid_request_error",
-                    headers={"Allow": allowed},
-                )
-            key = _authenticate(request)
-            rate_headers = _rate_limit(key)
-            if request.method not in SAFE_METHODS and not key.can_write:
-                raise forbidden(
-                    "This management key is read-only. Use a key with the admin role to make "
-                    "changes."
-                )
-            management_key_mark_used(key=key)
-            request.management_key = key  # type: ignore[attr-defined]
-            request.group = key.group  # type: ignore[attr-defined]
-            response = handler(request, **kwargs)
-        except ApiError as exc:
-            response = exc.response()
-        except Http404:
-            response = not_found("No such object in this API group.").response()
-        for name, value in rate_headers.items():
+
+def finish(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Wrap a django-ninja URL view: a JSON 405, the rate-limit headers, no caching."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in SAFE_METHODS and not request.body.strip():
+            request._body = b"{}"  # type: ignore[attr-defined]  # no body: no fields, as before
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = ", ".join(sorted(m.strip() for m in response["Allow"].split(",")))
+            response = ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed here; use {allowed}.",
+                type_="invalid_request_error",
+                headers={"Allow": allowed},
+            ).response()
+        for name, value in getattr(request, "management_rate_headers", {}).items():
             response.setdefault(name, value)
         response.setdefault("Cache-Control", "no-store")
         return response
 
-    view.management_methods = tuple(handlers)  # type: ignore[attr-defined]
-    return view
+    wrapped.csrf_exempt = True  # type: ignore[attr-defined]
+    return wrapped
 
 
 @csrf_exempt
@@ -233,124 +229,7 @@ def get_or_404(getter: Callable[..., Model], what: str, public_id: str, **kwargs
         raise not_found(f"No {what} with id “{public_id}” in this API group.") from None
 
 
-# --- JSON bodies ---------------------------------------------------------------------------
-
-
-def _clean_text(value: str, name: str) -> str:
-    if "\x00" in value:
-        raise invalid(f"“{name}” must not contain NUL characters.", param=name)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid(f"“{name}” is not valid Unicode text.", param=name) from None
-    return value
-
-
-class OversizedNumber:
-    """A JSON integer too long to be any field's value: every field refuses it by type."""
-
-
-def _parse_int(text: str) -> int | OversizedNumber:
-    # Python refuses to read integers of over 4,300 digits, which would make the whole body
-    # "not JSON"; no field takes more than 19 digits, so the field says what is wrong instead.
-    return OversizedNumber() if len(text.lstrip("-")) > 30 else int(text)
-
-
-def json_body(request: HttpRequest, allowed: Iterable[str]) -> dict[str, Any]:
-    """Return the request's JSON object (an empty body is {}); unknown fields are a 422."""
-    raw = request.body
-    if not raw.strip():
-        return {}
-    try:
-        payload = json.loads(raw, parse_int=_parse_int)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("The request body is not valid JSON.") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
-    allowed = set(allowed)
-    for name in payload:
-        if name not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise invalid(f"Unknown field “{name[:40]}”. Known fields: {known}.", param=name[:64])
-    return payload
-
-
-def text_field(
-    body: dict[str, Any], name: str, *, required: bool = False, max_length: int | None = None
-) -> str | None:
-    """Return a string field (None when absent); wrong types and bad text are 422s."""
-    if name not in body:
-        if required:
-            raise invalid(f"“{name}” is required.", param=name)
-        return None
-    value = body[name]
-    if not isinstance(value, str):
-        raise invalid(f"“{name}” must be a string.", param=name)
-    value = _clean_text(value, name)
-    if max_length is not None and len(value) > max_length:
-        raise invalid(f"“{name}” can be at most {max_length} characters.", param=name)
-    return value
-
-
-def query_text(request: HttpRequest, name: str, max_length: int = 200) -> str:
-    """Return a query parameter ("" when absent). Present but empty is a 422, not a default."""
-    value = request.GET.get(name, "")
-    if name in request.GET and not value:
-        raise invalid(f"“{name}” is empty; leave it out to use the default.", param=name)
-    _clean_text(value, name)
-    if len(value) > max_length:
-        raise invalid(f"“{name}” can be at most {max_length} characters.", param=name)
-    return value
-
-
-def parse_datetime_field(value: Any, name: str) -> datetime | None:
-    """Parse an RFC 3339 date-time with a time zone (or null)."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise invalid(f"“{name}” must be an RFC 3339 date-time string or null.", param=name)
-    try:
-        if not _RFC3339.match(_clean_text(value, name)):
-            raise ValueError
-        return datetime.fromisoformat(value.upper())
-    except ValueError:
-        raise invalid(
-            f"“{name}” must be an RFC 3339 date-time with a time zone, such as "
-            "2027-01-31T00:00:00Z.",
-            param=name,
-        ) from None
-
-
-def int_field(value: Any, name: str, *, nullable: bool = True) -> int | None:
-    if value is None and nullable:
-        return None
-    if isinstance(value, OversizedNumber):
-        raise invalid(f"“{name}” is too large.", param=name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"“{name}” must be an integer{' or null' if nullable else ''}.", param=name)
-    return value
-
-
 # --- cursor pagination -----------------------------------------------------------------------
-
-
-@dataclass
-class Page:
-    data: list[Any]
-    has_more: bool
-    next_cursor: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def response(self, serialize: Callable[[Any], dict[str, Any]]) -> JsonResponse:
-        return JsonResponse(
-            {
-                "object": "list",
-                "data": [serialize(row) for row in self.data],
-                "has_more": self.has_more,
-                "next_cursor": self.next_cursor,
-                **self.extra,
-            }
-        )
 
 
 def _encode_cursor(moment: datetime, pk: int) -> str:
@@ -373,27 +252,23 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         ) from None
 
 
-def page_size(request: HttpRequest) -> int:
-    raw = query_text(request, "limit", 10)
-    if not raw:
-        return DEFAULT_PAGE_SIZE
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise invalid(f"“limit” must be a whole number from 1 to {MAX_PAGE_SIZE}.", param="limit")
-    return int(raw)
-
-
-def paginate(request: HttpRequest, queryset: QuerySet[Any], *, time_field: str) -> Page:
+def paginate(
+    queryset: QuerySet[Any],
+    page: PageQuery,
+    serialize: Callable[[Any], dict[str, Any]],
+    *,
+    time_field: str,
+) -> dict[str, Any]:
     """Return one page of `queryset`, newest first, by (time_field, id).
 
     The cursor is the (time, id) of the last row shown; the next page holds the rows strictly
     older. Rows inserted while a client pages are newer than every page already fetched, so they
     neither shift later pages (no row skipped or repeated) nor appear in them.
     """
-    limit = page_size(request)
+    limit = page.limit
     queryset = queryset.order_by(f"-{time_field}", "-id")
-    cursor = query_text(request, "cursor")
-    if cursor:
-        moment, pk = _decode_cursor(cursor)
+    if page.cursor:
+        moment, pk = _decode_cursor(page.cursor)
         queryset = queryset.filter(
             Q(**{f"{time_field}__lt": moment}) | Q(**{time_field: moment, "id__lt": pk})
         )
@@ -403,8 +278,9 @@ def paginate(request: HttpRequest, queryset: QuerySet[Any], *, time_field: str) 
     next_cursor = (
         _encode_cursor(getattr(rows[-1], time_field), rows[-1].pk) if has_more and rows else None
     )
-    return Page(rows, has_more, next_cursor)
-
-
-def created(data: dict[str, Any]) -> JsonResponse:
-    return JsonResponse(data, status=201)
+    return {
+        "object": "list",
+        "data": [serialize(row) for row in rows],
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+    }

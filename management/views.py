@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -10,8 +12,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.security import reauthentication_required
 from keys.services import APIKeyError
 from keys.views import render_list
+from management.api import openapi_document
 from management.forms import ManagementKeyForm
-from management.openapi import ENDPOINTS, openapi_document
 from management.selectors import management_key_get_for_group
 from management.services import management_key_create, management_key_revoke
 from members.permissions import admin_required
@@ -52,9 +54,12 @@ def revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     return render(request, "management/confirm_revoke.html", {"key": key})
 
 
+METHODS = ("get", "post", "patch", "delete")
+
+
 @require_GET
 def openapi_json(request: HttpRequest) -> HttpResponse:
-    """The OpenAPI 3 description of the Management API (public: it holds no data)."""
+    """The OpenAPI description of the Management API (public: it holds no data)."""
     response = JsonResponse(openapi_document(), json_dumps_params={"indent": 1})
     response["Access-Control-Allow-Origin"] = "*"
     return response
@@ -62,12 +67,31 @@ def openapi_json(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def reference(request: HttpRequest) -> HttpResponse:
-    """The Management API reference, rendered from the same list as the OpenAPI document."""
-    tags: dict[str, list] = {}
-    for e in ENDPOINTS:
-        tags.setdefault(e.tag, []).append(e)
-    return render(
-        request,
-        "management/reference.html",
-        {"tags": tags},
-    )
+    """The Management API reference, rendered here (no CDN) from the generated document."""
+    doc = openapi_document()
+    tags: dict[str, list[dict[str, Any]]] = {}
+    for path, operations in doc["paths"].items():
+        for method in METHODS:
+            if (op := operations.get(method)) is None:
+                continue
+            status = next(code for code in op["responses"] if str(code).startswith("2"))
+            content = op["responses"][status].get("content", {})
+            schema = content.get("application/json", {}).get("schema", {})
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            tags.setdefault(op["tags"][0], []).append(
+                {
+                    "method": method,
+                    "path": path,
+                    "operation_id": op["operationId"],
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "parameters": [
+                        p["name"] for p in op.get("parameters", []) if p["in"] == "query"
+                    ],
+                    "body": body.get("schema", {}).get("$ref", "").rpartition("/")[2],
+                    "response": schema.get("$ref", "").rpartition("/")[2],
+                    "status": status,
+                    "writes": method != "get",
+                }
+            )
+    return render(request, "management/reference.html", {"tags": tags})

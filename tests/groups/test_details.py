@@ -19,7 +19,7 @@ DETAILS = {
     "state": "",
     "postal_code": "EC1A 1BB",
     "country": "GB",
-    "tax_id": "gb 123 456 789",
+    "tax_id": "gb 980 7806 84",
 }
 
 
@@ -31,7 +31,7 @@ def test_admin_edits_details_and_it_is_audited(admin_client, group):
         "Acme AI Ltd",
         "London",
         "GB",
-        "GB 123 456 789",
+        "GB 980 7806 84",
     )
     event = group.audit_events.get(action="group.update")
     assert event.data["name"][1] == "Acme AI Ltd" and event.ip == "127.0.0.1"
@@ -58,6 +58,51 @@ def test_tax_id_help_names_the_countrys_format(admin_client, group):
         f"/g/{group.public_id}/settings/", DETAILS | {"country": "DE", "tax_id": "?"}
     )
     assert "For Germany: USt-IdNr., e.g. DE123456789." in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("country", "tax_id", "saved"),
+    [
+        ("DE", "de 136 695 976", "DE 136 695 976"),  # German VAT (stdnum.eu.vat / de.vat)
+        ("US", "91-1144442", "91-1144442"),  # US EIN
+        ("US", "DE136695976", "DE136695976"),  # an EU VAT number, whatever the country
+        ("AQ", "ANTARCTIC-42", "ANTARCTIC-42"),  # stdnum knows no number: characters and length
+    ],
+)
+def test_valid_tax_ids_are_saved(admin_client, group, country, tax_id, saved):
+    details = DETAILS | {"country": country, "tax_id": tax_id}
+    response = admin_client.post(f"/g/{group.public_id}/settings/", details)
+    assert response.status_code == 302, response.content.decode()
+    group.refresh_from_db()
+    assert (str(group.country), group.tax_id) == (country, saved)
+
+
+@pytest.mark.parametrize(
+    ("country", "tax_id", "hints"),
+    [
+        (
+            "DE",
+            "DE136695978",  # wrong check digit
+            ["German VAT number", "checksum", "For Germany: USt-IdNr., e.g. DE123456789"],
+        ),
+        ("DE", "DE 1234", ["German VAT number", "invalid length"]),
+        ("US", "00-3456789", ["EIN (U.S. Employer Identification Number)", "12-3456789"]),
+        ("US", "12345", ["not a valid EIN (U.S. Employer Identification Number)"]),
+        ("AQ", "A<B>", ["Use only letters"]),  # unknown to stdnum: today's check still applies
+    ],
+)
+def test_invalid_tax_ids_are_refused_with_the_format_hint(
+    admin_client, group, country, tax_id, hints
+):
+    before = (group.name, str(group.country), group.tax_id)
+    details = DETAILS | {"country": country, "tax_id": tax_id}
+    response = admin_client.post(f"/g/{group.public_id}/settings/", details)
+    assert response.status_code == 422
+    html = response.content.decode()
+    for hint in hints:
+        assert hint in html, hint
+    group.refresh_from_db()
+    assert (group.name, str(group.country), group.tax_id) == before  # nothing saved
 
 
 def test_members_see_details_read_only(member_client, group):

@@ -3,11 +3,13 @@ audit, rate limits."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.urls import URLPattern, get_resolver, reverse
+from django.urls import URLPattern, get_resolver
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -15,7 +17,6 @@ from keys import secrets
 from keys.models import APIKey
 from keys.services import api_key_create
 from management.models import ManagementKey
-from management.openapi import ENDPOINTS
 from management.services import management_key_revoke
 from members.models import Membership
 from tests.management.conftest import Api, make_invoice
@@ -110,6 +111,8 @@ def test_rate_limit_per_key_answers_429_with_retry_after(api, read_api, settings
         ("POST", "keys", {"name": "K\x00"}, "name"),
         ("PATCH", "group", {"name": ""}, "name"),
         ("PATCH", "group", {"tax_id": "!!"}, "tax_id"),
+        ("PATCH", "group", {"tax_id": "00-3456789"}, "tax_id"),  # the group is in the US: EIN
+        ("PATCH", "group", {"tax_id": "DE136695978"}, "tax_id"),  # EU VAT, bad check digit
         ("PATCH", "group", {"country": "ZZ"}, "country"),
         ("PATCH", "group", {"city": 5}, "city"),
         ("POST", "invitations", {"email": "not-an-address"}, "email"),
@@ -372,10 +375,10 @@ def test_members_and_invitations_through_the_api(
 
 
 def test_group_details_update_uses_the_pages_validation_and_is_audited(api, group):
-    response = api("PATCH", "group", {"name": "  Acme Inc  ", "tax_id": "de 123456789"})
+    response = api("PATCH", "group", {"name": "  Acme Inc  ", "tax_id": "de 136 695 976"})
     assert response.status_code == 200
     body = response.json()
-    assert body["name"] == "Acme Inc" and body["tax_id"] == "DE 123456789"
+    assert body["name"] == "Acme Inc" and body["tax_id"] == "DE 136 695 976"
     assert body["country"] == "US"  # untouched fields keep their values
     event = AuditEvent.objects.get(group=group, action="group.update")
     assert event.actor_management_key is not None and "tax_id" in event.data
@@ -396,26 +399,31 @@ def test_invoice_detail_and_pdf(api, group):
 def test_openapi_document_and_reference_page_cover_every_route(client):
     doc = client.get("/v1/management/openapi.json").json()
     assert doc["openapi"].startswith("3.")
+    assert doc["components"]["securitySchemes"]["ManagementKeyAuth"]["scheme"] == "bearer"
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
-    assert documented == {(e.path, e.method) for e in ENDPOINTS}
+    assert len(documented) == 23
     routes = {
-        p.name: p.callback
+        "/v1/management/" + str(p.pattern).replace("<key_id>", "{key_id}")
         for p in get_resolver("management.api_urls").url_patterns
         if isinstance(p, URLPattern) and p.name and p.name not in ("openapi", "reference")
     }
-    assert {e.url_name for e in ENDPOINTS} == set(routes)
-    for e in ENDPOINTS:
-        assert e.method in routes[e.url_name].management_methods, e.operation_id
-        kwargs = {
-            name: "x"
-            for name in ("key_id", "member_id", "invitation_id", "invoice_id")
-            if "{" + name + "}" in e.path
-        }
-        assert reverse(f"management_api:{e.url_name}", kwargs=kwargs) == e.path.format(**kwargs)
+    assert {path for path, _ in documented} == {
+        r.replace("<member_id>", "{member_id}")
+        .replace("<invitation_id>", "{invitation_id}")
+        .replace("<invoice_id>", "{invoice_id}")
+        for r in routes
+    }
+    for path, method in documented:  # each route answers that method (401 without a key)
+        url = re.sub(r"\{\w+\}", "abc123", path)
+        response = client.generic(method.upper(), url)
+        assert response.status_code == 401, (method, path, response.content)
+        op = doc["paths"][path][method]
+        assert {"401", "404", "422", "429"} <= set(op["responses"]), (method, path)
     page = client.get("/v1/management/reference")
     html = page.content.decode()
     assert page.status_code == 200
-    assert all(e.path in html for e in ENDPOINTS)
+    assert all(path in html for path, _ in documented)
+    assert "cdn" not in html.lower() and '<script src="http' not in html
 
 
 @pytest.mark.django_db(transaction=True)
@@ -456,3 +464,99 @@ def test_pagination_with_inserts_committed_by_another_thread(client, group, mgmt
     assert set(seen) <= set(before) | set(inserted)
     order = [(item["created_at"], item["id"]) for item in pages]
     assert [t for t, _ in order] == sorted((t for t, _ in order), reverse=True)
+
+
+# --- malformed amounts ---------------------------------------------------------------------
+
+MALFORMED_AMOUNTS = [
+    "1e30",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e-9",
+    "0.0000001",
+    "2500000.0",  # a float, even a whole one: amounts are integers
+    "-0",
+    "-5",
+    '"2500000"',
+    '"abc"',
+    "true",
+    "[2500000]",
+    "9" * 5000,  # longer than any amount (and than Python's int-from-text limit)
+]
+
+
+@pytest.mark.parametrize("literal", MALFORMED_AMOUNTS)
+def test_malformed_amounts_are_refused_naming_the_field(api, client, mgmt, group, literal):
+    """Sent as raw JSON text: nothing is created or changed, and `param` names the field."""
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {mgmt['admin'].secret}"}
+    key = api_key_create(group=group, name="Limited", monthly_limit_micros=1_000_000).key
+    before = APIKey.objects.count()
+    for method, url, body in (
+        ("POST", "/v1/management/keys", '{"name": "K", "monthly_limit_micros": %s}'),
+        ("PATCH", f"/v1/management/keys/{key.public_id}", '{"monthly_limit_micros": %s}'),
+    ):
+        response = client.generic(
+            method, url, body % literal, content_type="application/json", **headers
+        )
+        assert response.status_code == 422, (method, response.content)
+        error = response.json()["error"]
+        assert error["param"] == "monthly_limit_micros", error
+        assert error["type"] == "invalid_request_error" and "micro-dollars" in error["message"]
+    assert APIKey.objects.count() == before
+    assert APIKey.objects.get(pk=key.pk).monthly_limit_micros == 1_000_000
+
+
+def test_well_formed_amounts_are_stored_to_the_micro_dollar(api, group):
+    created = api("POST", "keys", {"name": "K", "monthly_limit_micros": 1_234_567})
+    assert created.status_code == 201
+    assert created.json()["monthly_limit_micros"] == 1_234_567
+    assert created.json()["monthly_limit_display"] == "$1.23"
+    key_id = created.json()["id"]
+    top = 1_000_000 * 1_000_000
+    assert api("PATCH", f"keys/{key_id}", {"monthly_limit_micros": top}).status_code == 200
+    assert APIKey.objects.get(public_id=key_id).monthly_limit_micros == top
+    too_much = api("PATCH", f"keys/{key_id}", {"monthly_limit_micros": top + 1})
+    assert too_much.status_code == 422
+    assert too_much.json()["error"]["param"] == "monthly_limit_micros"
+    assert APIKey.objects.get(public_id=key_id).monthly_limit_micros == top
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "keys", '{"name": "K", "expires_at": 1893456000}'),  # not a date-time string
+        ("POST", "keys", '{"name": 5}'),
+        ("PATCH", "group", '{"city": null}'),
+        ("PATCH", "members/{member}", '{"role": ["admin"]}'),
+    ],
+)
+def test_wrong_types_are_refused_naming_the_field(client, mgmt, group, user, method, path, body):
+    member = Membership.objects.get(group=group, user=user)
+    url = "/v1/management/" + path.format(member=member.public_id)
+    response = client.generic(
+        method, url, body, content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {mgmt['admin'].secret}",
+    )  # fmt: skip
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["param"] == list(json.loads(body))[-1]
+
+
+@pytest.mark.parametrize("body", ["[]", '"text"', "5", "null"])
+def test_a_body_that_is_not_an_object_is_400(client, mgmt, body):
+    response = client.post(
+        "/v1/management/keys", body, content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {mgmt['admin'].secret}",
+    )  # fmt: skip
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_request_error"
+    assert not APIKey.objects.exists()
+
+
+def test_scripts_need_no_csrf_token(mgmt):
+    """A script has a key, not a session: writes work with Django's CSRF checks enforced."""
+    from django.test import Client
+
+    api = Api(Client(enforce_csrf_checks=True), mgmt["admin"].secret)
+    assert api("POST", "keys", {"name": "From cron"}).status_code == 201
+    assert api("PATCH", "group", {"city": "Berlin"}).status_code == 200

@@ -1,0 +1,464 @@
+"""Typed request and response schemas of the Management API (pydantic, via django-ninja).
+
+The OpenAPI document at /v1/management/openapi.json is generated from these. Request bodies are
+closed (unknown fields are refused) and strict: a number is never read from a string or a float,
+so a malformed amount (1e30, NaN, Infinity, 1e-9, "5") is refused naming its field. Money is
+integer micro-dollars (`*_micros`) plus a `*_display` string; invoice totals are `*_cents`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from keys.services import MAX_MONTHLY_LIMIT_MICROS
+from members.models import Role
+from usage.periods import PRESETS
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+# --- input types ---------------------------------------------------------------------------
+
+
+def clean_text(value: str) -> str:
+    """Text a person could have typed: no NUL characters, no lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text") from None
+    return value
+
+
+def _rfc3339(value: Any) -> Any:
+    """An RFC 3339 date-time with a time zone (or null); dates, numbers and naive times are not."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(clean_text(value)):
+        raise ValueError(
+            "must be an RFC 3339 date-time with a time zone, such as 2027-01-31T00:00:00Z"
+        )
+    return datetime.fromisoformat(value.upper())
+
+
+def _not_empty(value: Any) -> Any:
+    if value == "":
+        raise ValueError("is empty; leave it out to use the default")
+    return value
+
+
+def _digits(value: Any) -> Any:
+    """A query string integer: ASCII digits only (no sign, blanks, decimals or exponents)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number")
+    return int(value) if isinstance(value, str) else value
+
+
+Text = Annotated[str, AfterValidator(clean_text)]
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+MonthlyLimit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_MONTHLY_LIMIT_MICROS,
+        description="Micro-dollars per calendar month (1 USD = 1,000,000); null removes it.",
+    ),
+]
+RoleName = Literal["admin", "member"]
+assert set(RoleName.__args__) == set(Role.values)  # type: ignore[attr-defined]
+
+
+# Query parameters: present but empty is an error, not the default.
+QueryText = Annotated[str, BeforeValidator(_not_empty), AfterValidator(clean_text)]
+
+
+class Body(BaseModel):
+    """A closed, strict JSON object."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class GroupUpdate(Body):
+    name: Annotated[Text, Field(max_length=100)] = None  # type: ignore[assignment]
+    description: Annotated[Text, Field(max_length=500)] = None  # type: ignore[assignment]
+    address_line1: Annotated[Text, Field(max_length=200)] = None  # type: ignore[assignment]
+    address_line2: Annotated[Text, Field(max_length=200)] = None  # type: ignore[assignment]
+    city: Annotated[Text, Field(max_length=100)] = None  # type: ignore[assignment]
+    state: Annotated[Text, Field(max_length=100)] = None  # type: ignore[assignment]
+    postal_code: Annotated[Text, Field(max_length=20)] = None  # type: ignore[assignment]
+    country: Annotated[
+        Text, Field(max_length=2, description="ISO 3166-1 alpha-2 code, or empty.")
+    ] = None  # type: ignore[assignment]
+    tax_id: Annotated[
+        Text, Field(max_length=32, description="Checked per country (python-stdnum).")
+    ] = None  # type: ignore[assignment]
+
+
+class ApiKeyCreate(Body):
+    name: Annotated[Text, Field(min_length=1, max_length=100)]
+    expires_at: DateTime | None = None
+    monthly_limit_micros: MonthlyLimit | None = None
+
+
+class ApiKeyUpdate(Body):
+    name: Annotated[Text, Field(min_length=1, max_length=100)] = None  # type: ignore[assignment]
+    expires_at: DateTime | None = None
+    monthly_limit_micros: MonthlyLimit | None = None
+
+
+class MemberUpdate(Body):
+    role: RoleName
+
+
+class InvitationCreate(Body):
+    email: Annotated[Text, Field(max_length=254, json_schema_extra={"format": "email"})]
+    role: RoleName = "member"
+
+
+class NoBody(Body):
+    """Actions take no fields; an empty body or {} is fine."""
+
+
+# --- query parameters ----------------------------------------------------------------------
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+class PageQuery(BaseModel):
+    limit: Annotated[
+        int,
+        Field(ge=1, le=MAX_PAGE_SIZE, description="Items per page (1–100)."),
+        BeforeValidator(_digits),
+        BeforeValidator(_not_empty),
+    ] = DEFAULT_PAGE_SIZE
+    cursor: Annotated[
+        QueryText, Field(max_length=200, description="The `next_cursor` of the previous page.")
+    ] = None  # type: ignore[assignment]
+
+
+class UsageQuery(BaseModel):
+    range: Annotated[
+        QueryText,
+        Field(
+            max_length=40,
+            description="A preset range; default 30d.",
+            json_schema_extra={"enum": list(PRESETS)},
+        ),
+    ] = None  # type: ignore[assignment]
+    start: Annotated[
+        QueryText,
+        Field(
+            max_length=40,
+            description="First day of a custom range (inclusive).",
+            json_schema_extra={"format": "date"},
+        ),
+    ] = None  # type: ignore[assignment]
+    end: Annotated[
+        QueryText,
+        Field(
+            max_length=40,
+            description="Last day of a custom range (inclusive).",
+            json_schema_extra={"format": "date"},
+        ),
+    ] = None  # type: ignore[assignment]
+    tz: Annotated[
+        QueryText,
+        Field(max_length=200, description="IANA time zone for days and buckets; default UTC."),
+    ] = None  # type: ignore[assignment]
+    granularity: Literal["hour", "day"] = Field(None, description="Bucket size; default by span.")  # type: ignore[arg-type]
+    key: Annotated[QueryText, Field(max_length=40, description="Only this API key (its id).")] = (
+        None  # type: ignore[assignment]
+    )
+    model: Annotated[
+        QueryText, Field(max_length=100, description="Only this model (its name).")
+    ] = None  # type: ignore[assignment]
+
+
+class UsageGroupedQuery(UsageQuery):
+    by: Literal["model", "key", "day", "hour"] = Field(description="How to group.")
+
+
+class MembersQuery(PageQuery):
+    role: RoleName = Field(None, description="Only this role.")  # type: ignore[arg-type]
+
+
+# --- responses -----------------------------------------------------------------------------
+
+# Times are sent as the serializers write them (datetime.isoformat(), to the microsecond).
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Micros = Annotated[int, Field(description="Amount in micro-dollars (1 USD = 1,000,000).")]
+Display = Annotated[str, Field(description="The amount for people, in dollars and cents.")]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(Out):
+    message: str
+    type: str
+    code: str
+    param: str | None
+
+
+class Error(Out):
+    error: ErrorDetail
+
+
+class Group(Out):
+    object: Literal["group"]
+    id: str
+    name: str
+    description: str
+    address_line1: str
+    address_line2: str
+    city: str
+    state: str
+    postal_code: str
+    country: str = Field(description="ISO 3166-1 alpha-2 code, or empty.")
+    tax_id: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Tier(Out):
+    number: int
+    rate_limit_multiplier: int
+    min_purchased_micros: Micros
+    min_purchased_display: Display
+
+
+class ModelLimit(Out):
+    model: str
+    requests_per_minute: int
+
+
+class AutoTopUp(Out):
+    enabled: bool
+    threshold_micros: Micros
+    threshold_display: Display
+    amount_micros: Micros
+    amount_display: Display
+
+
+class Billing(Out):
+    object: Literal["billing"]
+    balance_micros: Micros
+    balance_display: Display
+    purchased_micros: Micros
+    purchased_display: Display
+    blocked: bool
+    tier: Tier
+    next_tier: Tier | None
+    limits: list[ModelLimit]
+    auto_top_up: AutoTopUp
+
+
+class LedgerEntry(Out):
+    object: Literal["ledger_entry"]
+    kind: str
+    kind_display: str
+    amount_micros: Micros
+    amount_display: Display
+    description: str
+    reference: str
+    created_at: Timestamp
+
+
+class Totals(Out):
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    citation_tokens: int
+    reasoning_tokens: int
+    search_queries: int
+    tokens: int
+    cost_micros: Micros
+    cost_display: Display
+
+
+class UsagePeriod(Out):
+    start: Timestamp
+    end: Timestamp
+    tz: str
+    range: str
+    granularity: Literal["hour", "day"]
+    key: str | None
+    model: str | None
+
+
+class UsageBucket(Out):
+    start: Timestamp
+    end: Timestamp
+    label: str
+    requests: int
+    tokens: int
+    cost_micros: Micros
+    cost_display: Display
+
+
+class Usage(Out):
+    object: Literal["usage"]
+    period: UsagePeriod
+    totals: Totals
+    series: list[UsageBucket]
+
+
+class KeyRef(Out):
+    id: str
+    name: str
+    masked: str
+    status: str
+
+
+class UsageGroup(Out):
+    model: str | None = None
+    key: KeyRef | None = None
+    bucket: str | None = Field(
+        None,
+        description="A date (by day) or the start of an hour (by hour), in the requested time zone.",
+    )
+    totals: Totals
+
+
+class UsageGrouped(Out):
+    object: Literal["list"]
+    by: Literal["model", "key", "day", "hour"]
+    period: UsagePeriod
+    data: list[UsageGroup]
+    has_more: bool
+
+
+class ApiKey(Out):
+    object: Literal["api_key"]
+    id: str
+    name: str
+    masked: str
+    last_four: str
+    status: Literal["active", "expired", "revoked"]
+    expires_at: Timestamp | None
+    monthly_limit_micros: Micros | None
+    monthly_limit_display: Display | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    regenerated_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class ApiKeyWithSecret(ApiKey):
+    secret: str = Field(description="The key itself. Shown only in this response.")
+
+
+class Member(Out):
+    object: Literal["member"]
+    id: str
+    email: str
+    name: str
+    role: RoleName
+    joined_at: Timestamp
+
+
+class Deleted(Out):
+    object: Literal["member"]
+    id: str
+    deleted: bool
+
+
+class Invitation(Out):
+    object: Literal["invitation"]
+    id: str
+    email: str
+    role: RoleName
+    status: str
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
+class Invoice(Out):
+    object: Literal["invoice"]
+    id: str
+    number: str
+    kind: str
+    status: str
+    period_key: str
+    period_start: Timestamp
+    period_end: Timestamp
+    issued_at: Timestamp
+    currency: str
+    total_cents: int
+    total_display: Display
+    usage_micros: Micros
+    usage_display: Display
+    opening_balance_micros: Micros
+    opening_balance_display: Display
+    purchases_micros: Micros
+    purchases_display: Display
+    refunds_micros: Micros
+    refunds_display: Display
+    other_credits_micros: Micros
+    other_credits_display: Display
+    closing_balance_micros: Micros
+    closing_balance_display: Display
+    corrects: str | None
+    pdf_url: str
+
+
+class InvoiceLine(Out):
+    position: int
+    section: str
+    billed: bool
+    label: str
+    model: str
+    key_name: str
+    key_last_four: str
+    service_period_key: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    citation_tokens: int
+    reasoning_tokens: int
+    search_queries: int
+    amount_micros: Micros
+    amount_cents: int
+    amount_display: Display
+
+
+class Party(Out):
+    name: str
+    address: str
+    tax_id: str
+
+
+class InvoiceDetail(Invoice):
+    bill_to: Party
+    issuer: Party
+    reason: str
+    lines: list[InvoiceLine]
+
+
+def list_of(item: type[Out]) -> type[Out]:
+    """A page of a cursor-paginated list: newest first; pass `next_cursor` back as `cursor`."""
+    return create_model(  # type: ignore[call-overload, no-any-return, unused-ignore]
+        f"{item.__name__}List",
+        __base__=Out,
+        object=(Literal["list"], ...),  # type: ignore[arg-type, maybe-unrecognized-str-typeform, unused-ignore]
+        data=(list[item], ...),  # type: ignore[valid-type]
+        has_more=(bool, ...),
+        next_cursor=(
+            str | None,
+            Field(description="Pass as `cursor` to get the next page; null on the last."),
+        ),
+    )
+
+
+LedgerEntryList = list_of(LedgerEntry)
+ApiKeyList = list_of(ApiKey)
+MemberList = list_of(Member)
+InvitationList = list_of(Invitation)
+InvoiceList = list_of(Invoice)
