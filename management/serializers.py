@@ -8,7 +8,7 @@ from typing import Any
 from django.urls import reverse
 
 from billing.models import Invoice, InvoiceLine, LedgerEntry
-from billing.money import format_cents, format_usd
+from core.money import format_cents, format_usd
 from groups.models import APIGroup
 from keys.models import APIKey
 from members.models import Invitation, Membership

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import template
 
-from billing.money import format_cents, format_usd, format_usd_precise
+from core.money import format_cents, format_usd, format_usd_precise
 
 register = template.Library()
 
