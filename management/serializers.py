@@ -21,7 +21,7 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def money(name: str, micros: int | None) -> dict[str, Any]:
-    """`{name}_micros` and `{name}_display` (cents, rounded as everywhere: billing/money.py)."""
+    """`{name}_micros` and `{name}_display` (cents, rounded as everywhere: core/money.py)."""
     return {
         f"{name}_micros": micros,
         f"{name}_display": format_usd(micros) if micros is not None else None,

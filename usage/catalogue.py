@@ -12,7 +12,7 @@ from django.db import transaction
 try:  # optional: only YAML catalogues need it
     import yaml
 except ImportError:  # pragma: no cover - installed with the dev tools
-    yaml = None
+    yaml = None  # type: ignore[assignment]
 
 from core.money import parse_dollars
 from usage.models import AIModel

@@ -9,7 +9,7 @@ register = template.Library()
 
 @register.filter
 def usd(micros: int | None) -> str:
-    """Micros → "$1,234.57" (half-cent rounds away from zero; see billing/money.py)."""
+    """Micros → "$1,234.57" (half-cent rounds away from zero; see core/money.py)."""
     return "—" if micros is None else format_usd(int(micros))
 
 
