@@ -25,6 +25,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/lint-imports --no-cache
 	@$(MAKE) --no-print-directory typecheck
 
 format: $(STAMP)
@@ -43,4 +44,4 @@ clean:
 # mypy's Django plugin loads the settings but connects to nothing: placeholder URLs suffice.
 typecheck: $(STAMP)
 	@DATABASE_URL=postgres://typecheck@localhost/typecheck REDIS_URL=redis://localhost:1/0 \
-	  $(VENV)/bin/mypy accounts audit groups members keys billing usage gateway management portal
+	  $(VENV)/bin/mypy core accounts audit groups members keys billing usage gateway management portal

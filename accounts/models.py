@@ -43,7 +43,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS = []  # noqa: RUF012 - Django reads this class attribute
+    REQUIRED_FIELDS = []  # Django reads this class attribute
 
     class Meta:
         constraints = [

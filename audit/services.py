@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.http import HttpRequest
 
@@ -21,8 +22,6 @@ def acting_user(actor: Any | None) -> Any | None:
     Services that keep "created by"/"revoked by" users call this, so an action taken through the
     Management API never puts a key where a user belongs.
     """
-    from django.contrib.auth import get_user_model  # noqa: PLC0415 - models not ready at import
-
     return actor if isinstance(actor, get_user_model()) and actor.pk else None
 
 

@@ -14,7 +14,7 @@ that spends a top-up within a minute would otherwise wait with its keys blocked)
 
 from __future__ import annotations
 
-from portal.redis import safe_delete
+from core.redis import safe_delete
 
 
 def key(group_id: int) -> str:

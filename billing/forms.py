@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from billing.money import parse_dollars
+from core.money import parse_dollars
 
 
 class DollarField(forms.CharField):

@@ -34,11 +34,16 @@ from billing.models import (
     PaymentMethod,
     PaymentStatus,
 )
-from billing.money import MICROS_PER_CENT, format_usd
 from billing.services import ledger_post
-from billing.tasks import email_admins_about_payment, email_low_balance
+from billing.tasks import (
+    email_admins_about_dispute,
+    email_admins_about_payment,
+    email_admins_top_up_capped,
+    email_low_balance,
+)
+from core import faults
+from core.money import MICROS_PER_CENT, format_usd
 from groups.models import APIGroup, new_public_id
-from portal import faults
 
 logger = logging.getLogger(__name__)
 
@@ -455,8 +460,6 @@ def dispute_apply(*, payment: Payment, dispute: dict) -> None:
 
 
 def _email_dispute_task(payment_id: int, dispute_id: str, amount: int, outcome: str) -> None:
-    from billing.tasks import email_admins_about_dispute  # noqa: PLC0415 - import cycle
-
     email_admins_about_dispute.delay(payment_id, dispute_id, amount, outcome)
 
 
@@ -529,8 +532,6 @@ def _top_up_cap_reached(group: APIGroup) -> bool:
 
 
 def _email_capped_task(group_id: int, made: int) -> None:
-    from billing.tasks import email_admins_top_up_capped  # noqa: PLC0415 - import cycle
-
     email_admins_top_up_capped.delay(group_id, made)
 
 

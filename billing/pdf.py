@@ -25,7 +25,7 @@ from billing.models import (
     LineSection,
     Payment,
 )
-from billing.money import format_cents, format_usd, format_usd_precise
+from core.money import format_cents, format_usd, format_usd_precise
 
 FONTS = Path(__file__).resolve().parent / "fonts"
 INK = (17, 24, 39)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from audit.services import audit_record
 from billing import balance_cache
 from billing.models import CreditAccount, EntryKind, LedgerEntry
+from billing.tasks import sync_customer
 
 
 class LedgerError(ValueError):
@@ -31,6 +32,11 @@ def credit_account_for(*, group: Any) -> CreditAccount:
     """Return the group's credit account, creating it on first use."""
     account, _ = CreditAccount.objects.get_or_create(group=group)
     return account
+
+
+def customer_sync_queue(*, group: Any) -> None:
+    """Queue the update of the group's Stripe customer (name, address, tax ID) after commit."""
+    sync_customer.delay_on_commit(group.pk)
 
 
 def ledger_post(

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from billing.invoicing.periods import period_from_key, period_just_closed
 from billing.models import BillingProfile, CreditAccount, Invoice, Payment
-from billing.money import format_usd
+from core.money import format_usd
 from groups.models import APIGroup
 from members.models import Role
 
@@ -38,7 +38,7 @@ def _billing_url(group: APIGroup) -> str:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def auto_top_up(group_id: int) -> str | None:
     """Charge a group's automatic top-up if it is due; safe to run twice or concurrently."""
-    from billing.payments import auto_top_up_run  # noqa: PLC0415
+    from billing.payments import auto_top_up_run
 
     payment = auto_top_up_run(group_id=group_id)
     return payment.status if payment else None
@@ -47,7 +47,7 @@ def auto_top_up(group_id: int) -> str | None:
 @shared_task
 def credit_watch() -> int:
     """Start due automatic top-ups and send low-balance alerts (runs every minute)."""
-    from billing.payments import auto_top_up_due, low_balance_check  # noqa: PLC0415
+    from billing.payments import auto_top_up_due, low_balance_check
 
     started = 0
     for profile in BillingProfile.objects.select_related("group").filter(auto_top_up_enabled=True):
@@ -147,7 +147,7 @@ def email_low_balance(group_id: int, balance_micros: int) -> None:
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def sync_customer(group_id: int) -> None:
-    from billing.payments import customer_sync  # noqa: PLC0415
+    from billing.payments import customer_sync
 
     customer_sync(group=APIGroup.objects.get(pk=group_id))
 
@@ -178,7 +178,7 @@ def generate_invoices_due(period_key: str | None = None) -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def generate_invoice(group_id: int, period_key: str) -> str | None:
     """Issue one group's invoice for a period; a redelivered or repeated task changes nothing."""
-    from billing.invoicing.generation import invoice_generate  # noqa: PLC0415
+    from billing.invoicing.generation import invoice_generate
 
     group = APIGroup.objects.get(pk=group_id)
     result = invoice_generate(group=group, period=period_from_key(period_key))
@@ -187,6 +187,6 @@ def generate_invoice(group_id: int, period_key: str) -> str | None:
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
 def invoice_mirror_to_stripe(invoice_id: int) -> str:
-    from billing.invoice_stripe import invoice_mirror  # noqa: PLC0415
+    from billing.invoice_stripe import invoice_mirror
 
     return invoice_mirror(Invoice.objects.get(pk=invoice_id))

@@ -13,12 +13,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.security import reauthentication_required
-from billing import payments, pdf
+from billing import payments, pdf, stripe_api
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
 from billing.invoicing.documents import group_address, issuer_details
 from billing.invoicing.periods import period_from_key
 from billing.models import Payment, PaymentMethod, PaymentStatus
-from billing.money import format_usd
 from billing.selectors import (
     credit_account_get,
     invoice_get_for_group,
@@ -28,6 +27,8 @@ from billing.selectors import (
     usage_by_day,
 )
 from billing.stripe_api import StripeFailure
+from billing.tasks import auto_top_up as auto_top_up_task
+from core.money import format_usd
 from members.permissions import GroupRequest, admin_required, member_required
 
 
@@ -221,8 +222,6 @@ def buy(request: GroupRequest) -> HttpResponse:
 def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
     """Finish a payment the bank wants confirmed (3-D Secure), on-session with Stripe.js."""
     payment = get_object_or_404(Payment, group=request.group, public_id=payment_id)
-    from billing import stripe_api  # noqa: PLC0415
-
     if payment.status != PaymentStatus.REQUIRES_ACTION or not payment.stripe_payment_intent_id:
         return _to_billing(request)
     intent = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)
@@ -267,9 +266,7 @@ def auto_top_up(request: GroupRequest) -> HttpResponse:
                 "Auto top-up saved." if form.cleaned_data["enabled"] else "Auto top-up is off.",
             )
             if form.cleaned_data["enabled"]:
-                from billing.tasks import auto_top_up as task  # noqa: PLC0415
-
-                task.delay_on_commit(request.group.pk)
+                auto_top_up_task.delay_on_commit(request.group.pk)
             return _to_billing(request)
     return _page(request, status=422, top_up_form=form)
 

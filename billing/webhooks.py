@@ -11,8 +11,8 @@ from django.views.decorators.http import require_POST
 
 from billing import payments, stripe_api
 from billing.models import BillingProfile, EntryKind, Payment, StripeEvent
-from billing.money import MICROS_PER_CENT
 from billing.services import LedgerError, ledger_post
+from core.money import MICROS_PER_CENT
 
 logger = logging.getLogger(__name__)
 

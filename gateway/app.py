@@ -19,9 +19,11 @@ import orjson
 import psycopg
 import redis
 from django.conf import settings
+from django.db import connections
 
+from billing.tasks import auto_top_up
+from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
 from gateway import metrics, simulator
-from gateway.errors import GatewayError, invalid_key, invalid_request, unavailable
 from gateway.openapi import SPEC_JSON
 from gateway.store import (
     Admission,
@@ -405,7 +407,7 @@ class GatewayApp:
         try:
             await self.relay(send, store, key, model, payload, request_id, started, events, first,
                              relayed)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - the response has started: end it cleanly
+        except Exception as exc:  # the response has started: end it cleanly
             err = exc if isinstance(exc, GatewayError) else unavailable()
             logger.warning("stream ended early: %s", exc, extra={"request_id": request_id})
             if not relayed.metering:
@@ -414,7 +416,7 @@ class GatewayApp:
                     total = await self.meter_partial(
                         send, store, key, model, payload, request_id, started, relayed
                     )
-                except Exception as failed:  # noqa: BLE001 - not recorded, so not charged
+                except Exception as failed:  # not recorded, so not charged
                     logger.warning("partial stream not metered: %s", failed,
                                    extra={"request_id": request_id})  # fmt: skip
                 else:
@@ -603,15 +605,11 @@ def delivered_tokens(events: list[bytes]) -> int:
 
 def queue_auto_top_up(group_id: int) -> None:
     """Ask a Celery worker to top the group up (it re-checks everything under a lock)."""
-    from billing.tasks import auto_top_up  # noqa: PLC0415 - Celery only when needed
-
     try:
         auto_top_up.delay(group_id)
-    except Exception:  # noqa: BLE001 - the periodic credit watch will catch it up
+    except Exception:  # the periodic credit watch will catch it up
         logger.warning("could not queue auto top-up for group %s", group_id)
     finally:
-        from django.db import connections  # noqa: PLC0415
-
         connections.close_all()  # this helper thread's own connections, if it opened any
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import os
@@ -83,7 +84,7 @@ UNKNOWN_KEYS_MAX = 10_000
 UNKNOWN_KEY_SECONDS = 60.0
 
 
-class TooManyInvalidKeys(Exception):  # noqa: N818 - a refusal, not a failure
+class TooManyInvalidKeys(Exception):  # a refusal, not a failure
     """This client looked up too many unknown keys this minute; retry after `retry_after` s."""
 
     def __init__(self, retry_after: int) -> None:
@@ -96,8 +97,6 @@ def client_bucket(address: str | None) -> str:
     if not address:
         return "unknown"
     if ":" in address:
-        import ipaddress  # noqa: PLC0415
-
         with contextlib.suppress(ValueError):
             return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return address

@@ -6,17 +6,25 @@ from django.db import transaction
 
 from accounts.security import user_has_totp
 from audit.services import audit_record
-from billing.models import CreditAccount
+from core.hooks import Hook
 from groups.models import APIGroup
-from members.models import Membership, Role
+from members.models import Role
+from members.services import membership_add
+
+# Steps the apps above groups add to these flows, registered in their AppConfig.ready() (see
+# core.hooks): billing opens the new group's credit account, and queues the update of the Stripe
+# customer when the organization details change.
+group_created = Hook("group_created")  # called with group=
+group_updated = Hook("group_updated")  # called with group=
 
 
 @transaction.atomic
 def api_group_create(*, creator: Any, name: str, request: Any = None, **details: Any) -> APIGroup:
-    """Create an API group with `creator` as its first Admin."""
+    """Create an API group with `creator` as its first Admin (and, via `group_created`, its
+    credit account)."""
     group = APIGroup.objects.create(name=name, **details)
-    Membership.objects.create(group=group, user=creator, role=Role.ADMIN)
-    CreditAccount.objects.create(group=group)
+    membership_add(group=group, user=creator, role=Role.ADMIN)
+    group_created(group=group)
     audit_record(group=group, actor=creator, action="group.create", target=group, request=request)
     return group
 
@@ -72,7 +80,5 @@ def api_group_update(
     audit_record(
         group=group, actor=actor, action="group.update", target=group, request=request, data=changes
     )
-    from billing.tasks import sync_customer  # noqa: PLC0415 - keep Stripe's copy in step
-
-    sync_customer.delay_on_commit(group.pk)
+    group_updated(group=group)  # keep Stripe's copy of the customer in step
     return group

@@ -24,8 +24,8 @@ import orjson
 import redis
 from django.utils import timezone
 
+from core.redis import get_redis
 from keys.models import APIKey, KeyChange, KeyStatus
-from portal.redis import get_redis
 
 KEY_TTL = 300  # seconds a Redis entry lives; a change older than that has no stale entry left
 KEY_CHANGE_KEEP = timedelta(hours=1)  # KeyChange rows are kept this long (≫ KEY_TTL)

@@ -6,7 +6,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from billing.money import parse_dollars
+from core.money import parse_dollars
 from keys.services import MAX_MONTHLY_LIMIT_MICROS
 
 

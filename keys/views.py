@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.hooks import Hook
 from keys.forms import APIKeyForm
 from keys.selectors import api_key_get_for_group, api_keys_for_group
 from keys.services import (
@@ -17,17 +18,17 @@ from keys.services import (
 )
 from members.permissions import admin_required, member_required
 
+# Sections the apps above keys add to the API Keys page, registered in their AppConfig.ready()
+# (see core.hooks): management lists the management keys to Admins. Each step is called with
+# request= and returns the context its part of the page needs.
+page_sections = Hook("keys_page_sections")
+
 
 def _list_context(request: HttpRequest, **extra: object) -> dict:
     group = request.group  # type: ignore[attr-defined]
     context: dict = {"keys": api_keys_for_group(group=group), "form": APIKeyForm()}
-    if request.membership.is_admin:  # type: ignore[attr-defined]
-        # Management keys are listed to Admins only (members never see they exist).
-        from management.forms import ManagementKeyForm  # noqa: PLC0415 - management imports us
-        from management.selectors import management_keys_for_group  # noqa: PLC0415
-
-        context["management_keys"] = management_keys_for_group(group=group)
-        context["management_form"] = ManagementKeyForm(prefix="mk")
+    for section in page_sections(request=request):
+        context.update(section)
     return {**context, **extra}
 
 
@@ -46,7 +47,7 @@ def _issued(request: HttpRequest, issued: IssuedKey, *, verb: str) -> HttpRespon
 
 @member_required
 @require_GET
-def list(request: HttpRequest) -> HttpResponse:  # noqa: A001 - the URL name the sidebar uses
+def list(request: HttpRequest) -> HttpResponse:  # the URL name the sidebar uses
     """API Keys: everyone sees names and last four; Admins create and manage."""
     return render_list(request)
 

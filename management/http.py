@@ -23,13 +23,13 @@ from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway.errors import GatewayError
+from core.api_errors import GatewayError
+from core.redis import get_redis
 from keys import secrets
 from management.models import ManagementKey
 from management.schemas import PageQuery
 from management.selectors import management_key_for_secret
 from management.services import management_key_mark_used
-from portal.redis import get_redis
 
 logger = logging.getLogger("portal.management")
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.urls import reverse
 
 from billing.models import Invoice, InvoiceLine, LedgerEntry
-from billing.money import format_cents, format_usd
+from core.money import format_cents, format_usd
 from groups.models import APIGroup
 from keys.models import APIKey
 from members.models import Invitation, Membership
@@ -21,7 +21,7 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def money(name: str, micros: int | None) -> dict[str, Any]:
-    """`{name}_micros` and `{name}_display` (cents, rounded as everywhere: billing/money.py)."""
+    """`{name}_micros` and `{name}_display` (cents, rounded as everywhere: core/money.py)."""
     return {
         f"{name}_micros": micros,
         f"{name}_display": format_usd(micros) if micros is not None else None,

@@ -14,9 +14,21 @@ from keys.services import APIKeyError
 from keys.views import render_list
 from management.api import openapi_document
 from management.forms import ManagementKeyForm
-from management.selectors import management_key_get_for_group
+from management.selectors import management_key_get_for_group, management_keys_for_group
 from management.services import management_key_create, management_key_revoke
 from members.permissions import admin_required
+
+
+def keys_page_section(*, request: HttpRequest) -> dict[str, Any]:
+    """The management keys on the API Keys page (keys.views.page_sections): listed to Admins
+    only, members never see they exist."""
+    if not request.membership.is_admin:  # type: ignore[attr-defined]
+        return {}
+    group = request.group  # type: ignore[attr-defined]
+    return {
+        "management_keys": management_keys_for_group(group=group),
+        "management_form": ManagementKeyForm(prefix="mk"),
+    }
 
 
 @admin_required

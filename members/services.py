@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import acting_user, audit_record
+from core.hooks import Hook
 from groups.models import APIGroup
-from management.services import management_keys_offboard
 from members.models import Invitation, InvitationStatus, Membership, Role
+from members.tasks import send_invitation_email
 
 INVITATION_VALID_FOR = timedelta(days=7)
 # Invitation e-mails (new and resent) are counted over this rolling window.
@@ -37,6 +39,20 @@ class MembershipError(ValueError):
 
 class InvitationLimitReached(MembershipError):
     """Too many invitation e-mails in the last 24 hours, from one person or one group."""
+
+
+# What an Admin holds beyond their membership is taken away when they are demoted, removed or
+# leave, in that change's transaction: management registers the revocation (or handover to
+# `hand_to`) of the management keys they created, in its AppConfig.ready() (see core.hooks).
+# Called with group=, user=, hand_to=, reason=, actor=, request=.
+admin_offboarded = Hook("admin_offboarded")
+
+
+@transaction.atomic
+def membership_add(*, group: Any, user: Any, role: str) -> Membership:
+    """Make `user` a member of `group` with `role`; the caller audits the flow it is part of
+    (a new group's first Admin)."""
+    return Membership.objects.create(group=group, user=user, role=role)
 
 
 def token_hash(token: str) -> str:
@@ -77,8 +93,6 @@ def _revoke_invitations(
 ) -> None:
     """Withdraw the pending invitations the person sent as Admin (and, when they are removed, the
     ones addressed to them), so they cannot let themselves back in through one."""
-    from allauth.account.models import EmailAddress  # noqa: PLC0415 - as in email_verified
-
     user = membership.user
     mine = models.Q(invited_by=user)
     if removed:
@@ -116,7 +130,7 @@ def _offboard_admin(
 ) -> None:
     """Take away what the person held as Admin: their management keys (revoked, or handed to
     `heir`) and their pending invitations."""
-    management_keys_offboard(
+    admin_offboarded(
         group=membership.group,
         user=membership.user,
         hand_to=heir,
@@ -225,8 +239,6 @@ def _new_token() -> tuple[str, str]:
 
 
 def _queue_email(invitation: Invitation, token: str) -> None:
-    from members.tasks import send_invitation_email  # noqa: PLC0415 - avoid an import cycle
-
     send_invitation_email.delay_on_commit(invitation.pk, token)
 
 
@@ -379,8 +391,6 @@ def invitation_for_token(token: str) -> Invitation:
 
 
 def email_verified(user: Any, email: str) -> bool:
-    from allauth.account.models import EmailAddress  # noqa: PLC0415
-
     return EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists()
 
 

@@ -8,12 +8,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from members.models import Invitation, InvitationStatus
-from members.services import token_hash
 
 
 @shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def send_invitation_email(invitation_id: int, token: str) -> bool:
     """E-mail an invitation link; skip links that were replaced, revoked or used meanwhile."""
+    from members.services import token_hash  # services queue this task: see billing/tasks.py
+
     invitation = (
         Invitation.objects.select_related("group", "invited_by").filter(pk=invitation_id).first()
     )

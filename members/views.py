@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
@@ -7,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import User
 from accounts.security import reauthentication_required
 from members.forms import InviteForm, MemberFilterForm, RemoveForm, RoleForm
 from members.models import Membership, Role
@@ -67,7 +69,7 @@ def _page(
 
 @member_required
 @require_GET
-def list(request: HttpRequest) -> HttpResponse:  # noqa: A001 - the URL name the sidebar uses
+def list(request: HttpRequest) -> HttpResponse:  # the URL name the sidebar uses
     """Members: everyone sees the list; Admins invite, change roles and remove."""
     return _page(request)
 
@@ -207,11 +209,7 @@ def accept(request: HttpRequest, token: str) -> HttpResponse:
         # Remember the link: after signing up (address verified by the token) or signing in,
         # the user comes back here.
         request.session[INVITATION_SESSION_KEY] = token
-        from allauth.account.adapter import get_adapter  # noqa: PLC0415
-
         get_adapter(request).stash_verified_email(request, invitation.email)
-        from accounts.models import User  # noqa: PLC0415
-
         has_account = User.objects.filter(email__iexact=invitation.email).exists()
         return render(
             request,

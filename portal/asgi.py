@@ -16,14 +16,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 django_application = get_asgi_application()
 
-
-def _build_application():
-    try:
-        from gateway.asgi import wrap  # noqa: PLC0415 - optional lean gateway route
-    except ImportError:
-        return django_application
-    return wrap(django_application)
-
+# The gateway's modules use models, so they are imported once Django is set up (as Django's
+# documentation does for Channels' routing).
+from gateway.asgi import wrap  # noqa: E402
 
 # Outermost: every route sees the client's address, not the load balancer's (TRUSTED_PROXIES).
-application = TrustedProxyMiddleware(_build_application())
+application = TrustedProxyMiddleware(wrap(django_application))

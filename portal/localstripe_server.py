@@ -11,11 +11,13 @@ import logging
 import os
 import pickle
 
+from aiohttp import web
+from localstripe import resources
+from localstripe.server import app
+
 
 def patch_store(path: str | None) -> None:
     """Point localstripe's persistence at `path`, or turn it off."""
-    from localstripe import resources  # noqa: PLC0415
-
     store = resources.store
 
     def dump_to_disk() -> None:
@@ -41,11 +43,7 @@ def main() -> None:
     ns = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     patch_store(ns.data or None)
-    from aiohttp import web  # noqa: PLC0415
-    from localstripe.resources import store  # noqa: PLC0415
-    from localstripe.server import app  # noqa: PLC0415
-
-    store.try_load_from_disk()
+    resources.store.try_load_from_disk()
     web.run_app(app, host="127.0.0.1", port=ns.port, access_log=None, print=None)
 
 

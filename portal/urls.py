@@ -24,7 +24,7 @@ group_patterns = [
     path("keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
     path("usage/", include("usage.urls")),
-    path("audit/", include("audit.urls")),
+    path("audit/", include("groups.audit_urls")),
 ]
 
 urlpatterns = [

@@ -14,7 +14,7 @@ def _check(fn) -> dict:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001 - any failure means "down", reported as such
+    except Exception as exc:  # any failure means "down", reported as such
         return {"ok": False, "error": type(exc).__name__}
     return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
 

@@ -9,7 +9,12 @@ from typing import Any
 
 from django.db import transaction
 
-from billing.money import parse_dollars
+try:  # optional: only YAML catalogues need it
+    import yaml
+except ImportError:  # pragma: no cover - installed with the dev tools
+    yaml = None  # type: ignore[assignment]
+
+from core.money import parse_dollars
 from usage.models import AIModel
 
 DEFAULT_FILE = Path(__file__).with_name("catalogue.toml")
@@ -35,16 +40,12 @@ def read_file(path: str | Path) -> dict[str, dict[str, Any]]:
         text = path.read_text()
     except OSError as exc:
         raise CatalogueError(f"Cannot read {path}: {exc.strerror}.") from exc
+    yaml_file = path.suffix in (".yaml", ".yml")
+    if yaml_file and yaml is None:
+        raise CatalogueError("YAML catalogues need PyYAML installed; use TOML.")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml  # noqa: PLC0415 - optional, only for YAML catalogues
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = tomllib.loads(text)
-    except ImportError as exc:
-        raise CatalogueError("YAML catalogues need PyYAML installed; use TOML.") from exc
-    except Exception as exc:  # noqa: BLE001 - any parse error is the file's fault
+        data = (yaml.safe_load(text) or {}) if yaml_file else tomllib.loads(text)
+    except Exception as exc:  # any parse error is the file's fault
         raise CatalogueError(f"{path} is not valid: {exc}") from exc
     models = data.get("models")
     if not isinstance(models, dict) or not models:

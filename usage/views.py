@@ -8,10 +8,10 @@ from django.shortcuts import get_object_or_404, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
+from core.csv_export import csv_response
 from keys.models import APIKey
 from keys.selectors import api_keys_for_group
 from members.permissions import GroupRequest, member_required
-from portal.csv_export import csv_response
 from usage.models import AIModel, UsageEvent
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
 from usage.rollups import METRICS

@@ -1,7 +1,7 @@
 """The rounding rule — the only place invoice amounts are rounded.
 
 The invoice total is the exact sum of its billed lines in micros, rounded once to cents, half
-away from zero (`billing.money`). That total is then shared out over the lines by the
+away from zero (`core.money`). That total is then shared out over the lines by the
 largest-remainder method: every line gets its amount rounded down to a cent, and the cents still
 missing go one each to the lines with the largest remainders (ties: the earlier line). So the
 displayed lines always add up to the displayed total, and the total never drifts from the ledger
@@ -11,7 +11,7 @@ by more than half a cent — even for an invoice made of thousands of sub-cent l
 from __future__ import annotations
 
 from billing.invoicing import InvoiceError
-from billing.money import MICROS_PER_CENT, micros_to_cents
+from core.money import MICROS_PER_CENT, micros_to_cents
 
 
 def allocate_cents(amounts_micros: list[int]) -> list[int]:

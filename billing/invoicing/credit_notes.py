@@ -16,8 +16,8 @@ from billing.invoicing.documents import (
     issuer_details,
 )
 from billing.models import EntryKind, Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineSection
-from billing.money import micros_to_cents
 from billing.services import ledger_post
+from core.money import micros_to_cents
 from groups.models import new_public_id
 
 

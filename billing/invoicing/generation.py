@@ -24,10 +24,10 @@ from billing.invoicing.documents import (
 from billing.invoicing.drafts import Draft, draft_read
 from billing.invoicing.periods import BillingPeriod
 from billing.models import BILLED_SECTIONS, Invoice, InvoiceKind, InvoiceStatus
-from billing.money import micros_to_cents
 from billing.tasks import invoice_mirror_to_stripe
+from core import faults
+from core.money import micros_to_cents
 from groups.models import APIGroup, new_public_id
-from portal import faults
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from django import template
 
-from billing.money import format_cents, format_usd, format_usd_precise
+from core.money import format_cents, format_usd, format_usd_precise
 
 register = template.Library()
 
 
 @register.filter
 def usd(micros: int | None) -> str:
-    """Micros → "$1,234.57" (half-cent rounds away from zero; see billing/money.py)."""
+    """Micros → "$1,234.57" (half-cent rounds away from zero; see core/money.py)."""
     return "—" if micros is None else format_usd(int(micros))
 
 

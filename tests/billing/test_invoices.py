@@ -20,8 +20,8 @@ from billing.invoicing.credit_notes import credit_note_issue
 from billing.invoicing.generation import invoice_generate
 from billing.invoicing.periods import period_from_key, period_just_closed
 from billing.models import CreditAccount, Invoice, InvoiceLine, LedgerEntry
-from billing.money import micros_to_cents
 from billing.pdf import invoice_pdf
+from core.money import micros_to_cents
 from keys.services import api_key_create
 from tests.billing.invoice_world import NOV, OCT, credit, usage
 from tests.factories import GroupFactory
@@ -375,7 +375,7 @@ def test_concurrent_runs_issue_one_invoice_per_group_and_no_gaps():
         try:
             barrier.wait()
             call_command("generate_invoices", "--period", "2025-10", stdout=io.StringIO())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

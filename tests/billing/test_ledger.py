@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.models import CreditAccount, EntryKind, LedgerEntry
-from billing.money import format_usd, format_usd_precise, micros_to_cents, parse_dollars
 from billing.services import LedgerError, credit_account_for, ledger_post
+from core.money import format_usd, format_usd_precise, micros_to_cents, parse_dollars
 from tests.factories import GroupFactory
 
 pytestmark = pytest.mark.django_db
@@ -229,7 +229,7 @@ def test_a_credit_clears_the_cached_balance_and_rearms_the_top_up_trigger(
     group, django_capture_on_commit_callbacks
 ):
     from billing import balance_cache
-    from portal.redis import get_redis
+    from core.redis import get_redis
 
     r = get_redis()
     r.hset(balance_cache.key(group.pk), mapping={"bal": 1, "paid": 0, "thr": 5})

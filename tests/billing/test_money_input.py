@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from billing.models import BillingProfile, LedgerEntry, Payment
-from billing.money import parse_dollars
+from core.money import parse_dollars
 from keys.models import APIKey
 from tests.test_form_fuzz import snapshot
 

@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent  # this virtualenv's uvicorn and celery
 
 def database_url() -> str:
     """A DATABASE_URL for the database this test process is connected to (the test database)."""
-    from django.db import connection  # noqa: PLC0415
+    from django.db import connection
 
     db = connection.settings_dict
     host = db["HOST"] or ""
@@ -160,7 +160,7 @@ def start_beat(procs: Processes) -> Process:
 def web_ready(procs: Processes, url: str) -> bool:
     procs.alive("web")
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # loopback
             return resp.status == 200
     except OSError:
         return False

@@ -72,7 +72,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a-long-unique-passphrase"
 MESSAGES = [{"role": "user", "content": "What is the tallest mountain?"}]
-WEBHOOK_SECRET = "whsec_whole_journey"  # noqa: S105 - localstripe's, for this test only
+WEBHOOK_SECRET = "whsec_whole_journey"  # localstripe's, for this test only
 DECLINES_WHEN_CHARGED = "4000000000000341"  # localstripe: attaches, every charge is declined
 HIGH = {"web_search_options": {"search_context_size": "high"}}
 # Costs in micro-dollars (the simulator's usage is deterministic: 7 prompt tokens, 21 completion):

@@ -42,8 +42,8 @@ class Gateway:
         """Stream mode: wait until the usage stream is empty (all settled into PostgreSQL)."""
         if self.metering != "stream":
             return
+        from core.redis import get_redis
         from gateway.store import wait_settled
-        from portal.redis import get_redis
 
         wait_settled(get_redis(), timeout)
 
@@ -71,9 +71,9 @@ def gateway(request, transactional_db, settings) -> Iterator[Gateway]:  # type: 
     """
     from django.core.asgi import get_asgi_application
 
+    from core.redis import get_redis
     from gateway.asgi import wrap
     from gateway.store import DEAD_LETTERS, UNSETTLED, USAGE_STREAM
-    from portal.redis import get_redis
     from usage.catalogue import catalogue_sync
 
     metering = getattr(request, "param", "commit")

@@ -7,11 +7,11 @@ import time
 import httpx
 import pytest
 
+from core.redis import get_redis
 from gateway import store as store_module
 from keys import secrets
 from keys.models import KeyChange
 from keys.services import api_key_create, api_key_regenerate, api_key_revoke
-from portal.redis import get_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

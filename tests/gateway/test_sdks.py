@@ -90,7 +90,7 @@ def test_both_sdks_raise_on_a_stream_the_model_server_broke_off(
     }
     for name, (client, error) in clients.items():
         text = ""
-        with pytest.raises(error) as raised:  # noqa: PT012 - the raise comes while iterating
+        with pytest.raises(error) as raised:  # the raise comes while iterating
             for chunk in client.chat.completions.create(
                 model="fake-pro", messages=MESSAGES, stream=True
             ):

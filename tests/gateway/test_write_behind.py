@@ -19,10 +19,10 @@ import pytest
 from billing import balance_cache
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import ledger_post
+from core.redis import get_redis
 from gateway import store as store_module
 from gateway.store import DEAD_LETTERS, SETTLERS, UNSETTLED, USAGE_STREAM, KeyInfo, Store
 from keys.services import api_key_create
-from portal.redis import get_redis
 from tests.factories import GroupFactory
 from usage.catalogue import catalogue_sync
 from usage.models import AIModel, UsageEvent

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from portal.csv_export import csv_lines, spreadsheet_safe
+from core.csv_export import csv_lines, spreadsheet_safe
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ async def _one(s: aiohttp.ClientSession, url: str, key: str, stream: bool, at: f
             elif status != 200:
                 try:
                     out.codes[orjson.loads(raw)["error"]["code"]] += 1
-                except Exception:  # noqa: BLE001
+                except Exception:
                     out.codes[f"http_{status}"] += 1
     except (aiohttp.ClientError, TimeoutError):
         status = 599

@@ -5,8 +5,8 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.models import EntryKind
-from billing.money import format_usd, parse_dollars
 from billing.services import LedgerError, credits_grant
+from core.money import format_usd, parse_dollars
 from groups.models import APIGroup
 
 

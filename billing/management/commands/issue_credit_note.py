@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from billing.invoicing import InvoiceError
 from billing.invoicing.credit_notes import credit_note_issue
 from billing.models import Invoice, InvoiceKind
-from billing.money import format_usd, parse_dollars
+from core.money import format_usd, parse_dollars
 
 
 class Command(BaseCommand):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import redis
 from django.conf import settings
@@ -22,6 +23,4 @@ def safe_delete(*keys: str) -> None:
     try:
         get_redis().delete(*keys)
     except redis.RedisError:
-        import logging
-
         logging.getLogger(__name__).warning("could not delete cache keys %s", keys)

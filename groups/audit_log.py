@@ -1,3 +1,5 @@
+"""The group's audit log page (Admins): audit's events, shown where members' permissions are."""
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
