@@ -305,7 +305,7 @@ def _function(entry: dict[str, Any], where: str) -> FunctionTool:
 
 
 def _tool_choice(value: Any) -> str | dict[str, Any] | None:
-    if value is None or value in TOOL_CHOICES:
+    if value is None or isinstance(value, str) and value in TOOL_CHOICES:
         return value  # type: ignore[no-any-return]
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value
