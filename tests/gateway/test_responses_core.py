@@ -599,3 +599,19 @@ def test_a_malformed_breakdown_cannot_inflate_the_count():
     assert tool_invocations({"output": output, "usage": {"tool_calls_details": mixed}}) == {
         "web_search": 2
     }
+
+
+def test_the_previous_turn_goes_before_the_input_without_its_instructions():
+    previous = [
+        {"type": "message", "role": "user", "content": "Weather in Paris?"},
+        message_item("msg_1", "21 C and sunny."),
+    ]
+    request = parse_request({"model": "llama", "input": "And tomorrow?",
+                             "previous_response_id": "resp_1"})  # fmt: skip
+    body = chat_request(request, "llama", history=previous)
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "21 C and sunny."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    assert "stream" not in body and "max_tokens" not in body
