@@ -4,6 +4,15 @@ It answers in the OpenAI/Perplexity chat-completions shape with plausible usage,
 search counts, streaming and not, without any network call or model. Token counts are derived
 deterministically from the request so tests can predict them: prompt tokens = characters of all
 message contents ÷ 4 (at least 1); the answer is a fixed sentence whose tokens are its words.
+
+It also answers the Agent API (`POST /v1/responses`, `/v1/agent`) with `agent_response` /
+`agent_complete` / `agent_stream`, built with `gateway.responses.build`: with
+`tools=[{"type": "web_search"}]` a `web_search_call` item, then a message whose text cites two
+sources as `url_citation` annotations, and usage with `tool_calls_details` and a cost at
+Perplexity's published `perplexity/sonar` rates, as an upstream reports it (the gateway prices
+the counts itself). Input tokens = characters of `instructions` and every input text ÷ 4 (at
+least 1), plus 200 tokens of embedded search results per search; output tokens are the answer's
+words; a request with `previous_response_id` reads half its input from the cache.
 """
 
 from __future__ import annotations
@@ -14,6 +23,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+
+from gateway.responses.build import (
+    CostBreakdown,
+    TokenUsage,
+    ToolCost,
+    message_item,
+    new_id,
+    response_object,
+    stream_events,
+    url_citation,
+    usage_object,
+)
+from gateway.responses.request import ResponsesRequest, parse_request
 
 ANSWER = (
     "This answer comes from the portal's built-in simulator. Connect a real model server "
@@ -101,3 +123,101 @@ def stream(model: str, payload: dict[str, Any]) -> Iterator[bytes]:
     }
     yield b"data: " + orjson.dumps(final) + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+# --- Agent API (/v1/responses) ------------------------------------------------------------------
+
+AGENT_SOURCES = [
+    ("Simulated source one", CITATIONS[0]),
+    ("Simulated source two", CITATIONS[1]),
+]
+# What the simulated upstream says it charges: Perplexity's published perplexity/sonar rates,
+# in micro-dollars per token (= dollars per 1M tokens) and per invocation.
+UPSTREAM_RATES = {"input": 0.25, "output": 2.50, "cache_read": 0.0625}
+UPSTREAM_TOOL_FEES = {"web_search": 2500, "fetch_url": 500, "people_search": 5000,
+                      "finance_search": 5000}  # fmt: skip
+SEARCH_CONTEXT_TOKENS = 200
+
+
+def _input_text(request: ResponsesRequest) -> str:
+    if isinstance(request.input, str):
+        texts = [request.input]
+    else:
+        texts = []
+        for item in request.input:
+            content = item.get("content", item.get("output", ""))
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts += [p.get("text", "") for p in content if isinstance(p, dict)]
+    return (request.instructions or "") + "".join(texts)
+
+
+def agent_response(model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Return a completed Response object for a (validated) Agent API request body."""
+    request = parse_request(payload)
+    searched = "web_search" in request.tool_types
+    output: list[dict[str, Any]] = []
+    if searched:
+        query = " ".join(_input_text(request).split()[:12]) or "simulated query"
+        output.append(
+            {
+                "type": "web_search_call",
+                "id": new_id("ws"),
+                "status": "completed",
+                "action": {
+                    "type": "search",
+                    "query": query,
+                    "sources": [{"type": "url", "url": url} for _, url in AGENT_SOURCES],
+                },
+            }
+        )
+        first, second = ANSWER.split(". ", 1)
+        text = f"{first} [1]. {second.rstrip('.')} [2]."
+        annotations = [
+            url_citation(url, title, text.index(mark), text.index(mark) + len(mark))
+            for mark, (title, url) in zip(("[1]", "[2]"), AGENT_SOURCES, strict=True)
+        ]
+    else:
+        text, annotations = ANSWER, []
+    output.append(message_item(new_id("msg"), text, annotations))
+    prompt = max(1, len(_input_text(request)) // 4) + (SEARCH_CONTEXT_TOKENS if searched else 0)
+    cached = prompt // 2 if request.previous_response_id else 0
+    reasoning = {"medium": 120, "high": 240, "xhigh": 480}.get(request.effort or "", 0)
+    tokens = TokenUsage(
+        input_tokens=prompt,
+        output_tokens=len(text.split()) + reasoning,
+        cache_read_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+    tools = {
+        tool: ToolCost(1, fee)
+        for tool, fee in UPSTREAM_TOOL_FEES.items()
+        if tool in request.tool_types
+    }
+    cost = CostBreakdown(
+        input_micros=round((prompt - cached) * UPSTREAM_RATES["input"]),
+        output_micros=round(tokens.output_tokens * UPSTREAM_RATES["output"]),
+        cache_read_micros=round(cached * UPSTREAM_RATES["cache_read"]),
+        tools=tools,
+    )
+    now = int(time.time())
+    return response_object(
+        response_id=new_id("resp"),
+        model=model,
+        request=request,
+        status="completed",
+        output=output,
+        usage=usage_object(tokens, cost),
+        created_at=now,
+        completed_at=now,
+    )
+
+
+def agent_complete(model: str, payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(agent_response(model, payload))
+
+
+def agent_stream(model: str, payload: dict[str, Any]) -> Iterator[bytes]:
+    """Yield the SSE events of `agent_response`: one text delta per word, usage at the end."""
+    yield from stream_events(agent_response(model, payload))
