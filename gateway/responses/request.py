@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import GatewayError, invalid_request
+from core.api_errors import GatewayError, invalid_request
 
 # Tools the upstream runs (Perplexity's list; the gateway meters their invocations) ...
 BUILTIN_TOOLS = frozenset(

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import invalid_request
+from core.api_errors import invalid_request
 from gateway.responses.build import (
     CostBreakdown,
     EventWriter,

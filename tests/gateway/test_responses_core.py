@@ -15,8 +15,8 @@ import orjson
 import perplexity
 import pytest
 
+from core.api_errors import GatewayError
 from gateway import simulator
-from gateway.errors import GatewayError
 from gateway.responses.build import (
     CostBreakdown,
     EventWriter,
