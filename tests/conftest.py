@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -28,16 +27,11 @@ from django.core.cache import cache
 from billing import payments
 from billing.models import PaymentMethod
 from portal.devstack import chromium_path
+from portal.launcher import free_port, wait_for_port
 from tests.factories import GroupFactory, MembershipFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "test-results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -180,13 +174,7 @@ def _localstripe_server() -> Iterator[LocalStripe]:
 
     thread = threading.Thread(target=serve, daemon=True, name="localstripe")
     thread.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(port, timeout=10, what="localstripe")
     yield LocalStripe(base_url=f"http://127.0.0.1:{port}")
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, use_bench_database, write_section  # noqa: E402
+from portal import launcher  # noqa: E402
+from portal.launcher import free_port  # noqa: E402
 
 PY = sys.executable
 SERVERS = str(Path(__file__).with_name("servers.py"))
@@ -56,12 +57,6 @@ MODEL = "bench-model"
 MASTER_KEY = "sk-bench-master-key"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "What is six times seven?"}]}
 PORTALS = ("portal", "portal-stream", "granian")  # targets that run our gateway
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -214,9 +209,7 @@ class Target:
 
 
 def launch(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+    return launcher.spawn(cmd, env=env, log=log)
 
 
 async def wait_ready(target: Target, timeout: float = 120) -> None:
@@ -405,12 +398,8 @@ async def amain(ns: argparse.Namespace) -> None:
     upstream = f"http://127.0.0.1:{upstream_port}"
     # The servers and this script (which revokes keys) share a Redis of their own, persistent
     # like docker-compose.yml's (stream mode's durability is Redis's).
-    from portal import devstack
-
     private_redis = contextlib.ExitStack()
-    redis_url = private_redis.enter_context(
-        devstack.redis(persist=False, data=logs / "redis", append_only=True)
-    )
+    redis_url = private_redis.enter_context(launcher.redis(logs / "redis", append_only=True))
     os.environ["REDIS_URL"] = redis_url
     secrets, run_id = prepare_database(upstream, groups=5, keys_per_group=10)
     litellm = ensure_litellm() if "litellm" in ns.targets else None
@@ -456,10 +445,8 @@ async def amain(ns: argparse.Namespace) -> None:
             **dict(kv.split("=", 1) for kv in ns.portal_env),
         }
         servers = {
-            # The Dockerfile's command.
-            "portal": [str(Path(PY).with_name("uvicorn")), "portal.asgi:application",
-                       "--host", "127.0.0.1", "--port", "{port}", "--workers", str(ns.workers),
-                       "--lifespan", "off", "--no-access-log"],
+            # The Dockerfile's command (tests/portal/test_launcher.py holds them to each other).
+            "portal": launcher.web_command("{port}", workers=ns.workers),
             # The same application under Granian (Rust HTTP server), for comparison.
             "granian": [str(Path(PY).with_name("granian")), "--interface", "asgi",
                         "--host", "127.0.0.1", "--port", "{port}", "--workers", str(ns.workers),
@@ -587,14 +574,7 @@ async def amain(ns: argparse.Namespace) -> None:
             rss_end[name] = targets[name].rss_mb()
             print(f"{name} worker RSS MB: start {rss_start[name]} end {rss_end[name]}")
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, 15)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
+        launcher.stop_groups(procs, grace=10)
         private_redis.close()
 
     report(

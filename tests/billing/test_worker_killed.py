@@ -5,47 +5,26 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import warnings
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.db import connection
 
 from billing import payments, stripe_api
 from billing.models import CreditAccount, Payment
+from portal import launcher
 from portal.celery import app as celery_app
+from portal.launcher import kill_group, stop_group, wait_for
 from tests.factories import GroupFactory, MembershipFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    host = quote(db["HOST"] or "", safe="") if (db["HOST"] or "").startswith("/") else db["HOST"]
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{host}{port}/{db['NAME']}"
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "--loglevel", "WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    """One Celery worker that takes one task at a time, in a process group of its own."""
+    command = launcher.worker_command(pool="solo", loglevel="WARNING", heartbeat=False)
+    return launcher.spawn(command, env=env)
 
 
 def test_killed_worker_rerun_charges_exactly_once(localstripe, save_card, settings):
@@ -60,7 +39,7 @@ def test_killed_worker_rerun_charges_exactly_once(localstripe, save_card, settin
     env = {
         **os.environ,
         "DJANGO_ENV": "test",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": launcher.database_url(connection.settings_dict),
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "CELERY_VISIBILITY_TIMEOUT": "3",
         "STRIPE_API_BASE": localstripe.base_url,
@@ -74,11 +53,8 @@ def test_killed_worker_rerun_charges_exactly_once(localstripe, save_card, settin
     doomed = start_worker(env | {"PORTAL_FAULTS": "after_charge=60"})
     try:
         wait_for(lambda: stripe_api.payment_intents_for_customer(customer), 60, "the first charge")
-        os.killpg(doomed.pid, signal.SIGKILL)  # after Stripe charged, before we recorded it
-        doomed.wait(10)
-    finally:
-        if doomed.poll() is None:
-            os.killpg(doomed.pid, signal.SIGKILL)
+    finally:  # after Stripe charged, before we recorded it
+        kill_group(doomed, signal.SIGKILL, timeout=10)
     assert CreditAccount.objects.get(group=group).balance_micros == 0
     assert Payment.objects.get(group=group).status == "creating"
 
@@ -87,8 +63,7 @@ def test_killed_worker_rerun_charges_exactly_once(localstripe, save_card, settin
     try:
         wait_for(lambda: Payment.objects.get(group=group).status == "succeeded", 60, "the re-run")
     finally:
-        os.killpg(survivor.pid, signal.SIGTERM)
-        survivor.wait(20)
+        stop_group(survivor, grace=20)
     assert len(stripe_api.payment_intents_for_customer(customer)) == 1
     assert CreditAccount.objects.get(group=group).balance_micros == 25_000_000
 
@@ -111,7 +86,7 @@ def test_killed_worker_during_invoice_generation_leaves_one_invoice(localstripe,
     env = {
         **os.environ,
         "DJANGO_ENV": "test",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": launcher.database_url(connection.settings_dict),
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "CELERY_VISIBILITY_TIMEOUT": "3",
         "STRIPE_API_BASE": localstripe.base_url,
@@ -134,11 +109,8 @@ def test_killed_worker_during_invoice_generation_leaves_one_invoice(localstripe,
     doomed = start_worker(env | {"PORTAL_FAULTS": "invoice_saved=60"})
     try:
         wait_for(paused_inside_the_transaction, 60, "the invoice written, not yet committed")
-        os.killpg(doomed.pid, signal.SIGKILL)
-        doomed.wait(10)
     finally:
-        if doomed.poll() is None:
-            os.killpg(doomed.pid, signal.SIGKILL)
+        kill_group(doomed, signal.SIGKILL, timeout=10)
     wait_for(lambda: not paused_inside_the_transaction(), 30, "PostgreSQL to roll it back")
     assert not Invoice.objects.filter(group=group).exists()
 
@@ -151,8 +123,7 @@ def test_killed_worker_during_invoice_generation_leaves_one_invoice(localstripe,
             celery_app.send_task("billing.tasks.generate_invoice", args=[group.pk, "2025-10"])
         time.sleep(2)  # let the survivor take the duplicate (nothing observable to wait for)
     finally:
-        os.killpg(survivor.pid, signal.SIGTERM)
-        survivor.wait(20)
+        stop_group(survivor, grace=20)
     invoice = Invoice.objects.get(group=group, period_key="2025-10")
     assert invoice.usage_micros == 3 * 1_234_567
     assert Invoice.objects.filter(group=group).count() == 1

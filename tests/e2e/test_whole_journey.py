@@ -54,16 +54,8 @@ from billing.models import (
     PaymentMethod,
     StripeEvent,
 )
-from tests.conftest import free_port
-from tests.e2e.processes import (
-    Processes,
-    portal_env,
-    start_beat,
-    start_web,
-    start_worker,
-    wait_for,
-    web_ready,
-)
+from portal.launcher import Processes, free_port, wait_for
+from tests.e2e.processes import portal_env, start_beat, start_web, start_worker, web_ready
 from tests.e2e.test_billing_journey import fill_card
 from usage.catalogue import catalogue_sync
 from usage.models import AIModel, UsageEvent

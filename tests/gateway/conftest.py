@@ -16,7 +16,7 @@ from aiohttp import web
 
 from billing.services import ledger_post
 from keys.services import api_key_create
-from tests.conftest import free_port
+from portal.launcher import free_port
 from tests.factories import GroupFactory, MembershipFactory
 from usage.models import AIModel
 

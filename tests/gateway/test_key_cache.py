@@ -12,6 +12,8 @@ from gateway import store as store_module
 from keys import secrets
 from keys.models import KeyChange
 from keys.services import api_key_create, api_key_regenerate, api_key_revoke
+from core.redis import get_redis
+from portal.launcher import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,9 +116,7 @@ def test_client_buckets_group_ipv6_by_64():  # type: ignore[no-untyped-def]
 def own_redis(tmp_path, settings):  # type: ignore[no-untyped-def]
     """A Redis of this test's own (append-only, like production), to stop and start at will.
     Request it before `gateway`, so the gateway uses it."""
-    from tests.reliability.stack import Redis
-
-    server = Redis(tmp_path)
+    server = RedisServer(tmp_path / "redis", append_only=True)
     server.start()
     settings.REDIS_URL = server.url
     get_redis.cache_clear()
@@ -134,7 +134,7 @@ def test_a_change_made_while_redis_was_down_is_in_force_within_a_second_of_its_r
     assert post(gateway, rotated.secret).status_code == 200
     time.sleep(1.5)  # appendfsync everysec: Redis' entries for both keys are on disk
 
-    own_redis.stop()
+    own_redis.crash()  # SIGKILL: only its append-only file survives
     api_key_revoke(key=revoked.key)  # committed; the Redis update after it fails
     new = api_key_regenerate(key=rotated.key)
     assert "could not publish key state" in caplog.text

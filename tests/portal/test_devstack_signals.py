@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from portal.devstack import free_port
+from portal.launcher import free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 READY = "Portal is ready"
@@ -76,12 +75,6 @@ def cmdline(p: psutil.Process) -> str:
         return ""
 
 
-def listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        return True
-    return False
-
-
 @pytest.mark.slow
 def test_ctrl_c_and_sigterm_stop_everything_make_run_started(tmp_path):
     stacks = {"SIGINT": Stack(tmp_path / "ctrl-c"), "SIGTERM": Stack(tmp_path / "sigterm")}
@@ -95,7 +88,7 @@ def test_ctrl_c_and_sigterm_stop_everything_make_run_started(tmp_path):
             names = " ".join(cmdline(p) for p in started[name])
             for what in ("postgres", "redis-server", "localstripe", "honcho", "uvicorn", "worker", "beat"):  # fmt: skip
                 assert what in names, f"{what} not running before the stop ({name})"
-            assert all(listening(port) for port in stack.ports())
+            assert all(port_open(port) for port in stack.ports())
 
         t0 = time.monotonic()
         os.killpg(stacks["SIGINT"].proc.pid, signal.SIGINT)  # Ctrl-C
@@ -107,7 +100,7 @@ def test_ctrl_c_and_sigterm_stop_everything_make_run_started(tmp_path):
             assert not alive, f"{name} left running: {[cmdline(p) for p in alive]}"
             assert time.monotonic() - t0 < 10, f"{name}: stopping took over 10 s"
             assert not stack.processes()
-            assert not any(listening(port) for port in stack.ports())
+            assert not any(port_open(port) for port in stack.ports())
             # PostgreSQL removes postmaster.pid when it shuts down.
             assert not (stack.local / "pgdata" / "postmaster.pid").exists()
             assert "stopping…" in stack.text()

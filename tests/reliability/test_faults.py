@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
+from portal.launcher import wait_for
 from tests.reliability.conftest import record
 from tests.reliability.load import Load, open_loop
-from tests.reliability.stack import Stack, charged_without_200, last_event_id, reconcile, wait_for
+from tests.reliability.stack import NOT_YET, Stack, charged_without_200, last_event_id, reconcile
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("invariants")]
 
@@ -82,7 +83,7 @@ def test_postgres_stopped_for_10_seconds_under_load(stack):  # type: ignore[no-u
 
 
 def test_redis_stopped_for_10_seconds_under_load(stack):  # type: ignore[no-untyped-def]
-    check_dependency_outage("redis_down_10s", stack, stack.redis.stop, stack.redis.start)
+    check_dependency_outage("redis_down_10s", stack, stack.redis.crash, stack.redis.start)
 
 
 def test_web_process_killed_under_load(stack):  # type: ignore[no-untyped-def]
@@ -100,7 +101,7 @@ def test_web_process_killed_under_load(stack):  # type: ignore[no-untyped-def]
     # A request cut by the kill after its metering statement is charged without a 200:
     # at most the requests in flight at that moment.
     assert 0 <= money["new_events"] - money["answered_200"] <= RATE, money
-    wait_for(stack.healthy, 10, "the restarted web process")
+    wait_for(stack.healthy, 10, "the restarted web process", retry_on=NOT_YET)
 
 
 # --- the same faults with write-behind metering (GATEWAY_METERING=stream) -----------------------
@@ -128,7 +129,7 @@ def test_postgres_stopped_in_stream_mode_keeps_answering_and_settles_afterwards(
 def test_redis_killed_in_stream_mode_loses_no_usage(stream_mode):
     # SIGKILL: the usage appended before each 200 survives in Redis's append-only file.
     stack = stream_mode
-    check_dependency_outage("stream_redis_down_10s", stack, stack.redis.stop, stack.redis.start)
+    check_dependency_outage("stream_redis_down_10s", stack, stack.redis.crash, stack.redis.start)
 
 
 def test_web_process_killed_in_stream_mode(stream_mode):
