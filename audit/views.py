@@ -4,12 +4,12 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from audit.models import AuditEvent
-from members.permissions import admin_required
+from members.permissions import GroupRequest, admin_required
 
 
 def _day(value: str) -> date | None:
@@ -21,9 +21,9 @@ def _day(value: str) -> date | None:
 
 @admin_required
 @require_GET
-def log(request: HttpRequest) -> HttpResponse:
+def log(request: GroupRequest) -> HttpResponse:
     """The group's audit log, newest first, filterable by action, actor and dates (Admins)."""
-    group = request.group  # type: ignore[attr-defined]
+    group = request.group
     events = AuditEvent.objects.filter(group=group)
     action = request.GET.get("action", "")
     actor = request.GET.get("actor", "").strip()

@@ -76,11 +76,7 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
 
 
 def _render(request: GroupRequest, context: dict[str, Any]) -> HttpResponse:
-    template = (
-        "usage/dashboard.html#usage-body"
-        if getattr(request, "htmx", False)
-        else "usage/dashboard.html"
-    )
+    template = "usage/dashboard.html#usage-body" if request.htmx else "usage/dashboard.html"
     return render(request, template, context, status=400 if context["errors"] else 200)
 
 
