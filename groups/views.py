@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.security import reauthentication_required
 from groups.forms import APIGroupForm, SecurityForm
 from groups.models import APIGroup
+from groups.selectors import api_group_for_form
 from groups.services import (
     GroupSettingError,
     api_group_create,
@@ -62,7 +63,7 @@ def group_home(request: GroupRequest) -> HttpResponse:
 def details(request: GroupRequest) -> HttpResponse:
     """The API Group page: Admins edit the organization details, Members read them."""
     group = request.group
-    form = APIGroupForm(request.POST or None, instance=APIGroup.objects.get(pk=group.pk))
+    form = APIGroupForm(request.POST or None, instance=api_group_for_form(group=group))
     if request.method == "POST":
         if form.is_valid():
             api_group_update(group=group, actor=request.user, request=request, **form.cleaned_data)
@@ -99,5 +100,5 @@ def security(request: GroupRequest) -> HttpResponse:
         else:
             messages.success(request, "Security settings saved.")
             return redirect("groups:details", group_id=group.public_id)
-    details_form = APIGroupForm(instance=APIGroup.objects.get(pk=group.pk))
+    details_form = APIGroupForm(instance=api_group_for_form(group=group))
     return render(request, "groups/details.html", _context(group, details_form, form), status=422)
