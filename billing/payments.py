@@ -8,7 +8,7 @@ Every entry point (a view, a task or the webhook calls it, never another billing
 in a durable transaction; the rows it locks are locked through `billing.locks`, in its order.
 
 Exactly-once crediting: a successful PaymentIntent is posted to the ledger with the PaymentIntent id
-as the entry's reference (`ledger_post` is idempotent on it), so the synchronous result, the
+as the entry's reference (`ledger_post` is idempotent on it), so the charge task's result, the
 webhook, a replayed webhook and a re-run task all credit once, whichever comes first.
 
 Never two automatic top-ups at once: a partial unique constraint allows one in-flight auto top-up
