@@ -1,7 +1,14 @@
 """Cards, credit purchases and automatic top-ups through Stripe.
 
+Buying credits never waits for Stripe in the web request: `purchase` records a pending Payment
+and queues `charge_payment`, which calls `charge`; the billing page shows the Payment's state
+until it is settled (succeeded, declined, or waiting for the bank's authentication).
+
+Every entry point (a view, a task or the webhook calls it, never another billing function) runs
+in a durable transaction; the rows it locks are locked through `billing.locks`, in its order.
+
 Exactly-once crediting: a successful PaymentIntent is posted to the ledger with the PaymentIntent id
-as the entry's reference (`ledger_post` is idempotent on it), so the synchronous result, the
+as the entry's reference (`ledger_post` is idempotent on it), so the charge task's result, the
 webhook, a replayed webhook and a re-run task all credit once, whichever comes first.
 
 Never two automatic top-ups at once: a partial unique constraint allows one in-flight auto top-up
@@ -12,7 +19,6 @@ Stripe's idempotency key) and no second charge is made.
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -24,6 +30,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import audit_record
 from billing import stripe_api
+from billing.locks import billing_profile_lock, payment_lock
 from billing.models import (
     IN_FLIGHT,
     BillingProfile,
@@ -36,6 +43,7 @@ from billing.models import (
 )
 from billing.services import ledger_post
 from billing.tasks import (
+    charge_payment,
     email_admins_about_dispute,
     email_admins_about_payment,
     email_admins_top_up_capped,
@@ -62,13 +70,17 @@ class PaymentRefused(BillingError):
 
 
 def profile_for(*, group: Any) -> BillingProfile:
+    """Return the group's billing profile, creating it on first use."""
     profile, _ = BillingProfile.objects.get_or_create(group=group)
     return profile
 
 
 def _lock_profile(group: Any) -> BillingProfile:
     """Lock the group's billing profile row (creating it first if needed)."""
-    return BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
+    profile_for(group=group)
+    locked = billing_profile_lock(group=group)
+    assert locked is not None  # created just above, and profiles are never deleted
+    return locked
 
 
 def _customer_fields(group: APIGroup) -> dict[str, Any]:
@@ -93,7 +105,7 @@ def customer_ensure(*, group: APIGroup) -> str:
     if profile.stripe_customer_id:
         return profile.stripe_customer_id
     with transaction.atomic():
-        profile = BillingProfile.objects.select_for_update().get(pk=profile.pk)
+        profile = _lock_profile(group)
         if not profile.stripe_customer_id:
             customer = stripe_api.customer_create(**_customer_fields(group))
             profile.stripe_customer_id = customer["id"]
@@ -161,7 +173,7 @@ def _mirror_card(
     return method
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def card_set_default(*, method: PaymentMethod, actor: Any, request: Any = None) -> None:
     _lock_profile(method.group)
     PaymentMethod.objects.filter(group=method.group, is_default=True).update(is_default=False)
@@ -186,7 +198,7 @@ def card_remove(*, method: PaymentMethod, actor: Any, request: Any = None) -> No
     except stripe_api.StripeFailure as exc:
         if "not attached" not in exc.user_message.lower():
             raise BillingError(exc.user_message) from exc
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         _lock_profile(method.group)
         was_default = method.is_default
         PaymentMethod.objects.filter(pk=method.pk).delete()
@@ -228,8 +240,10 @@ def validate_amount(amount_micros: int, *, field: str = "amount") -> None:
         )
 
 
+@transaction.atomic(durable=True)
 def purchase(*, group: APIGroup, amount_micros: int, actor: Any, request: Any = None) -> Payment:
-    """Buy credits with the default card, off-session. Returns the Payment in its final state."""
+    """Buy credits with the default card, off-session: record the Payment (pending) and queue
+    its charge. The billing page follows the Payment until the charge has settled it."""
     validate_amount(amount_micros)
     if not PaymentMethod.objects.filter(group=group, is_default=True).exists():
         raise BillingError("Add a card first.")
@@ -245,7 +259,8 @@ def purchase(*, group: APIGroup, amount_micros: int, actor: Any, request: Any = 
         request=request,
         data={"payment": payment.public_id},
     )
-    return charge(payment=payment)
+    charge_payment.delay_on_commit(payment.pk)
+    return payment
 
 
 def charge(*, payment: Payment) -> Payment:
@@ -255,8 +270,8 @@ def charge(*, payment: Payment) -> Payment:
     workers never charge it at once; if a worker dies, its connection and lock go with it and a
     re-run finds the PaymentIntent it may have created by its metadata.
     """
-    with transaction.atomic():
-        locked = Payment.objects.select_for_update(skip_locked=True).filter(pk=payment.pk).first()
+    with transaction.atomic(durable=True):
+        locked = payment_lock(pk=payment.pk, skip_locked=True)
         if locked is None:
             return payment  # another worker is charging it right now
         if locked.status == PaymentStatus.REQUIRES_ACTION and locked.stripe_payment_intent_id:
@@ -300,7 +315,7 @@ def charge(*, payment: Payment) -> Payment:
 
 def _fail(payment: Payment, message: str) -> Payment:
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        payment = _locked(payment)
         if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
             # Settled already: Stripe reports a decline twice (the failed charge call, then the
             # payment_intent.payment_failed webhook) and it must count once.
@@ -332,7 +347,7 @@ def payment_intent_apply(intent: dict) -> Payment:
     _check_intent_belongs(intent, payment)
     status = intent.get("status")
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        payment = _locked(payment)
         if payment.stripe_payment_intent_id != intent["id"]:
             payment.stripe_payment_intent_id = intent["id"]
             payment.save(update_fields=["stripe_payment_intent_id", "updated_at"])
@@ -364,7 +379,7 @@ def payment_intent_apply(intent: dict) -> Payment:
             payment.status = PaymentStatus.REQUIRES_ACTION
             payment.save(update_fields=["status", "updated_at"])
             if first_time and payment.kind == PaymentKind.AUTO_TOP_UP:
-                transaction.on_commit(lambda: _email_admins_task("needs_action", payment.pk))
+                email_admins_about_payment.delay_on_commit("needs_action", payment.pk)
             return payment
     if status in ("requires_payment_method", "canceled"):
         message = (
@@ -372,6 +387,28 @@ def payment_intent_apply(intent: dict) -> Payment:
         ) or "The card was declined."
         return _fail(payment, message)
     return payment
+
+
+def _locked(payment: Payment) -> Payment:
+    locked = payment_lock(pk=payment.pk)
+    assert locked is not None  # payments are never deleted
+    return locked
+
+
+def payment_confirm(*, payment: Payment) -> Payment:
+    """Settle a Payment the Admin has just authenticated on-session (3-D Secure) from Stripe's
+    PaymentIntent as it is now; the webhook may have settled it already (then nothing changes)."""
+    if not payment.stripe_payment_intent_id:
+        return payment
+    intent = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)
+    with transaction.atomic(durable=True):
+        return payment_intent_apply(intent)
+
+
+def payment_client_secret(*, payment: Payment) -> str | None:
+    """The client secret Stripe.js needs to authenticate the payment in the browser."""
+    intent = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id or "")
+    return intent.get("client_secret")
 
 
 def _check_intent_belongs(intent: dict, payment: Payment) -> None:
@@ -419,7 +456,7 @@ def dispute_apply(*, payment: Payment, dispute: dict) -> None:
     if status.startswith("warning_"):
         return
     # One event of a payment's disputes at a time (the "lost" note is checked, then written).
-    payment = Payment.objects.select_for_update().select_related("group").get(pk=payment.pk)
+    payment = _locked(payment)
     group = payment.group
     # Never more than the payment credited (Stripe's amount is in cents, like the payment's).
     amount = min(int(dispute.get("amount") or 0) * MICROS_PER_CENT, payment.amount_micros)
@@ -454,13 +491,7 @@ def dispute_apply(*, payment: Payment, dispute: dict) -> None:
             data={"dispute": dispute_id, "payment": payment.public_id, "amount_micros": amount},
         )  # fmt: skip
         logger.warning("dispute %s of payment %s: %s", dispute_id, payment.public_id, outcome)
-        transaction.on_commit(
-            functools.partial(_email_dispute_task, payment.pk, dispute_id, amount, outcome)
-        )
-
-
-def _email_dispute_task(payment_id: int, dispute_id: str, amount: int, outcome: str) -> None:
-    email_admins_about_dispute.delay(payment_id, dispute_id, amount, outcome)
+        email_admins_about_dispute.delay_on_commit(payment.pk, dispute_id, amount, outcome)
 
 
 # --- automatic top-up --------------------------------------------------------------------------
@@ -482,8 +513,8 @@ def auto_top_up_due(*, group: APIGroup, now: Any = None) -> bool:
 def auto_top_up_run(*, group_id: int) -> Payment | None:
     """Charge the configured amount if the balance is under the threshold; one at a time."""
     group = APIGroup.objects.get(pk=group_id)
-    with transaction.atomic():
-        profile = BillingProfile.objects.select_for_update().filter(group=group).first()
+    with transaction.atomic(durable=True):
+        profile = billing_profile_lock(group=group)
         in_flight = Payment.objects.filter(
             group=group, kind=PaymentKind.AUTO_TOP_UP, status__in=IN_FLIGHT
         ).first()
@@ -527,12 +558,8 @@ def _top_up_cap_reached(group: APIGroup) -> bool:
             group=group, actor=None, action="billing.auto_top_up_capped",
             target_repr="auto top-up", data={"top_ups_in_24h": made, "limit": limit},
         )  # fmt: skip
-        transaction.on_commit(lambda: _email_capped_task(group.pk, made))
+        email_admins_top_up_capped.delay_on_commit(group.pk, made)
     return True
-
-
-def _email_capped_task(group_id: int, made: int) -> None:
-    email_admins_top_up_capped.delay(group_id, made)
 
 
 def _top_up_declined(payment: Payment) -> None:
@@ -552,14 +579,10 @@ def _top_up_declined(payment: Payment) -> None:
             ]
         )
         if profile.top_up_failures == 1:  # once per run of declines
-            transaction.on_commit(lambda: _email_admins_task("declined", payment.pk))
+            email_admins_about_payment.delay_on_commit("declined", payment.pk)
 
 
-def _email_admins_task(kind: str, payment_id: int) -> None:
-    email_admins_about_payment.delay(kind, payment_id)
-
-
-@transaction.atomic
+@transaction.atomic(durable=True)
 def auto_top_up_configure(
     *,
     group: APIGroup,
@@ -583,7 +606,7 @@ def auto_top_up_configure(
         )
     if enabled and not PaymentMethod.objects.filter(group=group).exists():
         raise BillingError("Add a card before turning on auto top-up.")
-    profile = BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
+    profile = _lock_profile(group)
     profile.auto_top_up_enabled = enabled
     profile.auto_top_up_threshold_micros = threshold_micros
     profile.auto_top_up_amount_micros = amount_micros
@@ -604,7 +627,7 @@ def auto_top_up_configure(
     return profile
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def low_balance_alert_configure(
     *, group: APIGroup, level_micros: int | None, actor: Any, request: Any = None
 ) -> None:
@@ -612,7 +635,7 @@ def low_balance_alert_configure(
         raise BillingError(
             "The alert level must be more than $0, or empty to turn it off.", field="level"
         )
-    profile = BillingProfile.objects.select_for_update().get(pk=profile_for(group=group).pk)
+    profile = _lock_profile(group)
     profile.low_balance_alert_micros = level_micros
     profile.low_balance_alerted = False
     profile.save(update_fields=["low_balance_alert_micros", "low_balance_alerted", "updated_at"])
@@ -628,21 +651,17 @@ def low_balance_alert_configure(
 
 def low_balance_check(*, group: APIGroup) -> bool:
     """E-mail Admins once when the balance is under their level; re-arm once it has recovered."""
-    with transaction.atomic():
-        profile = BillingProfile.objects.select_for_update().filter(group=group).first()
+    with transaction.atomic(durable=True):
+        profile = billing_profile_lock(group=group)
         if profile is None or profile.low_balance_alert_micros is None:
             return False
         balance = CreditAccount.objects.get(group=group).balance_micros
         if balance < profile.low_balance_alert_micros and not profile.low_balance_alerted:
             profile.low_balance_alerted = True
             profile.save(update_fields=["low_balance_alerted", "updated_at"])
-            transaction.on_commit(lambda: _low_balance_email(group.pk, balance))
+            email_low_balance.delay_on_commit(group.pk, balance)
             return True
         if balance >= profile.low_balance_alert_micros and profile.low_balance_alerted:
             profile.low_balance_alerted = False
             profile.save(update_fields=["low_balance_alerted", "updated_at"])
     return False
-
-
-def _low_balance_email(group_id: int, balance: int) -> None:
-    email_low_balance.delay(group_id, balance)

@@ -8,7 +8,17 @@ from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.shortcuts import get_object_or_404
 
-from billing.models import CreditAccount, EntryKind, Invoice, LedgerEntry
+from billing.models import (
+    BillingProfile,
+    CreditAccount,
+    EntryKind,
+    Invoice,
+    LedgerEntry,
+    Payment,
+    PaymentKind,
+    PaymentMethod,
+    PaymentStatus,
+)
 from usage.models import AIModel
 from usage.tiers import Tier, next_tier, tier_for
 
@@ -27,8 +37,47 @@ class TierInfo:
 
 
 def credit_account_get(*, group: Any) -> CreditAccount:
-    account, _ = CreditAccount.objects.get_or_create(group=group)
-    return account
+    """Return the group's credit account (every group has one from `api_group_create`)."""
+    return CreditAccount.objects.get(group=group)
+
+
+def billing_profile_get(*, group: Any) -> BillingProfile:
+    """Return the group's billing profile, or an unsaved default one (nothing set up yet)."""
+    return BillingProfile.objects.filter(group=group).first() or BillingProfile(group=group)
+
+
+def payment_methods_for_group(*, group: Any) -> QuerySet[PaymentMethod]:
+    return PaymentMethod.objects.filter(group=group)
+
+
+def payment_method_get_for_group(*, group: Any, stripe_id: str) -> PaymentMethod:
+    """The group's saved card with this Stripe id; 404 for any other group's."""
+    return get_object_or_404(payment_methods_for_group(group=group), stripe_id=stripe_id)
+
+
+def payment_get_for_group(*, group: Any, public_id: str, status: str | None = None) -> Payment:
+    """The group's payment with this id (in this status, if given); 404 for any other group's."""
+    payments = Payment.objects.filter(group=group).select_related("group")
+    if status is not None:
+        payments = payments.filter(status=status)
+    return get_object_or_404(payments, public_id=public_id)
+
+
+def payment_awaiting_action(*, group: Any) -> Payment | None:
+    """A payment of the group that waits for an Admin to authenticate it with the bank."""
+    return Payment.objects.filter(group=group, status=PaymentStatus.REQUIRES_ACTION).first()
+
+
+def purchases_processing(*, group: Any) -> QuerySet[Payment]:
+    """The group's credit purchases that are queued or being charged right now."""
+    return Payment.objects.filter(
+        group=group, kind=PaymentKind.PURCHASE, status=PaymentStatus.CREATING
+    )
+
+
+def receipts_for_group(*, group: Any) -> QuerySet[Payment]:
+    """The group's paid card payments (each has a receipt), newest first."""
+    return Payment.objects.filter(group=group, status=PaymentStatus.SUCCEEDED)
 
 
 def tier_info(*, account: CreditAccount) -> TierInfo:

@@ -44,6 +44,15 @@ def auto_top_up(group_id: int) -> str | None:
     return payment.status if payment else None
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def charge_payment(payment_id: int) -> str:
+    """Charge a credit purchase the billing page queued; safe to run twice or concurrently
+    (`charge` locks the Payment and finds a PaymentIntent it made before by its metadata)."""
+    from billing.payments import charge
+
+    return charge(payment=Payment.objects.get(pk=payment_id)).status
+
+
 @shared_task
 def credit_watch() -> int:
     """Start due automatic top-ups and send low-balance alerts (runs every minute)."""

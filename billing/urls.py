@@ -10,6 +10,7 @@ urlpatterns = [
     path("cards/<str:card_id>/default/", views.card_default, name="card_default"),
     path("cards/<str:card_id>/remove/", views.card_remove, name="card_remove"),
     path("credits/", views.buy, name="buy"),
+    path("payments/<str:payment_id>/", views.payment, name="payment"),
     path("payments/<str:payment_id>/complete/", views.complete, name="complete"),
     path("auto-top-up/", views.auto_top_up, name="auto_top_up"),
     path("low-balance-alert/", views.low_balance, name="low_balance"),

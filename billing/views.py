@@ -9,20 +9,27 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.security import reauthentication_required
-from billing import payments, pdf, stripe_api
+from billing import payments, pdf
 from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
 from billing.invoicing.documents import group_address, issuer_details
 from billing.invoicing.periods import period_from_key
-from billing.models import Payment, PaymentMethod, PaymentStatus
+from billing.models import Payment, PaymentStatus
 from billing.selectors import (
+    billing_profile_get,
     credit_account_get,
     invoice_get_for_group,
     invoices_for_group,
     ledger_transactions,
+    payment_awaiting_action,
+    payment_get_for_group,
+    payment_method_get_for_group,
+    payment_methods_for_group,
+    purchases_processing,
+    receipts_for_group,
     tier_info,
     usage_by_day,
 )
@@ -77,9 +84,8 @@ def _to_billing(request: GroupRequest) -> HttpResponse:
 def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResponse:
     group = request.group
     account = credit_account_get(group=group)
-    profile = payments.profile_for(group=group)
+    profile = billing_profile_get(group=group)
     page = Paginator(ledger_transactions(account=account), 20).get_page(request.GET.get("page"))
-    pending = Payment.objects.filter(group=group, status=PaymentStatus.REQUIRES_ACTION).first()
     context = {
         "account": account,
         "profile": profile,
@@ -87,8 +93,9 @@ def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResp
         "tier": tier_info(account=account),
         "page": page,
         "usage_days": usage_by_day(account=account),
-        "cards": PaymentMethod.objects.filter(group=group),
-        "pending_payment": pending,
+        "cards": payment_methods_for_group(group=group),
+        "pending_payment": payment_awaiting_action(group=group),
+        "processing": purchases_processing(group=group),
         "purchase_form": forms.get("purchase_form") or PurchaseForm(prefix="buy"),
         "top_up_form": forms.get("top_up_form")
         or AutoTopUpForm(
@@ -164,7 +171,7 @@ def card_saved(request: GroupRequest) -> HttpResponse:
 @reauthentication_required
 @require_POST
 def card_default(request: GroupRequest, card_id: str) -> HttpResponse:
-    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)
+    method = payment_method_get_for_group(group=request.group, stripe_id=card_id)
     payments.card_set_default(method=method, actor=request.user, request=request)
     messages.success(request, f"{method} is now the default card.")
     return _to_billing(request)
@@ -174,7 +181,7 @@ def card_default(request: GroupRequest, card_id: str) -> HttpResponse:
 @reauthentication_required
 @require_POST
 def card_remove(request: GroupRequest, card_id: str) -> HttpResponse:
-    method = get_object_or_404(PaymentMethod, group=request.group, stripe_id=card_id)
+    method = payment_method_get_for_group(group=request.group, stripe_id=card_id)
     try:
         payments.card_remove(method=method, actor=request.user, request=request)
     except payments.BillingError as exc:
@@ -187,6 +194,7 @@ def card_remove(request: GroupRequest, card_id: str) -> HttpResponse:
 @admin_required
 @require_POST
 def buy(request: GroupRequest) -> HttpResponse:
+    """Queue a credit purchase and follow it on its own page while the card is charged."""
     form = PurchaseForm(request.POST, prefix="buy")
     if not form.is_valid():
         return _page(request, status=422, purchase_form=form)
@@ -200,19 +208,32 @@ def buy(request: GroupRequest) -> HttpResponse:
     except payments.BillingError as exc:
         form.add_error("amount", str(exc))
         return _page(request, status=422, purchase_form=form)
+    return redirect(
+        "billing:payment", group_id=request.group.public_id, payment_id=payment.public_id
+    )
+
+
+@admin_required
+@require_GET
+def payment(request: GroupRequest, payment_id: str) -> HttpResponse:
+    """A credit purchase's state: "processing" (htmx polls this page, a link reloads it) until
+    the charge settles it, then the outcome on the Billing page (or the bank's confirmation)."""
+    payment = payment_get_for_group(group=request.group, public_id=payment_id)
+    if payment.status == PaymentStatus.CREATING:
+        template = "billing/payment.html#payment-state" if request.htmx else "billing/payment.html"
+        return render(request, template, {"payment": payment})
+    if request.htmx:  # settled: load the full page (this URL again), which says how it went
+        return HttpResponse(headers={"HX-Redirect": request.get_full_path()})
+    if payment.status == PaymentStatus.REQUIRES_ACTION:
+        return redirect(
+            "billing:complete", group_id=request.group.public_id, payment_id=payment.public_id
+        )
     if payment.status == PaymentStatus.SUCCEEDED:
         messages.success(request, f"{format_usd(payment.amount_micros)} of credits added.")
-    elif payment.status == PaymentStatus.REQUIRES_ACTION:
-        return redirect(
-            "billing:complete",
-            group_id=request.group.public_id,
-            payment_id=payment.public_id,
-        )
     else:
-        form.add_error(
-            "amount", f"The payment was declined: {payment.error_message} Nothing was charged."
+        messages.error(
+            request, f"The payment was declined: {payment.error_message} Nothing was charged."
         )
-        return _page(request, status=422, purchase_form=form)
     return _to_billing(request)
 
 
@@ -221,12 +242,11 @@ def buy(request: GroupRequest) -> HttpResponse:
 @allow_stripe_js
 def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
     """Finish a payment the bank wants confirmed (3-D Secure), on-session with Stripe.js."""
-    payment = get_object_or_404(Payment, group=request.group, public_id=payment_id)
+    payment = payment_get_for_group(group=request.group, public_id=payment_id)
     if payment.status != PaymentStatus.REQUIRES_ACTION or not payment.stripe_payment_intent_id:
         return _to_billing(request)
-    intent = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)
     if request.method == "POST":
-        payment = payments.payment_intent_apply(intent)
+        payment = payments.payment_confirm(payment=payment)
         if payment.status == PaymentStatus.SUCCEEDED:
             messages.success(request, f"{format_usd(payment.amount_micros)} of credits added.")
         elif payment.status == PaymentStatus.FAILED:
@@ -237,7 +257,7 @@ def complete(request: GroupRequest, payment_id: str) -> HttpResponse:
         "billing/complete.html",
         {
             "payment": payment,
-            "client_secret": intent.get("client_secret"),
+            "client_secret": payments.payment_client_secret(payment=payment),
             **_stripe_js(),
         },
     )
@@ -265,7 +285,7 @@ def auto_top_up(request: GroupRequest) -> HttpResponse:
                 request,
                 "Auto top-up saved." if form.cleaned_data["enabled"] else "Auto top-up is off.",
             )
-            if form.cleaned_data["enabled"]:
+            if form.cleaned_data["enabled"]:  # the balance may be under the threshold already
                 auto_top_up_task.delay_on_commit(request.group.pk)
             return _to_billing(request)
     return _page(request, status=422, top_up_form=form)
@@ -300,7 +320,7 @@ def invoices(request: GroupRequest) -> HttpResponse:
     """Invoice history: invoices and credit notes, and receipts of credit purchases."""
     tab = "receipts" if request.GET.get("tab") == "receipts" else "invoices"
     if tab == "receipts":
-        rows: Any = Payment.objects.filter(group=request.group, status=PaymentStatus.SUCCEEDED)
+        rows: Any = receipts_for_group(group=request.group)
     else:
         rows = invoices_for_group(group=request.group)
     page = Paginator(rows, 24).get_page(request.GET.get("page"))
@@ -333,11 +353,8 @@ def invoice_pdf(request: GroupRequest, invoice_id: str) -> HttpResponse:
 
 
 def _receipt_payment(request: GroupRequest, payment_id: str) -> Payment:
-    return get_object_or_404(
-        Payment.objects.select_related("group"),
-        group=request.group,
-        public_id=payment_id,
-        status=PaymentStatus.SUCCEEDED,
+    return payment_get_for_group(
+        group=request.group, public_id=payment_id, status=PaymentStatus.SUCCEEDED
     )
 
 

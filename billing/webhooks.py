@@ -124,7 +124,7 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     if handler is None:
         return JsonResponse({"received": True, "handled": False})
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):  # the webhook is an entry point (billing.locks)
             if not _event_record(event):
                 return JsonResponse({"received": True, "duplicate": True})
             try:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 
 from django.core.paginator import Paginator
-from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from audit.models import AuditEvent
-from members.permissions import admin_required
+from audit.selectors import audit_actions_for_group, audit_events_for_group
+from members.permissions import GroupRequest, admin_required
 
 
 def _day(value: str) -> date | None:
@@ -23,38 +22,22 @@ def _day(value: str) -> date | None:
 
 @admin_required
 @require_GET
-def log(request: HttpRequest) -> HttpResponse:
+def log(request: GroupRequest) -> HttpResponse:
     """The group's audit log, newest first, filterable by action, actor and dates (Admins)."""
-    group = request.group  # type: ignore[attr-defined]
-    events = AuditEvent.objects.filter(group=group)
+    group = request.group
     action = request.GET.get("action", "")
     actor = request.GET.get("actor", "").strip()
     since, until = request.GET.get("from", ""), request.GET.get("to", "")
-    errors = []
-    if action:
-        events = events.filter(action=action)
-    if actor:
-        events = events.filter(
-            Q(actor_email__icontains=actor) | Q(actor_management_key__name__icontains=actor)
-        )
-    for label, raw in (("From", since), ("To", until)):
-        if raw and _day(raw) is None:
-            errors.append(f"{label}: “{raw}” is not a date like 2026-11-25.")
-    if since and (d := _day(since)):
-        events = events.filter(created_at__gte=datetime.combine(d, time(0), tzinfo=UTC))
-    if until and (d := _day(until)):
-        events = events.filter(
-            created_at__lt=datetime.combine(d + timedelta(days=1), time(0), tzinfo=UTC)
-        )
-    actions = (
-        AuditEvent.objects.filter(group=group)
-        .values_list("action", flat=True)
-        .distinct()
-        .order_by("action")
+    errors = [
+        f"{label}: “{raw}” is not a date like 2026-11-25."
+        for label, raw in (("From", since), ("To", until))
+        if raw and _day(raw) is None
+    ]
+    events = audit_events_for_group(
+        group=group, action=action, actor=actor, since=_day(since), until=_day(until)
     )
-    page = Paginator(events.select_related("actor", "actor_management_key"), 50).get_page(
-        request.GET.get("page")
-    )
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    actions = audit_actions_for_group(group=group)
     return render(
         request,
         "audit/log.html",

@@ -2,26 +2,33 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.security import reauthentication_required
 from groups.forms import APIGroupForm, SecurityForm
 from groups.models import APIGroup
+from groups.selectors import api_group_for_form
 from groups.services import (
     GroupSettingError,
     api_group_create,
     api_group_set_mfa_policy,
     api_group_update,
 )
-from members.permissions import CURRENT_GROUP_SESSION_KEY, admin_required, member_required
+from members.permissions import (
+    CURRENT_GROUP_SESSION_KEY,
+    GroupRequest,
+    HtmxHttpRequest,
+    admin_required,
+    member_required,
+)
 from members.selectors import memberships_for_user
 
 
 @login_required
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HtmxHttpRequest) -> HttpResponse:
     """Send the user to their current group, or to create their first one."""
     memberships = list(memberships_for_user(user=request.user))
     if not memberships:
@@ -33,7 +40,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def create(request: HttpRequest) -> HttpResponse:
+def create(request: HtmxHttpRequest) -> HttpResponse:
     """Create an API group; the creator becomes its Admin."""
     form = APIGroupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -46,17 +53,17 @@ def create(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_GET
-def group_home(request: HttpRequest) -> HttpResponse:
+def group_home(request: GroupRequest) -> HttpResponse:
     """The group's landing page: its usage."""
-    return redirect("usage:dashboard", group_id=request.group.public_id)  # type: ignore[attr-defined]
+    return redirect("usage:dashboard", group_id=request.group.public_id)
 
 
 @member_required
 @require_http_methods(["GET", "POST"])
-def details(request: HttpRequest) -> HttpResponse:
+def details(request: GroupRequest) -> HttpResponse:
     """The API Group page: Admins edit the organization details, Members read them."""
-    group = request.group  # type: ignore[attr-defined]
-    form = APIGroupForm(request.POST or None, instance=APIGroup.objects.get(pk=group.pk))
+    group = request.group
+    form = APIGroupForm(request.POST or None, instance=api_group_for_form(group=group))
     if request.method == "POST":
         if form.is_valid():
             api_group_update(group=group, actor=request.user, request=request, **form.cleaned_data)
@@ -76,9 +83,9 @@ def _context(
 @admin_required
 @reauthentication_required
 @require_POST
-def security(request: HttpRequest) -> HttpResponse:
+def security(request: GroupRequest) -> HttpResponse:
     """Turn the group's two-factor rule for Admins on or off (Admins only, audited)."""
-    group = request.group  # type: ignore[attr-defined]
+    group = request.group
     form = SecurityForm(request.POST)
     if form.is_valid():
         try:
@@ -93,5 +100,5 @@ def security(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Security settings saved.")
             return redirect("groups:details", group_id=group.public_id)
-    details_form = APIGroupForm(instance=APIGroup.objects.get(pk=group.pk))
+    details_form = APIGroupForm(instance=api_group_for_form(group=group))
     return render(request, "groups/details.html", _context(group, details_form, form), status=422)

@@ -22,3 +22,8 @@ def api_key_get_for_group(*, group: Any, public_id: str) -> APIKey:
     return get_object_or_404(
         APIKey.objects.select_related("group"), group=group, public_id=public_id
     )
+
+
+def api_key_find_for_group(*, group: Any, public_id: str) -> APIKey | None:
+    """Return the group's key with this id, or None (a filter naming another group's key)."""
+    return APIKey.objects.filter(group=group, public_id=public_id).first()

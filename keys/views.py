@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -16,7 +16,7 @@ from keys.services import (
     api_key_revoke,
     api_key_update,
 )
-from members.permissions import admin_required, member_required
+from members.permissions import GroupRequest, admin_required, member_required
 
 # Sections the apps above keys add to the API Keys page, registered in their AppConfig.ready()
 # (see core.hooks): management lists the management keys to Admins. Each step is called with
@@ -24,21 +24,21 @@ from members.permissions import admin_required, member_required
 page_sections = Hook("keys_page_sections")
 
 
-def _list_context(request: HttpRequest, **extra: object) -> dict:
-    group = request.group  # type: ignore[attr-defined]
+def _list_context(request: GroupRequest, **extra: object) -> dict:
+    group = request.group
     context: dict = {"keys": api_keys_for_group(group=group), "form": APIKeyForm()}
     for section in page_sections(request=request):
         context.update(section)
     return {**context, **extra}
 
 
-def render_list(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+def render_list(request: GroupRequest, status: int = 200, **extra: object) -> HttpResponse:
     """Render the API Keys page (or its key panel for htmx) with `extra` context."""
-    template = "keys/list.html#key-panel" if request.htmx else "keys/list.html"  # type: ignore[attr-defined]
+    template = "keys/list.html#key-panel" if request.htmx else "keys/list.html"
     return render(request, template, _list_context(request, **extra), status=status)
 
 
-def _issued(request: HttpRequest, issued: IssuedKey, *, verb: str) -> HttpResponse:
+def _issued(request: GroupRequest, issued: IssuedKey, *, verb: str) -> HttpResponse:
     """Show a new secret exactly once, in the response to the POST that made it."""
     response = render_list(request, issued=issued, issued_verb=verb)
     response["Cache-Control"] = "no-store"
@@ -47,20 +47,20 @@ def _issued(request: HttpRequest, issued: IssuedKey, *, verb: str) -> HttpRespon
 
 @member_required
 @require_GET
-def list(request: HttpRequest) -> HttpResponse:  # the URL name the sidebar uses
+def list(request: GroupRequest) -> HttpResponse:  # the URL name the sidebar uses
     """API Keys: everyone sees names and last four; Admins create and manage."""
     return render_list(request)
 
 
 @member_required
 @require_POST
-def create(request: HttpRequest) -> HttpResponse:
+def create(request: GroupRequest) -> HttpResponse:
     form = APIKeyForm(request.POST)
     if not form.is_valid():
         return render_list(request, status=422, form=form, show_form=True)
     try:
         issued = api_key_create(
-            group=request.group,  # type: ignore[attr-defined]
+            group=request.group,
             name=form.cleaned_data["name"],
             expires_at=form.cleaned_data["expires_on"],
             monthly_limit_micros=form.cleaned_data["monthly_limit"],
@@ -75,8 +75,8 @@ def create(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 @require_http_methods(["GET", "POST"])
-def edit(request: HttpRequest, key_id: str) -> HttpResponse:
-    key = api_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+def edit(request: GroupRequest, key_id: str) -> HttpResponse:
+    key = api_key_get_for_group(group=request.group, public_id=key_id)
     initial = {
         "name": key.name,
         "expires_on": key.expires_at.date() if key.expires_at else None,
@@ -101,7 +101,7 @@ def edit(request: HttpRequest, key_id: str) -> HttpResponse:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Saved “{form.cleaned_data['name']}”.")
-            return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+            return redirect("keys:list", group_id=request.group.public_id)
     return render(
         request, "keys/edit.html", {"key": key, "form": form}, status=422 if form.errors else 200
     )
@@ -109,24 +109,24 @@ def edit(request: HttpRequest, key_id: str) -> HttpResponse:
 
 @admin_required
 @require_http_methods(["GET", "POST"])
-def revoke(request: HttpRequest, key_id: str) -> HttpResponse:
-    key = api_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+def revoke(request: GroupRequest, key_id: str) -> HttpResponse:
+    key = api_key_get_for_group(group=request.group, public_id=key_id)
     if request.method == "POST":
         api_key_revoke(key=key, actor=request.user, request=request)
         messages.success(request, f"Revoked “{key.name}” ({key.masked}). It no longer works.")
-        return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+        return redirect("keys:list", group_id=request.group.public_id)
     return render(request, "keys/confirm.html", {"key": key, "action": "revoke"})
 
 
 @admin_required
 @require_http_methods(["GET", "POST"])
-def regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
-    key = api_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+def regenerate(request: GroupRequest, key_id: str) -> HttpResponse:
+    key = api_key_get_for_group(group=request.group, public_id=key_id)
     if request.method == "POST":
         try:
             issued = api_key_regenerate(key=key, actor=request.user, request=request)
         except APIKeyError as exc:
             messages.error(request, str(exc))
-            return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+            return redirect("keys:list", group_id=request.group.public_id)
         return _issued(request, issued, verb="regenerated")
     return render(request, "keys/confirm.html", {"key": key, "action": "regenerate"})

@@ -16,7 +16,7 @@ from management.api import openapi_document
 from management.forms import ManagementKeyForm
 from management.selectors import management_key_get_for_group, management_keys_for_group
 from management.services import management_key_create, management_key_revoke
-from members.permissions import admin_required
+from members.permissions import GroupRequest, admin_required
 
 
 def keys_page_section(*, request: HttpRequest) -> dict[str, Any]:
@@ -34,13 +34,13 @@ def keys_page_section(*, request: HttpRequest) -> dict[str, Any]:
 @admin_required
 @reauthentication_required
 @require_POST
-def create(request: HttpRequest) -> HttpResponse:
+def create(request: GroupRequest) -> HttpResponse:
     """Create a management key and show its secret once, on the API Keys page."""
     form = ManagementKeyForm(request.POST, prefix="mk")
     if form.is_valid():
         try:
             issued = management_key_create(
-                group=request.group,  # type: ignore[attr-defined]
+                group=request.group,
                 name=form.cleaned_data["name"],
                 role=form.cleaned_data["role"],
                 actor=request.user,
@@ -57,12 +57,12 @@ def create(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 @require_http_methods(["GET", "POST"])
-def revoke(request: HttpRequest, key_id: str) -> HttpResponse:
-    key = management_key_get_for_group(group=request.group, public_id=key_id)  # type: ignore[attr-defined]
+def revoke(request: GroupRequest, key_id: str) -> HttpResponse:
+    key = management_key_get_for_group(group=request.group, public_id=key_id)
     if request.method == "POST":
         management_key_revoke(key=key, actor=request.user, request=request)
         messages.success(request, f"Revoked management key “{key.name}” ({key.masked}).")
-        return redirect("keys:list", group_id=request.group.public_id)  # type: ignore[attr-defined]
+        return redirect("keys:list", group_id=request.group.public_id)
     return render(request, "management/confirm_revoke.html", {"key": key})
 
 

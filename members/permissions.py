@@ -23,17 +23,29 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django_htmx.middleware import HtmxDetails
 
 from accounts.security import user_has_totp
+from groups.models import APIGroup
 from members.models import Membership, Role
 
 CURRENT_GROUP_SESSION_KEY = "current_group"
 
 
-class GroupRequest(HttpRequest):
-    """The request a group view receives: `group_required` has set these."""
+class HtmxHttpRequest(HttpRequest):
+    """Every request: django-htmx's middleware sets `htmx` (falsy unless htmx sent it).
 
-    group: Any
+    `request.htmx` is the one way a view asks whether htmx made the request, and
+    `request.htmx.target` which element it will swap.
+    """
+
+    htmx: HtmxDetails
+
+
+class GroupRequest(HtmxHttpRequest):
+    """The request a group view receives: `group_required` has set `group` and `membership`."""
+
+    group: APIGroup
     membership: Membership
 
 
@@ -68,7 +80,9 @@ def group_required(
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
-        def wrapper(request: HttpRequest, group_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(
+            request: GroupRequest, group_id: str, *args: Any, **kwargs: Any
+        ) -> HttpResponse:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = membership_for(user=request.user, public_id=group_id)
@@ -84,8 +98,8 @@ def group_required(
                     "Set up an authenticator app to continue.",
                 )
                 return redirect("mfa_activate_totp")
-            request.group = membership.group  # type: ignore[attr-defined]
-            request.membership = membership  # type: ignore[attr-defined]
+            request.group = membership.group
+            request.membership = membership
             if request.session.get(CURRENT_GROUP_SESSION_KEY) != group_id:
                 request.session[CURRENT_GROUP_SESSION_KEY] = group_id
             return view(request, *args, **kwargs)

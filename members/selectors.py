@@ -5,6 +5,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
+from accounts.models import User
 from members.models import Invitation, InvitationStatus, Membership
 
 
@@ -36,3 +37,8 @@ def pending_invitations(*, group: Any) -> QuerySet[Invitation]:
 
 def invitation_get_for_group(*, group: Any, public_id: str) -> Invitation:
     return get_object_or_404(Invitation, group=group, public_id=public_id)
+
+
+def user_exists_with_email(*, email: str) -> bool:
+    """Whether someone has an account with this address (any case)."""
+    return User.objects.filter(email__iexact=email).exists()

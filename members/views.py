@@ -1,18 +1,17 @@
 from __future__ import annotations
 
-from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.contrib.auth import logout
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.models import User
 from accounts.security import reauthentication_required
+from members import flows
 from members.forms import InviteForm, MemberFilterForm, RemoveForm, RoleForm
 from members.models import Membership, Role
-from members.permissions import group_required, member_required
+from members.permissions import GroupRequest, HtmxHttpRequest, group_required, member_required
 from members.selectors import (
     invitation_get_for_group,
     membership_get_for_group,
@@ -21,33 +20,27 @@ from members.selectors import (
 )
 from members.services import (
     InvitationLimitReached,
-    InvitationProblem,
     MembershipError,
-    email_verified,
-    invitation_accept,
     invitation_create,
-    invitation_for_token,
     invitation_resend,
     invitation_revoke,
     membership_change_role,
     membership_remove,
 )
 
-INVITATION_SESSION_KEY = "invitation_token"
 
-
-def _members_url(request: HttpRequest) -> str:
-    return reverse("members:list", kwargs={"group_id": request.group.public_id})  # type: ignore[attr-defined]
+def _members_url(request: GroupRequest) -> str:
+    return reverse("members:list", kwargs={"group_id": request.group.public_id})
 
 
 def _page(
-    request: HttpRequest, invite_form: InviteForm | None = None, status: int = 200
+    request: GroupRequest, invite_form: InviteForm | None = None, status: int = 200
 ) -> HttpResponse:
     filters = MemberFilterForm(request.GET or None)
     role = q = ""
     if filters.is_valid():
         role, q = filters.cleaned_data["role"], filters.cleaned_data["q"]
-    group = request.group  # type: ignore[attr-defined]
+    group = request.group
     admins = [*memberships_for_group(group=group, role=Role.ADMIN)]  # `list` is a view here
     context = {
         "memberships": memberships_for_group(group=group, role=role, q=q),
@@ -60,28 +53,29 @@ def _page(
         "admins": admins,  # for "hand their management keys to …"
         "admin_count": len(admins),
     }
-    htmx_target = request.headers.get("HX-Target") if getattr(request, "htmx", False) else None
     template = (
-        "members/list.html#member-table" if htmx_target == "member-table" else "members/list.html"
+        "members/list.html#member-table"
+        if request.htmx.target == "member-table"
+        else "members/list.html"
     )
     return render(request, template, context, status=status)
 
 
 @member_required
 @require_GET
-def list(request: HttpRequest) -> HttpResponse:  # the URL name the sidebar uses
+def list(request: GroupRequest) -> HttpResponse:  # the URL name the sidebar uses
     """Members: everyone sees the list; Admins invite, change roles and remove."""
     return _page(request)
 
 
 @member_required
 @require_POST
-def invite(request: HttpRequest) -> HttpResponse:
+def invite(request: GroupRequest) -> HttpResponse:
     form = InviteForm(request.POST)
     if form.is_valid():
         try:
             invitation_create(
-                group=request.group,  # type: ignore[attr-defined]
+                group=request.group,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
                 actor=request.user,
@@ -98,17 +92,17 @@ def invite(request: HttpRequest) -> HttpResponse:
     return _page(request, invite_form=form, status=422)
 
 
-def _key_heir(request: HttpRequest, public_id: str) -> Membership | None:
+def _key_heir(request: GroupRequest, public_id: str) -> Membership | None:
     """The member named in "hand their management keys to …" (404 outside this group)."""
     if not public_id:
         return None
-    return membership_get_for_group(group=request.group, public_id=public_id)  # type: ignore[attr-defined]
+    return membership_get_for_group(group=request.group, public_id=public_id)
 
 
 @member_required
 @require_POST
-def invitation_action(request: HttpRequest, invitation_id: str, action: str) -> HttpResponse:
-    invitation = invitation_get_for_group(group=request.group, public_id=invitation_id)  # type: ignore[attr-defined]
+def invitation_action(request: GroupRequest, invitation_id: str, action: str) -> HttpResponse:
+    invitation = invitation_get_for_group(group=request.group, public_id=invitation_id)
     try:
         if action == "resend":
             invitation_resend(invitation=invitation, actor=request.user, request=request)
@@ -126,8 +120,8 @@ def invitation_action(request: HttpRequest, invitation_id: str, action: str) -> 
 @member_required
 @reauthentication_required
 @require_POST
-def change_role(request: HttpRequest, member_id: str) -> HttpResponse:
-    membership = membership_get_for_group(group=request.group, public_id=member_id)  # type: ignore[attr-defined]
+def change_role(request: GroupRequest, member_id: str) -> HttpResponse:
+    membership = membership_get_for_group(group=request.group, public_id=member_id)
     form = RoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose Admin or Member.")
@@ -152,8 +146,8 @@ def change_role(request: HttpRequest, member_id: str) -> HttpResponse:
 
 @member_required
 @require_POST
-def remove(request: HttpRequest, member_id: str) -> HttpResponse:
-    membership = membership_get_for_group(group=request.group, public_id=member_id)  # type: ignore[attr-defined]
+def remove(request: GroupRequest, member_id: str) -> HttpResponse:
+    membership = membership_get_for_group(group=request.group, public_id=member_id)
     form = RemoveForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose another Admin to hand the management keys to.")
@@ -174,13 +168,13 @@ def remove(request: HttpRequest, member_id: str) -> HttpResponse:
 
 @group_required(write=Role.MEMBER)
 @require_POST
-def leave(request: HttpRequest) -> HttpResponse:
+def leave(request: GroupRequest) -> HttpResponse:
     """Any member may leave (the last Admin may not); an Admin may hand their keys on."""
     form = RemoveForm(request.POST)
     heir = _key_heir(request, form.cleaned_data["hand_keys_to"]) if form.is_valid() else None
     try:
         membership_remove(
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
             actor=request.user,
             request=request,
             hand_keys_to=heir,
@@ -188,63 +182,18 @@ def leave(request: HttpRequest) -> HttpResponse:
     except MembershipError as exc:
         messages.error(request, str(exc))
         return redirect(_members_url(request))
-    messages.success(request, f"You left {request.group.name}.")  # type: ignore[attr-defined]
+    messages.success(request, f"You left {request.group.name}.")
     return redirect("home")
 
 
 @require_http_methods(["GET", "POST"])
-def accept(request: HttpRequest, token: str) -> HttpResponse:
-    """The link in an invitation e-mail."""
-    try:
-        invitation = invitation_for_token(token)
-    except InvitationProblem as problem:
-        return render(
-            request,
-            "members/invitation_problem.html",
-            {"problem": problem},
-            status=410 if problem.kind != "unknown" else 404,
-        )
-    user = request.user
-    if not user.is_authenticated:
-        # Remember the link: after signing up (address verified by the token) or signing in,
-        # the user comes back here.
-        request.session[INVITATION_SESSION_KEY] = token
-        get_adapter(request).stash_verified_email(request, invitation.email)
-        has_account = User.objects.filter(email__iexact=invitation.email).exists()
-        return render(
-            request,
-            "members/invitation.html",
-            {"invitation": invitation, "has_account": has_account},
-        )
-    if user.email.lower() != invitation.email.lower() or not email_verified(user, invitation.email):
-        refusal = InvitationProblem(
-            "wrong_user",
-            f"This invitation is for {invitation.email}, but you are signed in as {user.email}.",
-        )
-        return render(
-            request,
-            "members/invitation_problem.html",
-            {"problem": refusal, "signed_in": True},
-            status=403,
-        )
-    if request.method == "POST":
-        try:
-            membership = invitation_accept(token=token, user=user, request=request)
-        except InvitationProblem as problem:
-            return render(
-                request, "members/invitation_problem.html", {"problem": problem}, status=410
-            )
-        request.session.pop(INVITATION_SESSION_KEY, None)
-        messages.success(
-            request,
-            f"Welcome to {membership.group.name}! You joined as {membership.get_role_display()}.",
-        )
-        return redirect("groups:home", group_id=membership.group.public_id)
-    return render(request, "members/invitation.html", {"invitation": invitation})
+def accept(request: HtmxHttpRequest, token: str) -> HttpResponse:
+    """The link in an invitation e-mail (the steps are `members.flows.invitation_open`)."""
+    return flows.invitation_open(request, token)
 
 
 @require_POST
-def switch_user_for_invitation(request: HttpRequest, token: str) -> HttpResponse:
+def switch_user_for_invitation(request: HtmxHttpRequest, token: str) -> HttpResponse:
     """Sign out the current user so the invited person can sign in or sign up."""
     logout(request)
     return redirect("invitation_accept", token=token)

@@ -35,8 +35,8 @@ BASE_DIR = launcher.BASE_DIR
 LOCAL = Path(os.environ.get("PORTAL_LOCAL") or BASE_DIR / ".local")
 PYTHON = launcher.PYTHON
 DEMO_EMAIL = "admin@demo.example"
-DEMO_PASSWORD = "demo-portal-2026"  # noqa: S105 - printed for the local demo on purpose
-DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"  # noqa: S105 - local development only
+DEMO_PASSWORD = "demo-portal-2026"
+DEV_WEBHOOK_SECRET = "whsec_localstripe_dev"
 # Debian's Chromium drives the browser tests; PORTAL_CHROMIUM points them at another binary.
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 

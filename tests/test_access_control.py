@@ -144,6 +144,7 @@ ROUTES: dict[str, Route] = {
     "billing:card_default": Route(("POST",), objects=_card),
     "billing:card_remove": Route(("POST",), objects=_card),
     "billing:buy": Route(("POST",)),
+    "billing:payment": Route(("GET",), objects=_payment),
     "billing:complete": Route(("GET", "POST"), objects=_payment),
     "billing:auto_top_up": Route(("POST",)),
     "billing:low_balance": Route(("POST",)),

@@ -12,9 +12,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import connection
+from django.db.models import QuerySet
 
 from keys.models import APIKey
-from usage.models import AIModel
+from usage.models import AIModel, UsageEvent
 from usage.periods import Period
 from usage.rollups import METRICS, floor_day, floor_hour, rolled_through
 
@@ -241,3 +242,27 @@ def bucket_label(bucket: Any, period: Period) -> str:
     if isinstance(bucket, date) and not isinstance(bucket, datetime):
         return bucket.isoformat()
     return bucket.astimezone(period.tz).isoformat(timespec="minutes")
+
+
+def ai_model_named(name: str) -> AIModel | None:
+    """Return the catalogue's model with this name, or None."""
+    return AIModel.objects.filter(name=name).first()
+
+
+def ai_model_names() -> dict[int, str]:
+    """Every model's name by id (disabled ones too: old usage names them)."""
+    return dict(AIModel.objects.values_list("pk", "name"))
+
+
+def usage_events_for(
+    *, group: Any, period: Period, key: APIKey | None = None, model: AIModel | None = None
+) -> QuerySet[UsageEvent]:
+    """The group's usage events in the period, of one key and one model if given."""
+    events = UsageEvent.objects.filter(
+        group=group, created_at__gte=period.start, created_at__lt=period.end
+    )
+    if key is not None:
+        events = events.filter(api_key=key)
+    if model is not None:
+        events = events.filter(model=model)
+    return events

@@ -4,18 +4,24 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
 from core.csv_export import csv_response
 from keys.models import APIKey
-from keys.selectors import api_keys_for_group
+from keys.selectors import api_key_find_for_group, api_key_get_for_group, api_keys_for_group
 from members.permissions import GroupRequest, member_required
-from usage.models import AIModel, UsageEvent
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
 from usage.rollups import METRICS
-from usage.selectors import bucket_label, usage_for, usage_rows
+from usage.selectors import (
+    ai_model_named,
+    ai_model_names,
+    bucket_label,
+    usage_events_for,
+    usage_for,
+    usage_rows,
+)
 
 METRIC_CHOICES = {"requests": "Requests", "tokens": "Tokens", "cost_micros": "Spend"}
 
@@ -34,12 +40,12 @@ def _filters(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str
         period = resolve_period(preset=DEFAULT_PRESET, tz=tz)
     key = fixed_key
     if key is None and q.get("key"):
-        key = APIKey.objects.filter(group=request.group, public_id=q["key"]).first()
+        key = api_key_find_for_group(group=request.group, public_id=q["key"])
         if key is None:
             errors.append("That API key is not in this group; showing all keys.")
     model = None
     if q.get("model"):
-        model = AIModel.objects.filter(name=q["model"]).first()
+        model = ai_model_named(q["model"])
         if model is None:
             errors.append(f"There is no model “{q['model']}”; showing all models.")
     metric = q.get("metric") if q.get("metric") in METRIC_CHOICES else "requests"
@@ -69,18 +75,14 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         "presets": PRESETS,
         "metrics": METRIC_CHOICES,
         "keys": api_keys_for_group(group=request.group),
-        "models": AIModel.objects.order_by("name").values_list("name", flat=True),
+        "models": sorted(ai_model_names().values()),
         "fixed_key": fixed_key,
         "query": request.GET.urlencode(),
     }
 
 
 def _render(request: GroupRequest, context: dict[str, Any]) -> HttpResponse:
-    template = (
-        "usage/dashboard.html#usage-body"
-        if getattr(request, "htmx", False)
-        else "usage/dashboard.html"
-    )
+    template = "usage/dashboard.html#usage-body" if request.htmx else "usage/dashboard.html"
     return render(request, template, context, status=400 if context["errors"] else 200)
 
 
@@ -95,7 +97,7 @@ def dashboard(request: GroupRequest) -> HttpResponse:
 @require_GET
 def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
     """Spend per API key: one key's usage over time and by model."""
-    key = get_object_or_404(APIKey, group=request.group, public_id=key_id)
+    key = api_key_get_for_group(group=request.group, public_id=key_id)
     return _render(request, _usage_context(request, fixed_key=key))
 
 
@@ -112,7 +114,7 @@ def export(request: GroupRequest) -> HttpResponse:
         model_id=f["model"].pk if f["model"] else None,
     )
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
-    models = dict(AIModel.objects.values_list("pk", "name"))
+    models = ai_model_names()
     header = ["bucket", "api_key", "key", "model", *METRICS[:-1], "cost_usd"]
 
     def rows() -> Iterator[list[Any]]:
@@ -138,15 +140,9 @@ def export_raw(request: GroupRequest) -> HttpResponse:
     """Every usage event of the range as CSV, streamed from a server-side cursor."""
     f = _filters(request)
     period = f["period"]
-    events = UsageEvent.objects.filter(
-        group=request.group, created_at__gte=period.start, created_at__lt=period.end
-    )
-    if f["key"]:
-        events = events.filter(api_key=f["key"])
-    if f["model"]:
-        events = events.filter(model=f["model"])
+    events = usage_events_for(group=request.group, period=period, key=f["key"], model=f["model"])
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
-    models = dict(AIModel.objects.values_list("pk", "name"))
+    models = ai_model_names()
     fields = [
         "request_id",
         "created_at",

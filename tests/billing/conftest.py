@@ -39,3 +39,18 @@ def post_webhook(client, settings):  # type: ignore[no-untyped-def]
         )
 
     return post
+
+
+@pytest.fixture
+def buy(django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+    """Buy credits as the billing page does: the purchase is recorded, then its queued charge
+    task runs when the transaction commits (eagerly in tests). Returns the settled Payment."""
+    from billing import payments
+
+    def buy(group, amount_micros: int, actor=None):  # type: ignore[no-untyped-def]
+        with django_capture_on_commit_callbacks(execute=True):
+            payment = payments.purchase(group=group, amount_micros=amount_micros, actor=actor)
+        payment.refresh_from_db()
+        return payment
+
+    return buy

@@ -42,9 +42,9 @@ def test_saving_a_card_charges_nothing(group, user, save_card):
     assert group.audit_events.filter(action="billing.card_add").exists()
 
 
-def test_purchase_credits_once_and_counts_toward_the_tier(group, user, save_card):
+def test_purchase_credits_once_and_counts_toward_the_tier(group, user, save_card, buy):
     save_card(group)
-    payment = payments.purchase(group=group, amount_micros=20_000_000, actor=user)
+    payment = buy(group, 20_000_000, user)
     assert payment.status == "succeeded"
     assert balance(group) == 20_000_000
     entry = LedgerEntry.objects.get(kind="purchase")
@@ -81,13 +81,13 @@ def test_webhook_five_times_in_a_row_and_before_the_sync_result(group, save_card
 
 @pytest.mark.django_db(transaction=True)
 def test_webhook_delivered_five_times_concurrently_credits_once(
-    localstripe, save_card, post_webhook, settings
+    localstripe, save_card, post_webhook, settings, buy
 ):
     from django.test import Client
 
     group = GroupFactory()
     save_card(group)
-    payment = payments.purchase(group=group, amount_micros=10_000_000, actor=None)
+    payment = buy(group, 10_000_000, None)
     intent_id = payment.stripe_payment_intent_id
     LedgerEntry.objects.all()  # the purchase already credited once
     statuses = []
@@ -132,9 +132,11 @@ def test_webhook_delivered_five_times_concurrently_credits_once(
     assert balance(group) == 10_000_000
 
 
-def test_bad_or_missing_signature_is_400_and_writes_nothing(group, save_card, post_webhook, client):
+def test_bad_or_missing_signature_is_400_and_writes_nothing(
+    group, save_card, post_webhook, client, buy
+):
     save_card(group)
-    payment = payments.purchase(group=group, amount_micros=5_000_000, actor=None)
+    payment = buy(group, 5_000_000, None)
     response = post_webhook(
         "payment_intent.succeeded", payment.stripe_payment_intent_id, secret="whsec_wrong"
     )
@@ -143,25 +145,25 @@ def test_bad_or_missing_signature_is_400_and_writes_nothing(group, save_card, po
     assert StripeEvent.objects.count() == 0
 
 
-def test_out_of_order_failure_event_does_not_undo_a_success(group, save_card, post_webhook):
+def test_out_of_order_failure_event_does_not_undo_a_success(group, save_card, post_webhook, buy):
     save_card(group)
-    payment = payments.purchase(group=group, amount_micros=5_000_000, actor=None)
+    payment = buy(group, 5_000_000, None)
     post_webhook("payment_intent.payment_failed", payment.stripe_payment_intent_id)
     assert Payment.objects.get(pk=payment.pk).status == "succeeded"
     assert balance(group) == 5_000_000
 
 
-def test_declined_card_credits_nothing_and_says_why(group, save_card):
+def test_declined_card_credits_nothing_and_says_why(group, save_card, buy):
     save_card(group, DECLINES)  # attaches fine, declines when charged
-    payment = payments.purchase(group=group, amount_micros=20_000_000, actor=None)
+    payment = buy(group, 20_000_000, None)
     assert payment.status == "failed"
     assert "declined" in payment.error_message.lower()
     assert balance(group) == 0 and not LedgerEntry.objects.exists()
 
 
-def test_card_needing_authentication_is_completed_on_session(group, save_card, localstripe):
+def test_card_needing_authentication_is_completed_on_session(group, save_card, localstripe, buy):
     save_card(group, NEEDS_AUTH)
-    payment = payments.purchase(group=group, amount_micros=15_000_000, actor=None)
+    payment = buy(group, 15_000_000, None)
     assert payment.status == "requires_action" and balance(group) == 0
     intent = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)
     # What Stripe.js's confirmCardPayment does in the browser (localstripe's test hook):
@@ -192,9 +194,9 @@ def test_purchase_amount_limits(group, save_card):
     assert not Payment.objects.exists()
 
 
-def test_refund_books_a_negative_entry_once(group, save_card, post_webhook):
+def test_refund_books_a_negative_entry_once(group, save_card, post_webhook, buy):
     save_card(group)
-    payment = payments.purchase(group=group, amount_micros=20_000_000, actor=None)
+    payment = buy(group, 20_000_000, None)
     charge = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)["latest_charge"]
     charge_id = charge["id"] if isinstance(charge, dict) else charge
     stripe.Refund.create(charge=charge_id, amount=500, api_key="sk_test_localstripe")
@@ -357,11 +359,18 @@ def test_members_cannot_buy_or_change_billing(member_client, group, save_card):
     assert "Buy credits" not in html and "Visa •••• 4242" in html
 
 
-def test_admin_buys_through_the_page(admin_client, group, save_card):
+def test_admin_buys_through_the_page(
+    admin_client, group, save_card, django_capture_on_commit_callbacks
+):
     save_card(group)
-    response = admin_client.post(
-        f"/g/{group.public_id}/billing/credits/", {"buy-amount": "20.00"}, follow=True
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = admin_client.post(
+            f"/g/{group.public_id}/billing/credits/", {"buy-amount": "20.00"}
+        )
+    # The request only queued the charge; the charge task ran when it committed.
+    payment = Payment.objects.get(group=group)
+    assert queued.url == f"/g/{group.public_id}/billing/payments/{payment.public_id}/"
+    response = admin_client.get(queued.url, follow=True)
     assert "$20.00 of credits added" in response.content.decode()
     assert balance(group) == 20_000_000
     bad = admin_client.post(f"/g/{group.public_id}/billing/credits/", {"buy-amount": "2"})

@@ -107,10 +107,10 @@ def test_payment_intent_of_another_groups_customer_is_refused(
 
 
 @pytest.fixture
-def paid(group, user, save_card, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+def paid(group, user, save_card, buy):  # type: ignore[no-untyped-def]
     """A $20.00 purchase, $15.00 of it spent: balance $5.00. Returns the charge id."""
     save_card(group)
-    payment = payments.purchase(group=group, amount_micros=20_000_000, actor=user)
+    payment = buy(group, 20_000_000, user)
     ledger_post(group=group, amount_micros=-15_000_000, kind="usage", reference="req-1")
     charge = stripe_api.payment_intent_retrieve(payment.stripe_payment_intent_id)["latest_charge"]
     return charge["id"] if isinstance(charge, dict) else charge

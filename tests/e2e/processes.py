@@ -18,7 +18,7 @@ from portal.launcher import Process, Processes
 
 def portal_env(**overrides: str) -> dict[str, str]:
     """This process's environment for a child, minus what only the test process wants."""
-    from django.db import connection  # noqa: PLC0415 - the test database, once pytest made it
+    from django.db import connection
 
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env["PATH"] = f"{launcher.BIN}{os.pathsep}{env.get('PATH', '')}"

@@ -172,7 +172,8 @@ def test_team_lead_and_teammate_whole_journey(
     lead.wait_for_url(re.compile(r".*/billing/$"))
     lead.get_by_role("textbox", name="Amount (USD)", exact=True).fill("20")
     lead.get_by_role("button", name="Buy credits").click()
-    assert lead.get_by_text("$20.00 of credits added").is_visible()
+    # The worker charges the card; the page polls (htmx) until it has, then says so.
+    lead.get_by_text("$20.00 of credits added").wait_for(timeout=30_000)
     lead.get_by_label("Turn on auto top-up").check()
     lead.get_by_role("textbox", name="When the balance falls below (USD)", exact=True).fill("5")
     lead.get_by_label("Add this amount (USD)").fill("25")

@@ -12,7 +12,6 @@ from gateway import store as store_module
 from keys import secrets
 from keys.models import KeyChange
 from keys.services import api_key_create, api_key_regenerate, api_key_revoke
-from core.redis import get_redis
 from portal.launcher import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)

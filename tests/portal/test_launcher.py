@@ -40,7 +40,7 @@ def procfile() -> dict[str, list[str]]:
 
 
 def test_the_web_command_is_the_dockerfiles_cmd():
-    assert dockerfile_cmd() == launcher.web_command(8000, host="0.0.0.0", workers=2, exe="uvicorn")  # noqa: S104
+    assert dockerfile_cmd() == launcher.web_command(8000, host="0.0.0.0", workers=2, exe="uvicorn")
     # The tests and benchmarks run the same, from this virtualenv, on loopback.
     built = launcher.web_command(8123)
     assert built[0] == str(Path(sys.executable).with_name("uvicorn"))

@@ -133,6 +133,9 @@ class Command(BaseCommand):
                     group=group, setup_intent_id=setup_intent_id, actor=user
                 )
             payment = payments.purchase(group=group, amount_micros=DEMO_PURCHASE_MICROS, actor=user)
+            # Charge it now rather than waiting for a worker (the charge is idempotent: the
+            # queued task, if a worker runs it too, finds the payment settled).
+            payment = payments.charge(payment=payment)
         except (stripe.StripeError, payments.BillingError) as exc:
             self.stderr.write(f"Demo credit purchase skipped: {exc}")
             return
