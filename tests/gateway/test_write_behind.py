@@ -21,6 +21,7 @@ from billing import balance_cache
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import ledger_post
 from gateway import settlement
+from gateway.metering import Metering
 from gateway.store import DEAD_LETTERS, SETTLERS, UNSETTLED, USAGE_STREAM, KeyInfo, Store
 from keys.services import api_key_create
 from portal.redis import get_redis
@@ -173,15 +174,15 @@ def test_postgresql_unavailable_while_settling_keeps_the_usage_until_it_is_back(
 ):
     group, info = funded
     failures = {"left": 3}
-    real_write = Store._write
+    real_write = Metering._write
 
-    async def flaky_write(self: Store, rows: list[dict[str, Any]]) -> None:
+    async def flaky_write(self: Metering, rows: list[dict[str, Any]]) -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise psycopg.OperationalError("connection refused (simulated outage)")
         await real_write(self, rows)
 
-    monkeypatch.setattr(Store, "_write", flaky_write)
+    monkeypatch.setattr(Metering, "_write", flaky_write)
 
     async def meter_and_settle(store: Store) -> None:
         for i in range(4):
@@ -218,10 +219,10 @@ def test_redis_failing_at_metering_time_commits_to_postgresql_instead(funded, mo
     group, info = funded
     import redis
 
-    async def broken(self: Store, items: list) -> list:
+    async def broken(self: Metering, items: list) -> list:
         raise redis.ConnectionError("simulated")
 
-    monkeypatch.setattr(Store, "_stream_many", broken)
+    monkeypatch.setattr(Metering, "_stream_many", broken)
 
     async def meter(store: Store) -> None:
         await store.meter(info, usage(info, "fallback"))

@@ -88,3 +88,10 @@ def test_the_raw_csv_export_keeps_its_columns(admin_client, group):  # type: ign
         "citation_tokens", "reasoning_tokens", "search_queries", "search_context_size",
         "cost_usd", "streamed", "latency_ms",
     ]  # fmt: skip
+
+
+def test_an_invoice_line_shows_every_token_but_the_prompt_as_output():
+    line = InvoiceLine(
+        prompt_tokens=1_000, completion_tokens=200, citation_tokens=30, reasoning_tokens=4
+    )
+    assert line.output_tokens == 234
