@@ -4,7 +4,7 @@ The gateway checks `portal:bal:<group id>` before each call and decrements it by
 each metered request (the database stays the truth). Anything else that changes a balance —
 purchases, grants, refunds — deletes the key after commit so the gateway reloads it from
 PostgreSQL; the gateway also fills the key with an expiry of `ACCOUNT_TTL` seconds
-(`gateway/store.py`), so it can never drift for long.
+(`gateway/admission.py`), so it can never drift for long.
 
 `portal:topup:<group id>` is the gateway's note that a debit just took the balance under the auto
 top-up threshold (it queues one top-up per 60 s). A credit clears it too: the next crossing is a

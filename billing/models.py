@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from usage.metrics import tokens_of
+
 
 class EntryKind(models.TextChoices):
     PURCHASE = "purchase", "Purchase"
@@ -320,3 +322,8 @@ class InvoiceLine(models.Model):
     @property
     def billed(self) -> bool:
         return self.section in BILLED_SECTIONS
+
+    @property
+    def output_tokens(self) -> int:
+        """What the invoice shows as output tokens: every token but the prompt's."""
+        return tokens_of(self) - self.prompt_tokens

@@ -203,7 +203,7 @@ def _usage_section(pdf: _Document, invoice: Invoice, billed: list[InvoiceLine]) 
                 ln.label,
                 f"{ln.requests:,}",
                 f"{ln.prompt_tokens:,}",
-                f"{ln.completion_tokens + ln.reasoning_tokens + ln.citation_tokens:,}",
+                f"{ln.output_tokens:,}",
                 f"{ln.search_queries:,}",
                 format_cents(ln.amount_cents),
             )

@@ -2,7 +2,8 @@
 
 Routes: POST /chat/completions and /v1/chat/completions (Perplexity and OpenAI base URLs),
 GET /v1/models and /models. The request path touches no Django middleware or ORM; see
-gateway/store.py for the data access and the exactly-once argument.
+gateway/store.py for the data access (and where each part of it lives) and the exactly-once
+argument.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateway.store import (
     client_bucket,
 )
 from keys import secrets
+from usage.metrics import counts_of
 from usage.pricing import Cost, Usage, compute_cost
 from usage.tiers import tier_for
 
@@ -547,18 +549,9 @@ class GatewayApp:
                 "group_id": key.group_id,
                 "key_id": key.id,
                 "model_id": model.id,
-                "prompt_tokens": parsed.prompt_tokens,
-                "completion_tokens": parsed.completion_tokens,
-                "citation_tokens": parsed.citation_tokens,
-                "reasoning_tokens": parsed.reasoning_tokens,
-                "search_queries": parsed.search_queries,
+                **counts_of(parsed),
                 "context_size": parsed.search_context_size,
-                "input": cost.input,
-                "output": cost.output,
-                "citation": cost.citation,
-                "reasoning": cost.reasoning,
-                "search": cost.search,
-                "request": cost.request,
+                **cost.parts(),
                 "total": cost.total,
                 "streamed": streamed,
                 "latency_ms": int((time.perf_counter() - started) * 1000),

@@ -10,7 +10,7 @@ entries with SET NX, so a fill racing with a change never overwrites the newer s
 Fail closed: the Redis update runs after the commit and can fail (Redis unreachable), which would
 leave the old state in Redis for KEY_TTL and in the workers' memory. So every change also writes a
 KeyChange row *in its own transaction* (record_change); each gateway worker reads the recent rows
-every KEY_CHANGES_POLL seconds (gateway/store.py) and rewrites those entries from PostgreSQL. A
+every KEY_CHANGES_POLL seconds (gateway/keycache.py) and rewrites those entries from PostgreSQL. A
 change is therefore in force within about a second even if its announcement was lost, as soon as
 both PostgreSQL and Redis are reachable again.
 """

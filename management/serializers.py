@@ -12,6 +12,7 @@ from core.money import format_cents, format_usd
 from groups.models import APIGroup
 from keys.models import APIKey
 from members.models import Invitation, Membership
+from usage.metrics import counts_of
 from usage.selectors import Totals
 from usage.tiers import Tier
 
@@ -111,11 +112,7 @@ def invitation_json(invitation: Invitation) -> dict[str, Any]:
 def totals_json(totals: Totals) -> dict[str, Any]:
     return {
         "requests": totals.requests,
-        "prompt_tokens": totals.prompt_tokens,
-        "completion_tokens": totals.completion_tokens,
-        "citation_tokens": totals.citation_tokens,
-        "reasoning_tokens": totals.reasoning_tokens,
-        "search_queries": totals.search_queries,
+        **counts_of(totals),
         "tokens": totals.tokens,
         **money("cost", totals.cost_micros),
     }
@@ -161,11 +158,7 @@ def invoice_line_json(line: InvoiceLine) -> dict[str, Any]:
         "key_last_four": line.key_last_four,
         "service_period_key": line.service_period_key,
         "requests": line.requests,
-        "prompt_tokens": line.prompt_tokens,
-        "completion_tokens": line.completion_tokens,
-        "citation_tokens": line.citation_tokens,
-        "reasoning_tokens": line.reasoning_tokens,
-        "search_queries": line.search_queries,
+        **counts_of(line),
         "amount_micros": line.amount_micros,
         **_cents("amount", line.amount_cents),
     }

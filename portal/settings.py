@@ -302,13 +302,13 @@ INVITATIONS_PER_GROUP_PER_DAY = env.int("INVITATIONS_PER_GROUP_PER_DAY", default
 # Gateway: how long a worker trusts its in-memory copy of a key (revocation visible within it).
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=0.5)
 # Database look-ups of unknown keys allowed per client address (IPv6: per /64) and minute; past
-# it, unknown keys from that address get 429 until the minute ends (see gateway/store.py).
+# it, unknown keys from that address get 429 until the minute ends (see gateway/invalid_keys.py).
 GATEWAY_INVALID_KEYS_PER_MINUTE = env.int("GATEWAY_INVALID_KEYS_PER_MINUTE", default=20)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=1_048_576)
 GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=120.0)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 GATEWAY_DB_POOL_SIZE = env.int("GATEWAY_DB_POOL_SIZE", default=10)
-# How a metered request is recorded before its answer's last byte (see gateway/store.py):
+# How a metered request is recorded before its answer's last byte (see gateway/metering.py):
 # "commit" = the usage event and ledger debit are committed to PostgreSQL first; "stream" = the
 # usage goes into a Redis stream first and the gateway workers settle it into PostgreSQL in
 # batches (idempotent by request id) within GATEWAY_SETTLE_INTERVAL — faster, and as durable as

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-PER_M = 1_000_000
-PER_K = 1_000
+from usage.metrics import COST_PARTS, PER_K, PER_M, PRICED, REQUEST_FEES
+
+__all__ = ["PER_K", "PER_M", "Cost", "Prices", "Usage", "compute_cost", "request_fee"]
 
 
 def _cost(units: int, price: int, block: int) -> int:
@@ -20,6 +21,8 @@ def _cost(units: int, price: int, block: int) -> int:
     return (2 * units * price + block) // (2 * block)
 
 
+# The fields of Prices, Usage and Cost are those of usage.metrics (PRICES, COUNTS, COST_PARTS),
+# declared here for the type checker; tests/usage/test_metrics.py checks that they match.
 @dataclass(frozen=True)
 class Prices:
     input_per_m: int = 0
@@ -57,9 +60,11 @@ class Cost:
 
     @property
     def total(self) -> int:
-        return (
-            self.input + self.output + self.citation + self.reasoning + self.search + self.request
-        )
+        return sum(self.parts().values())
+
+    def parts(self) -> dict[str, int]:
+        """The parts by name (usage.metrics.COST_PARTS), in micro-dollars."""
+        return {part: getattr(self, part) for part in COST_PARTS}
 
     def as_usage_cost(self) -> dict[str, float]:
         """The `usage.cost` object of a response, in dollars (as Perplexity's API reports it)."""
@@ -79,20 +84,17 @@ class Cost:
 
 
 def request_fee(prices: Prices, context_size: str) -> int:
-    per_k = {
-        "low": prices.request_low_per_k,
-        "medium": prices.request_medium_per_k,
-        "high": prices.request_high_per_k,
-    }.get(context_size, prices.request_low_per_k)
+    """The fee for one request with this search context size (an unknown size pays "low")."""
+    per_k = getattr(prices, REQUEST_FEES.get(context_size, REQUEST_FEES["low"]))
     return _cost(1, per_k, PER_K)
 
 
 def compute_cost(prices: Prices, usage: Usage) -> Cost:
+    """Each part of usage.metrics.PRICED (units × price ÷ block), and the request fee."""
     return Cost(
-        input=_cost(usage.prompt_tokens, prices.input_per_m, PER_M),
-        output=_cost(usage.completion_tokens, prices.output_per_m, PER_M),
-        citation=_cost(usage.citation_tokens, prices.citation_per_m, PER_M),
-        reasoning=_cost(usage.reasoning_tokens, prices.reasoning_per_m, PER_M),
-        search=_cost(usage.search_queries, prices.search_per_k, PER_K),
+        **{
+            part: _cost(getattr(usage, count), getattr(prices, price), block)
+            for part, count, price, block in PRICED
+        },
         request=request_fee(prices, usage.search_context_size),
     )

@@ -14,17 +14,10 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
+from usage.metrics import SUMS
 from usage.models import RollupState
 
-METRICS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "citation_tokens",
-    "reasoning_tokens",
-    "search_queries",
-    "cost_micros",
-)
+METRICS = SUMS  # the summed columns of every rollup table, "requests" first
 # Events are committed within a moment of their created_at; this margin covers that moment.
 COMMIT_MARGIN = timedelta(seconds=5)
 

@@ -15,13 +15,16 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from keys.models import APIKey
+from usage.metrics import SUMS, TOKENS_SQL, tokens_of
 from usage.models import AIModel, UsageEvent
 from usage.periods import Period
-from usage.rollups import METRICS, floor_day, floor_hour, rolled_through
+from usage.rollups import floor_day, floor_hour, rolled_through
 
 
 @dataclass
 class Totals:
+    """Sums of usage: the fields are usage.metrics.SUMS, in order (tests/usage/test_metrics.py)."""
+
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -31,17 +34,12 @@ class Totals:
     cost_micros: int = 0
 
     def add(self, values: dict[str, int]) -> None:
-        for metric in METRICS:
+        for metric in SUMS:
             setattr(self, metric, getattr(self, metric) + values[metric])
 
     @property
     def tokens(self) -> int:
-        return (
-            self.prompt_tokens
-            + self.completion_tokens
-            + self.citation_tokens
-            + self.reasoning_tokens
-        )
+        return tokens_of(self)
 
 
 @dataclass
@@ -103,9 +101,9 @@ def _params(group: Any, period: Period, s: Spans, key_id: int | None, model_id: 
 
 
 def _breakdown_sql(extra: str, select: str, group_by: str) -> str:
-    cols = ", ".join(METRICS)
-    raw_cols = "1 AS requests, " + ", ".join(METRICS[1:])
-    sums = ", ".join(f"sum({m})" for m in METRICS)
+    cols = ", ".join(SUMS)
+    raw_cols = "1 AS requests, " + ", ".join(SUMS[1:])
+    sums = ", ".join(f"sum({m})" for m in SUMS)
     return f"""
         SELECT {select}, {sums} FROM (
             SELECT start, api_key_id, model_id, {cols} FROM usage_usagerollup
@@ -165,7 +163,7 @@ def _series(group: Any, period: Period, s: Spans, key_id: int | None, model_id: 
         else "date_trunc('hour', created_at)"
     )
     extra = _filters(key_id, model_id)
-    tokens = "prompt_tokens + completion_tokens + citation_tokens + reasoning_tokens"
+    tokens = TOKENS_SQL
     if extra:  # a key or model filter needs the detailed hourly rollups
         rolled = f"""SELECT {bucket} AS b, requests, {tokens} AS tokens, cost_micros FROM usage_usagerollup
                      WHERE group_id = %(group)s AND period = 'hour' AND start >= %(h0)s AND start < %(cutoff)s{extra}"""

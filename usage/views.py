@@ -12,8 +12,8 @@ from core.csv_export import csv_response
 from keys.models import APIKey
 from keys.selectors import api_key_find_for_group, api_key_get_for_group, api_keys_for_group
 from members.permissions import GroupRequest, member_required
+from usage.metrics import COUNTS, SUMS
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
-from usage.rollups import METRICS
 from usage.selectors import (
     ai_model_named,
     ai_model_names,
@@ -115,18 +115,18 @@ def export(request: GroupRequest) -> HttpResponse:
     )
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
-    header = ["bucket", "api_key", "key", "model", *METRICS[:-1], "cost_usd"]
+    header = ["bucket", "api_key", "key", "model", *SUMS[:-1], "cost_usd"]
 
     def rows() -> Iterator[list[Any]]:
         yield header
         for bucket, key_id, model_id, *values in sorted(
             data, key=lambda r: (str(r[0]), r[1], r[2])
         ):
-            m = dict(zip(METRICS, (int(v or 0) for v in values), strict=True))
+            m = dict(zip(SUMS, (int(v or 0) for v in values), strict=True))
             key = keys.get(key_id)
             yield [
                 bucket_label(bucket, period), key.name if key else key_id, key.masked if key else "",
-                models.get(model_id, model_id), *(m[x] for x in METRICS[:-1]), _usd(m["cost_micros"]),
+                models.get(model_id, model_id), *(m[x] for x in SUMS[:-1]), _usd(m["cost_micros"]),
             ]  # fmt: skip
 
     return csv_response(
@@ -144,37 +144,20 @@ def export_raw(request: GroupRequest) -> HttpResponse:
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
     fields = [
-        "request_id",
-        "created_at",
-        "api_key_id",
-        "model_id",
-        "prompt_tokens",
-        "completion_tokens",
-        "citation_tokens",
-        "reasoning_tokens",
-        "search_queries",
-        "search_context_size",
-        "cost_micros",
-        "streamed",
-        "latency_ms",
-    ]
+        "request_id", "created_at", "api_key_id", "model_id", *COUNTS, "search_context_size",
+        "cost_micros", "streamed", "latency_ms",
+    ]  # fmt: skip
+    counts = slice(4, 5 + len(COUNTS))  # the counts and the context size, exported as they are
+    cost = counts.stop
 
     def rows() -> Iterator[list[Any]]:
-        yield [
-            "request_id",
-            "time",
-            "key",
-            "api_key",
-            "model",
-            *fields[4:10],
-            "cost_usd",
-            *fields[11:],
-        ]
+        yield ["request_id", "time", "key", "api_key", "model", *fields[counts], "cost_usd",
+               *fields[cost + 1 :]]  # fmt: skip
         for e in events.order_by("created_at", "id").values_list(*fields).iterator(chunk_size=5000):
             key = keys.get(e[2])
             yield [
                 e[0], e[1].astimezone(period.tz).isoformat(), key.name if key else e[2], key.masked if key else "",
-                models.get(e[3], e[3]), e[4], e[5], e[6], e[7], e[8], e[9], _usd(e[10]), e[11], e[12],
+                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 :],
             ]  # fmt: skip
 
     return csv_response(

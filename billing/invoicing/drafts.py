@@ -21,6 +21,7 @@ from billing.invoicing.periods import BillingPeriod
 from billing.models import CreditAccount, EntryKind, Invoice, InvoiceKind, InvoiceLine, LineSection
 from groups.models import APIGroup
 from keys.models import APIKey
+from usage.metrics import COUNTS
 from usage.models import AIModel
 
 
@@ -35,23 +36,15 @@ class Draft:
     usage: int = 0
 
 
-_METRICS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "citation_tokens",
-    "reasoning_tokens",
-    "search_queries",
-    "amount_micros",
-)
+# What a usage line sums (an InvoiceLine's fields), in the order _USAGE_SQL selects them.
+_METRICS = ("requests", *COUNTS, "amount_micros")
 
-_USAGE_SQL = """
-SELECT {bucket} e.model_id, e.api_key_id, count(*), sum(e.prompt_tokens),
-       sum(e.completion_tokens), sum(e.citation_tokens), sum(e.reasoning_tokens),
-       sum(e.search_queries), sum(e.cost_micros)
+_SUMS = ", ".join(f"sum(e.{m})" for m in COUNTS)
+_USAGE_SQL = f"""
+SELECT {{bucket}} e.model_id, e.api_key_id, count(*), {_SUMS}, sum(e.cost_micros)
   FROM usage_usageevent e
  WHERE e.group_id = %s AND e.created_at >= %s AND e.created_at < %s
- GROUP BY {group_by}
+ GROUP BY {{group_by}}
 """
 
 # The ledger section each listed (non-usage) entry kind goes to.

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from core.redis import get_redis
-from gateway import store as store_module
+from gateway import keycache
 from keys import secrets
 from keys.models import KeyChange
 from keys.services import api_key_create, api_key_regenerate, api_key_revoke
@@ -40,9 +40,9 @@ def test_random_keys_cost_a_bounded_number_of_lookups_then_429(
     gateway, api_key, settings, monkeypatch
 ):  # type: ignore[no-untyped-def]
     settings.GATEWAY_INVALID_KEYS_PER_MINUTE = 5
-    monkeypatch.setattr(store_module, "UNKNOWN_KEYS_MAX", 8)
+    monkeypatch.setattr(keycache, "UNKNOWN_KEYS_MAX", 8)
     assert post(gateway, api_key).status_code == 200  # the worker's store exists now
-    store = gateway.app.gateway._store
+    store = gateway.app.gateway._store.keys
     lookups: list[str] = []
     load = store._key_from_db
 
@@ -52,7 +52,7 @@ def test_random_keys_cost_a_bounded_number_of_lookups_then_429(
 
     monkeypatch.setattr(store, "_key_from_db", counting)
     get_redis().delete(*get_redis().keys("portal:badkey:*") or ["-"])
-    store._blocked.clear()  # earlier tests in this worker (fuzzing) may have blocked 127.0.0.1
+    store.limiter.blocked.clear()  # earlier tests in this worker (fuzzing) may have blocked 127.0.0.1
     if time.time() % 60 > 45:  # the limit counts per clock minute: don't straddle its end
         time.sleep(61 - time.time() % 60)
     entries = key_entries()
@@ -85,7 +85,7 @@ def gateway_group(secret: str):  # type: ignore[no-untyped-def]
 
 def test_a_repeated_unknown_key_is_answered_from_memory(gateway, api_key, monkeypatch):  # type: ignore[no-untyped-def]
     assert post(gateway, api_key).status_code == 200
-    store = gateway.app.gateway._store
+    store = gateway.app.gateway._store.keys
     lookups: list[str] = []
     load = store._key_from_db
 

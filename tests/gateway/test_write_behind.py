@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -20,7 +21,8 @@ from billing import balance_cache
 from billing.models import CreditAccount, LedgerEntry
 from billing.services import ledger_post
 from core.redis import get_redis
-from gateway import store as store_module
+from gateway import settlement
+from gateway.metering import Metering
 from gateway.store import DEAD_LETTERS, SETTLERS, UNSETTLED, USAGE_STREAM, KeyInfo, Store
 from keys.services import api_key_create
 from tests.factories import GroupFactory
@@ -84,7 +86,7 @@ def run(body: Callable[[Store], Awaitable[Any]], *, settler: bool = False) -> An
 
 async def wait_settled(timeout: float = 10.0) -> None:
     # In a thread: the settler runs on this event loop meanwhile.
-    await asyncio.to_thread(store_module.wait_settled, get_redis(), timeout)
+    await asyncio.to_thread(settlement.wait_settled, get_redis(), timeout)
 
 
 def balance(group) -> int:  # type: ignore[no-untyped-def]
@@ -139,12 +141,12 @@ def test_a_settler_that_died_after_its_commit_is_replaced_and_nothing_is_charged
     async def die_after_commit(store: Store) -> None:
         for i in range(5):
             await store.meter(info, usage(info, f"crash-{i}"))
-        await store._prepare_stream()
+        await store.settler.prepare_stream()
         # A settler reads the entries and commits them, then dies before acknowledging.
         read = await store.redis.xreadgroup(SETTLERS, "dead-worker", {USAGE_STREAM: ">"})
         entries = read[0][1]
         assert len(entries) == 5
-        await store._write_many([store_module.orjson.loads(f[b"d"]) for _, f in entries])
+        await store.metering.write_many([orjson.loads(f[b"d"]) for _, f in entries])
 
     run(die_after_commit)
     assert UsageEvent.objects.count() == 5
@@ -152,8 +154,8 @@ def test_a_settler_that_died_after_its_commit_is_replaced_and_nothing_is_charged
     assert r.xpending(USAGE_STREAM, SETTLERS)["pending"] == 5
 
     # Another worker claims the dead settler's entries once they have been idle long enough.
-    monkeypatch.setattr(store_module, "CLAIM_IDLE_MS", 50)
-    monkeypatch.setattr(store_module, "CLAIM_EVERY", 0.05)
+    monkeypatch.setattr(settlement, "CLAIM_IDLE_MS", 50)
+    monkeypatch.setattr(settlement, "CLAIM_EVERY", 0.05)
 
     async def take_over(store: Store) -> None:
         await asyncio.sleep(0.1)
@@ -172,15 +174,15 @@ def test_postgresql_unavailable_while_settling_keeps_the_usage_until_it_is_back(
 ):
     group, info = funded
     failures = {"left": 3}
-    real_write = Store._write
+    real_write = Metering._write
 
-    async def flaky_write(self: Store, rows: list[dict[str, Any]]) -> None:
+    async def flaky_write(self: Metering, rows: list[dict[str, Any]]) -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise psycopg.OperationalError("connection refused (simulated outage)")
         await real_write(self, rows)
 
-    monkeypatch.setattr(Store, "_write", flaky_write)
+    monkeypatch.setattr(Metering, "_write", flaky_write)
 
     async def meter_and_settle(store: Store) -> None:
         for i in range(4):
@@ -207,7 +209,7 @@ def test_a_row_postgresql_refuses_for_good_is_kept_aside_and_the_rest_settle(fun
     assert balance(group) == 1_000_000 - 2 * COST
     dead = get_redis().xrange(DEAD_LETTERS)
     assert len(dead) == 1
-    kept = store_module.orjson.loads(dead[0][1][b"d"])
+    kept = orjson.loads(dead[0][1][b"d"])
     assert kept["request_id"] == "orphan" and kept["total"] == COST
     assert b"foreign key" in dead[0][1][b"error"] or b"violates" in dead[0][1][b"error"]
     assert get_redis().hget(UNSETTLED, "g:2000000000") is None
@@ -217,10 +219,10 @@ def test_redis_failing_at_metering_time_commits_to_postgresql_instead(funded, mo
     group, info = funded
     import redis
 
-    async def broken(self: Store, items: list) -> list:
+    async def broken(self: Metering, items: list) -> list:
         raise redis.ConnectionError("simulated")
 
-    monkeypatch.setattr(Store, "_stream_many", broken)
+    monkeypatch.setattr(Metering, "_stream_many", broken)
 
     async def meter(store: Store) -> None:
         await store.meter(info, usage(info, "fallback"))

@@ -13,15 +13,16 @@ from billing.services import ledger_post
 from groups.models import APIGroup
 from keys.models import APIKey
 from keys.services import api_key_create
+from usage.metrics import COST_COLUMNS, COUNTS
 from usage.models import AIModel
 from usage.rollups import rollup_range
 
-COLUMNS = (
-    "request_id, group_id, api_key_id, model_id, prompt_tokens, completion_tokens, citation_tokens, "
-    "reasoning_tokens, search_queries, search_context_size, input_cost_micros, output_cost_micros, "
-    "citation_cost_micros, reasoning_cost_micros, search_cost_micros, request_cost_micros, cost_micros, "
-    "streamed, latency_ms, created_at"
-)
+COLUMNS = ", ".join(
+    (
+        "request_id", "group_id", "api_key_id", "model_id", *COUNTS, "search_context_size",
+        *COST_COLUMNS, "cost_micros", "streamed", "latency_ms", "created_at",
+    )
+)  # fmt: skip
 SIZES = ("low", "medium", "high")
 
 
