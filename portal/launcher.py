@@ -361,6 +361,7 @@ class PostgresCluster:
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             from pgserver.utils import ensure_prefix_permissions, ensure_user_exists  # noqa: PLC0415
 
+            self._open_prefix = ensure_prefix_permissions
             self.user = "pgserver"
             ensure_user_exists(self.user)
             ensure_prefix_permissions(base)
@@ -372,10 +373,18 @@ class PostgresCluster:
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, exe: str, *args: str) -> None:
-        subprocess.run(
-            [str(self.bin / exe), *args], check=True, user=self.user, cwd="/",
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        if self.user:
+            # The unprivileged user must reach the data directory every time, not only at initdb:
+            # pytest makes its base temp directory private (0700) again whenever another pytest
+            # session starts on this machine (the suite runs some in subprocesses), which made
+            # `pg_ctl stop` fail with "Permission denied" in the fault tests.
+            self._open_prefix(self.data.parent)
+        done = subprocess.run(
+            [str(self.bin / exe), *args], user=self.user, cwd="/",
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
         )  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"{exe} {' '.join(args[:3])}… failed: {done.stderr.strip()}")
 
     def start(self) -> None:
         options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"

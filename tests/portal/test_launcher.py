@@ -6,7 +6,9 @@ hold the three to one another, so a flag changed in one place and not the others
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -127,3 +129,27 @@ def test_stop_group_kills_a_group_that_ignores_sigterm_children_included():
     assert 0.4 < time.monotonic() - t0 < 5
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root runs it as another user"
+)
+def test_a_cluster_stops_after_its_parent_directory_was_made_private_again(tmp_path):
+    """pytest makes its temp root 0700 again whenever another pytest session starts (the suite
+    runs some in subprocesses); the fault tests' PostgreSQL, run as an unprivileged user, must
+    still be stopped and started after that."""
+    base = tmp_path / "cluster"
+    base.mkdir()
+    cluster = launcher.PostgresCluster(base)
+    cluster.start()
+    try:
+        tmp_path.chmod(0o700)
+        cluster.stop()
+        assert not launcher.port_open(cluster.port)
+        tmp_path.chmod(0o700)
+        cluster.start()
+        assert launcher.port_open(cluster.port)
+    finally:
+        tmp_path.chmod(0o755)
+        with contextlib.suppress(RuntimeError):
+            cluster.stop()
