@@ -310,6 +310,10 @@ class InvoiceLine(models.Model):
     search_queries = models.BigIntegerField(default=0)
     cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
     cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
+    # A tool-fee line of the Agent API (`web_search (743S)`): the tool and its invocations. A
+    # model's usage line then bills its tokens only.
+    tool = models.CharField(max_length=50, blank=True, default="", db_default="")
+    invocations = models.BigIntegerField(default=0, db_default=0)
     amount_micros = models.BigIntegerField()
     amount_cents = models.BigIntegerField()
 

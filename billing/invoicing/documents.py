@@ -37,6 +37,8 @@ class DraftLine:
     search_queries: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    tool: str = ""
+    invocations: int = 0
 
 
 def document_number_next(prefix: str, year: int) -> str:

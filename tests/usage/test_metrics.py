@@ -89,9 +89,10 @@ def test_the_raw_csv_export_keeps_its_columns(admin_client, group):  # type: ign
     assert response.status_code == 200
     header = next(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert header == [
-        "request_id", "time", "key", "api_key", "model", "prompt_tokens", "completion_tokens",
-        "citation_tokens", "reasoning_tokens", "search_queries", "search_context_size",
-        "cost_usd", "streamed", "latency_ms",
+        "request_id", "time", "key", "api_key", "model", "api", "prompt_tokens",
+        "completion_tokens", "citation_tokens", "reasoning_tokens", "search_queries",
+        "cache_read_tokens", "cache_write_tokens", "search_context_size", "cost_usd", "streamed",
+        "latency_ms", "tool_calls",
     ]  # fmt: skip
 
 
