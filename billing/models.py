@@ -308,6 +308,12 @@ class InvoiceLine(models.Model):
     citation_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
     search_queries = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
+    # A tool-fee line of the Agent API (`web_search (743S)`): the tool and its invocations. A
+    # model's usage line then bills its tokens only.
+    tool = models.CharField(max_length=50, blank=True, default="", db_default="")
+    invocations = models.BigIntegerField(default=0, db_default=0)
     amount_micros = models.BigIntegerField()
     amount_cents = models.BigIntegerField()
 

@@ -470,7 +470,7 @@ def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery])
         q = dataclasses.replace(q, period=period)
         buckets: dict[Any, Totals] = defaultdict(Totals)
         rows = usage_rows(group=request.group, period=period, key_id=key_id, model_id=model_id)
-        for bucket, _key, _model, *values in rows:
+        for bucket, _key, _model, _api, *values in rows:
             buckets[bucket].add(dict(zip(METRICS, (int(v or 0) for v in values), strict=True)))
         data = [
             {"bucket": bucket_label(b, period), "totals": totals_json(t)}

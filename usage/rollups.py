@@ -25,21 +25,46 @@ _SUMS = ", ".join(f"sum({m})" for m in METRICS[1:])
 _SET = ", ".join(f"{m} = EXCLUDED.{m}" for m in METRICS)
 
 HOURS_SQL = f"""
-INSERT INTO usage_usagerollup (period, start, group_id, api_key_id, model_id, {", ".join(METRICS)})
-SELECT 'hour', date_trunc('hour', created_at), group_id, api_key_id, model_id, count(*), {_SUMS}
+INSERT INTO usage_usagerollup (period, start, group_id, api_key_id, model_id, api, {", ".join(METRICS)})
+SELECT 'hour', date_trunc('hour', created_at), group_id, api_key_id, model_id, api, count(*), {_SUMS}
 FROM usage_usageevent
 WHERE created_at >= %(since)s AND created_at < %(until)s
-GROUP BY 2, 3, 4, 5
-ON CONFLICT (period, group_id, start, api_key_id, model_id) DO UPDATE SET {_SET}
+GROUP BY 2, 3, 4, 5, 6
+ON CONFLICT (period, group_id, start, api_key_id, model_id, api) DO UPDATE SET {_SET}
 """
 
 DAYS_SQL = f"""
-INSERT INTO usage_usagerollup (period, start, group_id, api_key_id, model_id, {", ".join(METRICS)})
-SELECT 'day', date_trunc('day', start), group_id, api_key_id, model_id, {", ".join(f"sum({m})" for m in METRICS)}
+INSERT INTO usage_usagerollup (period, start, group_id, api_key_id, model_id, api, {", ".join(METRICS)})
+SELECT 'day', date_trunc('day', start), group_id, api_key_id, model_id, api, {", ".join(f"sum({m})" for m in METRICS)}
 FROM usage_usagerollup
 WHERE period = 'hour' AND start >= %(since)s AND start < %(until)s
-GROUP BY 2, 3, 4, 5
-ON CONFLICT (period, group_id, start, api_key_id, model_id) DO UPDATE SET {_SET}
+GROUP BY 2, 3, 4, 5, 6
+ON CONFLICT (period, group_id, start, api_key_id, model_id, api) DO UPDATE SET {_SET}
+"""
+
+# Per tool: the events' `tool_calls` ({tool: {"invocations": n, "cost_micros": c}}) summed.
+TOOL_HOURS_SQL = """
+INSERT INTO usage_usagetoolrollup
+    (period, start, group_id, api_key_id, model_id, api, tool, invocations, cost_micros)
+SELECT 'hour', date_trunc('hour', e.created_at), e.group_id, e.api_key_id, e.model_id, e.api,
+       t.key, sum((t.value->>'invocations')::bigint), sum((t.value->>'cost_micros')::bigint)
+FROM usage_usageevent e, jsonb_each(e.tool_calls) AS t
+WHERE e.created_at >= %(since)s AND e.created_at < %(until)s AND e.tool_calls <> '{}'::jsonb
+GROUP BY 2, 3, 4, 5, 6, 7
+ON CONFLICT (period, group_id, start, api_key_id, model_id, api, tool)
+DO UPDATE SET invocations = EXCLUDED.invocations, cost_micros = EXCLUDED.cost_micros
+"""
+
+TOOL_DAYS_SQL = """
+INSERT INTO usage_usagetoolrollup
+    (period, start, group_id, api_key_id, model_id, api, tool, invocations, cost_micros)
+SELECT 'day', date_trunc('day', start), group_id, api_key_id, model_id, api, tool,
+       sum(invocations), sum(cost_micros)
+FROM usage_usagetoolrollup
+WHERE period = 'hour' AND start >= %(since)s AND start < %(until)s
+GROUP BY 2, 3, 4, 5, 6, 7
+ON CONFLICT (period, group_id, start, api_key_id, model_id, api, tool)
+DO UPDATE SET invocations = EXCLUDED.invocations, cost_micros = EXCLUDED.cost_micros
 """
 
 
@@ -69,8 +94,10 @@ def rollup_range(since: datetime, until: datetime) -> None:
     day_to = floor_day(until - timedelta(microseconds=1)) + timedelta(days=1)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(HOURS_SQL, {"since": hour_from, "until": hour_to})
+        cursor.execute(TOOL_HOURS_SQL, {"since": hour_from, "until": hour_to})
         cursor.execute(GROUP_HOURS_SQL, {"since": hour_from, "until": hour_to})
         cursor.execute(DAYS_SQL, {"since": day_from, "until": day_to})
+        cursor.execute(TOOL_DAYS_SQL, {"since": day_from, "until": day_to})
 
 
 def rollup_recent(now: datetime | None = None) -> datetime:

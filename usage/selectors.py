@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from keys.models import APIKey
-from usage.metrics import SUMS, TOKENS_SQL, tokens_of
+from usage.metrics import API_LABELS, SUMS, TOKENS_SQL, tokens_of
 from usage.models import AIModel, UsageEvent
 from usage.periods import Period
 from usage.rollups import floor_day, floor_hour, rolled_through
@@ -31,6 +31,8 @@ class Totals:
     citation_tokens: int = 0
     reasoning_tokens: int = 0
     search_queries: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_micros: int = 0
 
     def add(self, values: dict[str, int]) -> None:
@@ -59,14 +61,27 @@ class Usage:
     series: dict[str, list[int]]
     by_model: list[Breakdown] = field(default_factory=list)
     by_key: list[Breakdown] = field(default_factory=list)
+    by_api: list[Breakdown] = field(default_factory=list)
+    by_tool: list[ToolUse] = field(default_factory=list)
 
 
-def _filters(key_id: int | None, model_id: int | None) -> str:
+@dataclass
+class ToolUse:
+    """Invocations of one tool of the Agent API and their fees, in micro-dollars."""
+
+    tool: str
+    invocations: int = 0
+    cost_micros: int = 0
+
+
+def _filters(key_id: int | None, model_id: int | None, api: str | None = None) -> str:
     sql = ""
     if key_id is not None:
         sql += " AND api_key_id = %(key)s"
     if model_id is not None:
         sql += " AND model_id = %(model)s"
+    if api is not None:
+        sql += " AND api = %(api)s"
     return sql
 
 
@@ -93,9 +108,12 @@ def spans(period: Period) -> Spans:
     return Spans(start, d0, d1, cutoff, end)
 
 
-def _params(group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None) -> dict:
+def _params(
+    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None,
+    api: str | None = None,
+) -> dict:  # fmt: skip
     return {
-        "group": group.pk, "tz": period.tz.key, "key": key_id, "model": model_id,
+        "group": group.pk, "tz": period.tz.key, "key": key_id, "model": model_id, "api": api,
         "h0": s.h0, "d0": s.d0, "d1": s.d1, "cutoff": s.cutoff, "end": s.end,
     }  # fmt: skip
 
@@ -106,23 +124,25 @@ def _breakdown_sql(extra: str, select: str, group_by: str) -> str:
     sums = ", ".join(f"sum({m})" for m in SUMS)
     return f"""
         SELECT {select}, {sums} FROM (
-            SELECT start, api_key_id, model_id, {cols} FROM usage_usagerollup
+            SELECT start, api_key_id, model_id, api, {cols} FROM usage_usagerollup
              WHERE group_id = %(group)s AND period = 'hour'
                AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){extra}
             UNION ALL
-            SELECT start, api_key_id, model_id, {cols} FROM usage_usagerollup
+            SELECT start, api_key_id, model_id, api, {cols} FROM usage_usagerollup
              WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{extra}
             UNION ALL
-            SELECT created_at, api_key_id, model_id, {raw_cols} FROM usage_usageevent
+            SELECT created_at, api_key_id, model_id, api, {raw_cols} FROM usage_usageevent
              WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
         ) AS x GROUP BY {group_by}
     """
 
 
 def usage_rows(
-    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None
-) -> list:
-    """(bucket, key id, model id, metrics…) rows for CSV export; buckets on the viewer's clock.
+    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
+    api: str | None = None,
+) -> list:  # fmt: skip
+    """(bucket, key id, model id, API, metrics…) rows for CSV export; buckets on the viewer's
+    clock.
 
     Daily rollups are UTC days, so for exports by day in another zone the hourly rollups are read.
     """
@@ -135,34 +155,82 @@ def usage_rows(
         else "date_trunc('hour', start)"
     )
     sql = _breakdown_sql(
-        _filters(key_id, model_id), f"{bucket} AS b, api_key_id, model_id", "1, 2, 3"
+        _filters(key_id, model_id, api), f"{bucket} AS b, api_key_id, model_id, api", "1, 2, 3, 4"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id))
+        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
         return cursor.fetchall()
+
+
+def tool_rows(
+    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
+    api: str | None = None,
+) -> list:  # fmt: skip
+    """(bucket, key id, model id, API, tool, invocations, cost micros) rows for CSV export."""
+    s = spans(period)
+    if period.granularity == "day" and period.tz.key != "UTC":
+        s = Spans(s.h0, s.cutoff, s.cutoff, s.cutoff, s.end)
+    bucket = (
+        "(start AT TIME ZONE %(tz)s)::date"
+        if period.granularity == "day"
+        else "date_trunc('hour', start)"
+    )
+    sql = _tool_sql(
+        _filters(key_id, model_id, api), f"{bucket} AS b, api_key_id, model_id, api, tool",
+        "1, 2, 3, 4, 5",
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        return cursor.fetchall()
+
+
+def _tool_sql(extra: str, select: str, group_by: str) -> str:
+    """Tool invocations and fees: tool rollups for what is rolled up, the events' tool_calls
+    after (the same spans as _breakdown_sql)."""
+    return f"""
+        SELECT {select}, sum(invocations), sum(cost_micros) FROM (
+            SELECT start, api_key_id, model_id, api, tool, invocations, cost_micros
+              FROM usage_usagetoolrollup
+             WHERE group_id = %(group)s AND period = 'hour'
+               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){extra}
+            UNION ALL
+            SELECT start, api_key_id, model_id, api, tool, invocations, cost_micros
+              FROM usage_usagetoolrollup
+             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{extra}
+            UNION ALL
+            SELECT created_at, api_key_id, model_id, api, t.key,
+                   (t.value->>'invocations')::bigint, (t.value->>'cost_micros')::bigint
+              FROM usage_usageevent, jsonb_each(tool_calls) AS t
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
+        ) AS x GROUP BY {group_by}
+    """
 
 
 def _totals_by_key_and_model(
-    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None
-) -> list:
+    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None,
+    api: str | None = None,
+) -> list:  # fmt: skip
     sql = _breakdown_sql(
-        _filters(key_id, model_id),
-        "GROUPING(api_key_id) AS by_model, api_key_id, model_id",
-        "GROUPING SETS ((api_key_id), (model_id))",
+        _filters(key_id, model_id, api),
+        "GROUPING(api_key_id, model_id, api) AS grouping, api_key_id, model_id, api",
+        "GROUPING SETS ((api_key_id), (model_id), (api))",
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id))
+        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
         return cursor.fetchall()
 
 
-def _series(group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None) -> list:
+def _series(
+    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None,
+    api: str | None = None,
+) -> list:  # fmt: skip
     bucket = "(start AT TIME ZONE %(tz)s)::date" if period.granularity == "day" else "start"
     raw_bucket = (
         "(created_at AT TIME ZONE %(tz)s)::date"
         if period.granularity == "day"
         else "date_trunc('hour', created_at)"
     )
-    extra = _filters(key_id, model_id)
+    extra = _filters(key_id, model_id, api)
     tokens = TOKENS_SQL
     if extra:  # a key or model filter needs the detailed hourly rollups
         rolled = f"""SELECT {bucket} AS b, requests, {tokens} AS tokens, cost_micros FROM usage_usagerollup
@@ -179,13 +247,14 @@ def _series(group: Any, period: Period, s: Spans, key_id: int | None, model_id: 
         ) AS x GROUP BY 1
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id))
+        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
         return cursor.fetchall()
 
 
 def usage_for(
-    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None
-) -> Usage:
+    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
+    api: str | None = None,
+) -> Usage:  # fmt: skip
     """Totals, chart series and breakdowns for the dashboard, in two small queries."""
     s = spans(period)
     buckets = period.buckets()
@@ -196,7 +265,7 @@ def usage_for(
     else:
         index = {b.start: i for i, b in enumerate(buckets)}
     series = {m: [0] * len(buckets) for m in ("requests", "tokens", "cost_micros")}
-    for bucket, requests, tokens, cost in _series(group, period, s, key_id, model_id):
+    for bucket, requests, tokens, cost in _series(group, period, s, key_id, model_id, api):
         i = index.get(bucket)
         if i is not None:
             series["requests"][i] += int(requests)
@@ -205,15 +274,20 @@ def usage_for(
     totals = Totals()
     per_model: dict[int, Totals] = {}
     per_key: dict[int, Totals] = {}
-    for by_model, key, model, *values in _totals_by_key_and_model(
-        group, period, s, key_id, model_id
+    per_api: dict[str, Totals] = {}
+    # GROUPING(key, model, api) sets the bit of each column not grouped by (key is the high
+    # bit): 0b011 = by key, 0b101 = by model, 0b110 = by API.
+    for grouping, key, model, api_name, *values in _totals_by_key_and_model(
+        group, period, s, key_id, model_id, api
     ):
         t = Totals(*(int(v or 0) for v in values))
-        if by_model:
+        if grouping == 0b101:
             per_model[model] = t
             totals.add(vars(t))
-        else:
+        elif grouping == 0b011:
             per_key[key] = t
+        else:
+            per_api[api_name] = t
     models = {m.pk: m for m in AIModel.objects.filter(pk__in=per_model)}
     keys = {k.pk: k for k in APIKey.objects.filter(group=group, pk__in=per_key)}
     by_model = sorted(
@@ -233,7 +307,20 @@ def usage_for(
         ),
         key=lambda b: (-b.totals.cost_micros, b.label),
     )
-    return Usage(period, totals, [b.label for b in buckets], series, by_model, by_key)
+    by_api = sorted(
+        (Breakdown(API_LABELS.get(a, a), a, t, obj=a) for a, t in per_api.items()),
+        key=lambda b: (-b.totals.cost_micros, b.label),
+    )
+    sql = _tool_sql(_filters(key_id, model_id, api), "tool", "1")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        by_tool = sorted(
+            (ToolUse(tool, int(n or 0), int(c or 0)) for tool, n, c in cursor.fetchall()),
+            key=lambda t: (-t.cost_micros, t.tool),
+        )
+    return Usage(
+        period, totals, [b.label for b in buckets], series, by_model, by_key, by_api, by_tool
+    )
 
 
 def bucket_label(bucket: Any, period: Period) -> str:
@@ -253,9 +340,14 @@ def ai_model_names() -> dict[int, str]:
 
 
 def usage_events_for(
-    *, group: Any, period: Period, key: APIKey | None = None, model: AIModel | None = None
+    *,
+    group: Any,
+    period: Period,
+    key: APIKey | None = None,
+    model: AIModel | None = None,
+    api: str | None = None,
 ) -> QuerySet[UsageEvent]:
-    """The group's usage events in the period, of one key and one model if given."""
+    """The group's usage events in the period, of one key, one model and one API if given."""
     events = UsageEvent.objects.filter(
         group=group, created_at__gte=period.start, created_at__lt=period.end
     )
@@ -263,4 +355,6 @@ def usage_events_for(
         events = events.filter(api_key=key)
     if model is not None:
         events = events.filter(model=model)
+    if api is not None:
+        events = events.filter(api=api)
     return events

@@ -12,12 +12,13 @@ from core.csv_export import csv_response
 from keys.models import APIKey
 from keys.selectors import api_key_find_for_group, api_key_get_for_group, api_keys_for_group
 from members.permissions import GroupRequest, member_required
-from usage.metrics import COUNTS, SUMS
+from usage.metrics import API_LABELS, APIS, COUNTS, SUMS
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
 from usage.selectors import (
     ai_model_named,
     ai_model_names,
     bucket_label,
+    tool_rows,
     usage_events_for,
     usage_for,
     usage_rows,
@@ -48,8 +49,15 @@ def _filters(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str
         model = ai_model_named(q["model"])
         if model is None:
             errors.append(f"There is no model “{q['model']}”; showing all models.")
+    api = q.get("api") or None
+    if api is not None and api not in APIS:
+        errors.append(f"There is no API “{api}”; showing all APIs.")
+        api = None
     metric = q.get("metric") if q.get("metric") in METRIC_CHOICES else "requests"
-    return {"period": period, "key": key, "model": model, "metric": metric, "errors": errors}
+    return {
+        "period": period, "key": key, "model": model, "api": api, "metric": metric,
+        "errors": errors,
+    }  # fmt: skip
 
 
 def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str, Any]:
@@ -59,6 +67,7 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         period=f["period"],
         key_id=f["key"].pk if f["key"] else None,
         model_id=f["model"].pk if f["model"] else None,
+        api=f["api"],
     )
     return {
         **f,
@@ -76,6 +85,7 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         "metrics": METRIC_CHOICES,
         "keys": api_keys_for_group(group=request.group),
         "models": sorted(ai_model_names().values()),
+        "apis": API_LABELS,
         "fixed_key": fixed_key,
         "query": request.GET.urlencode(),
     }
@@ -104,29 +114,33 @@ def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
 @member_required
 @require_GET
 def export(request: GroupRequest) -> HttpResponse:
-    """CSV of the filtered view: one row per bucket × key × model."""
+    """CSV of the filtered view: one row per bucket × key × model × API; `cost_usd` includes
+    the tool fees, `tool_calls` details them per tool (tool=invocations:fee_usd; …)."""
     f = _filters(request)
     period = f["period"]
-    data = usage_rows(
-        group=request.group,
-        period=period,
-        key_id=f["key"].pk if f["key"] else None,
-        model_id=f["model"].pk if f["model"] else None,
-    )
+    filters = {
+        "group": request.group, "period": period, "key_id": f["key"].pk if f["key"] else None,
+        "model_id": f["model"].pk if f["model"] else None, "api": f["api"],
+    }  # fmt: skip
+    data = usage_rows(**filters)
+    tools: dict[tuple, list[str]] = {}
+    for *row, tool, invocations, cost in sorted(tool_rows(**filters), key=lambda r: r[4]):
+        tools.setdefault(tuple(row), []).append(f"{tool}={int(invocations)}:{_usd(int(cost))}")
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
-    header = ["bucket", "api_key", "key", "model", *SUMS[:-1], "cost_usd"]
+    header = ["bucket", "api_key", "key", "model", "api", *SUMS[:-1], "cost_usd", "tool_calls"]
 
     def rows() -> Iterator[list[Any]]:
         yield header
-        for bucket, key_id, model_id, *values in sorted(
-            data, key=lambda r: (str(r[0]), r[1], r[2])
+        for bucket, key_id, model_id, api, *values in sorted(
+            data, key=lambda r: (str(r[0]), r[1], r[2], r[3])
         ):
             m = dict(zip(SUMS, (int(v or 0) for v in values), strict=True))
             key = keys.get(key_id)
             yield [
                 bucket_label(bucket, period), key.name if key else key_id, key.masked if key else "",
-                models.get(model_id, model_id), *(m[x] for x in SUMS[:-1]), _usd(m["cost_micros"]),
+                models.get(model_id, model_id), api, *(m[x] for x in SUMS[:-1]),
+                _usd(m["cost_micros"]), "; ".join(tools.get((bucket, key_id, model_id, api), [])),
             ]  # fmt: skip
 
     return csv_response(
@@ -140,14 +154,16 @@ def export_raw(request: GroupRequest) -> HttpResponse:
     """Every usage event of the range as CSV, streamed from a server-side cursor."""
     f = _filters(request)
     period = f["period"]
-    events = usage_events_for(group=request.group, period=period, key=f["key"], model=f["model"])
+    events = usage_events_for(
+        group=request.group, period=period, key=f["key"], model=f["model"], api=f["api"]
+    )
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
     fields = [
-        "request_id", "created_at", "api_key_id", "model_id", *COUNTS, "search_context_size",
-        "cost_micros", "streamed", "latency_ms",
+        "request_id", "created_at", "api_key_id", "model_id", "api", *COUNTS,
+        "search_context_size", "cost_micros", "streamed", "latency_ms", "tool_calls",
     ]  # fmt: skip
-    counts = slice(4, 5 + len(COUNTS))  # the counts and the context size, exported as they are
+    counts = slice(4, 6 + len(COUNTS))  # the API, the counts and the context size, as they are
     cost = counts.stop
 
     def rows() -> Iterator[list[Any]]:
@@ -155,9 +171,13 @@ def export_raw(request: GroupRequest) -> HttpResponse:
                *fields[cost + 1 :]]  # fmt: skip
         for e in events.order_by("created_at", "id").values_list(*fields).iterator(chunk_size=5000):
             key = keys.get(e[2])
+            tool_calls = "; ".join(
+                f"{tool}={c['invocations']}:{_usd(c['cost_micros'])}"
+                for tool, c in sorted(e[-1].items())
+            )
             yield [
                 e[0], e[1].astimezone(period.tz).isoformat(), key.name if key else e[2], key.masked if key else "",
-                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 :],
+                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 : -1], tool_calls,
             ]  # fmt: skip
 
     return csv_response(

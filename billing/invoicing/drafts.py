@@ -41,10 +41,19 @@ _METRICS = ("requests", *COUNTS, "amount_micros")
 
 _SUMS = ", ".join(f"sum(e.{m})" for m in COUNTS)
 _USAGE_SQL = f"""
-SELECT {{bucket}} e.model_id, e.api_key_id, count(*), {_SUMS}, sum(e.cost_micros)
+SELECT {{bucket}} e.model_id, e.api_key_id, count(*), {_SUMS},
+       sum(e.cost_micros - e.tools_cost_micros)
   FROM usage_usageevent e
  WHERE e.group_id = %s AND e.created_at >= %s AND e.created_at < %s
  GROUP BY {{group_by}}
+"""
+# The tool fees of the Agent API, per tool and key: their own lines (`web_search (743S)`).
+_TOOLS_SQL = """
+SELECT t.key, e.api_key_id, sum((t.value->>'invocations')::bigint),
+       sum((t.value->>'cost_micros')::bigint)
+  FROM usage_usageevent e, jsonb_each(e.tool_calls) AS t
+ WHERE e.group_id = %s AND e.created_at >= %s AND e.created_at < %s
+ GROUP BY 1, 2
 """
 
 # The ledger section each listed (non-usage) entry kind goes to.
@@ -98,10 +107,49 @@ def _usage_line(
     )
 
 
+def _tool_line(section: str, row: tuple, keys: dict, service_period: BillingPeriod) -> DraftLine:
+    tool, key_id, invocations, amount = row
+    key_name, last_four = keys[key_id]
+    label = f"{tool} ({last_four})"
+    if section == LineSection.LATE_USAGE:
+        label += f" · usage from {service_period.label}"
+    return DraftLine(
+        section=section, label=label, tool=tool, key_name=key_name, key_last_four=last_four,
+        api_key_id=key_id, service_period_key=service_period.key, invocations=int(invocations),
+        amount_micros=int(amount),
+    )  # fmt: skip
+
+
+def _late_tools(
+    group: APIGroup, periods: list[BillingPeriod], cursor: Any
+) -> list[tuple[BillingPeriod, tuple]]:
+    """(earlier period, tool row) for tool fees of earlier invoiced periods not invoiced yet."""
+    invoiced: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for line in InvoiceLine.objects.filter(
+        invoice__group=group,
+        section__in=(LineSection.USAGE, LineSection.LATE_USAGE),
+        service_period_key__in=[p.key for p in periods],
+    ).exclude(tool="").values("service_period_key", "tool", "api_key_id", "invocations",
+                              "amount_micros"):  # fmt: skip
+        acc = invoiced[(line["service_period_key"], line["tool"], line["api_key_id"])]
+        acc[0] += line["invocations"]
+        acc[1] += line["amount_micros"]
+    late: list[tuple[BillingPeriod, tuple]] = []
+    for p in periods:
+        cursor.execute(_TOOLS_SQL, [group.pk, p.start, p.end])
+        for tool, key_id, invocations, amount in cursor.fetchall():
+            before = invoiced.get((p.key, tool, key_id), [0, 0])
+            diff = (int(invocations) - before[0], int(amount) - before[1])
+            if any(diff):
+                late.append((p, (tool, key_id, *diff)))
+    return late
+
+
 def _late_usage(
     group: APIGroup, period: BillingPeriod, cursor: Any
-) -> list[tuple[BillingPeriod, tuple]]:
-    """(earlier period, row) for usage of earlier invoiced periods that no invoice covers yet."""
+) -> tuple[list[tuple[BillingPeriod, tuple]], list[tuple[BillingPeriod, tuple]]]:
+    """(earlier period, row) for usage of earlier invoiced periods that no invoice covers yet:
+    the model × key rows and the tool × key rows."""
     lookback = settings.INVOICE_LATE_USAGE_PERIODS
     first = (
         Invoice.objects.filter(group=group, kind=InvoiceKind.INVOICE)
@@ -110,7 +158,7 @@ def _late_usage(
         .first()
     )
     if first is None or lookback < 1:
-        return []
+        return [], []
     periods: list[BillingPeriod] = []
     p = period
     for _ in range(lookback):
@@ -119,13 +167,17 @@ def _late_usage(
             break
         periods.append(p)
     if not periods:
-        return []
+        return [], []
     invoiced: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0] * len(_METRICS))
-    for line in InvoiceLine.objects.filter(
-        invoice__group=group,
-        section__in=(LineSection.USAGE, LineSection.LATE_USAGE),
-        service_period_key__in=[p.key for p in periods],
-    ).values("service_period_key", "model_name", "api_key_id", *_METRICS):
+    for line in (
+        InvoiceLine.objects.filter(
+            invoice__group=group,
+            section__in=(LineSection.USAGE, LineSection.LATE_USAGE),
+            service_period_key__in=[p.key for p in periods],
+        )
+        .filter(tool="")
+        .values("service_period_key", "model_name", "api_key_id", *_METRICS)
+    ):
         acc = invoiced[(line["service_period_key"], line["model_name"], line["api_key_id"])]
         for i, metric in enumerate(_METRICS):
             acc[i] += line[metric]
@@ -142,7 +194,7 @@ def _late_usage(
             diff = [a - b for a, b in zip(now, before, strict=True)]
             if any(diff):
                 late.append((p, (model_id, key_id, *diff)))
-    return late
+    return late, _late_tools(group, periods, cursor)
 
 
 def _ledger(
@@ -180,21 +232,27 @@ def _ledger(
 
 
 def _usage_lines(
-    period: BillingPeriod, usage_rows: list[tuple], late_rows: list[tuple[BillingPeriod, tuple]]
-) -> tuple[list[DraftLine], list[DraftLine]]:
-    """The period's usage lines and the late-usage lines, each in the order they are shown."""
+    period: BillingPeriod, usage_rows: list[tuple], late_rows: list[tuple[BillingPeriod, tuple]],
+    tool_rows: list[tuple] = (), late_tools: list[tuple[BillingPeriod, tuple]] = (),
+) -> tuple[list[DraftLine], list[DraftLine]]:  # fmt: skip
+    """The period's usage lines and the late-usage lines, each in the order they are shown:
+    per model and key (its tokens), then per tool and key (its fees)."""
     models, keys = _names(
         [r[0] for r in usage_rows] + [r[0] for _, r in late_rows],
-        [r[1] for r in usage_rows] + [r[1] for _, r in late_rows],
-    )
+        [r[1] for r in usage_rows] + [r[1] for _, r in late_rows]
+        + [r[1] for r in tool_rows] + [r[1] for _, r in late_tools],
+    )  # fmt: skip
     usage = sorted(
-        (_usage_line(LineSection.USAGE, row, models, keys, period) for row in usage_rows),
-        key=lambda ln: (ln.model_name, ln.key_name, ln.key_last_four, ln.api_key_id or 0),
+        [_usage_line(LineSection.USAGE, row, models, keys, period) for row in usage_rows]
+        + [_tool_line(LineSection.USAGE, row, keys, period) for row in tool_rows],
+        key=lambda ln: (ln.tool, ln.model_name, ln.key_name, ln.key_last_four, ln.api_key_id or 0),
     )
     late = sorted(
-        (_usage_line(LineSection.LATE_USAGE, row, models, keys, p) for p, row in late_rows),
-        key=lambda ln: (ln.service_period_key, ln.model_name, ln.key_name, ln.api_key_id or 0),
-    )
+        [_usage_line(LineSection.LATE_USAGE, row, models, keys, p) for p, row in late_rows]
+        + [_tool_line(LineSection.LATE_USAGE, row, keys, p) for p, row in late_tools],
+        key=lambda ln: (ln.service_period_key, ln.tool, ln.model_name, ln.key_name,
+                        ln.api_key_id or 0),
+    )  # fmt: skip
     return usage, late
 
 
@@ -220,14 +278,16 @@ def draft_read(group: APIGroup, period: BillingPeriod) -> Draft | None:
             _USAGE_SQL.format(bucket="", group_by="1, 2"), [group.pk, period.start, period.end]
         )
         usage_rows = cursor.fetchall()
-        late_rows = _late_usage(group, period, cursor)
+        cursor.execute(_TOOLS_SQL, [group.pk, period.start, period.end])
+        tool_rows = cursor.fetchall()
+        late_rows, late_tools = _late_usage(group, period, cursor)
         balance_end, moves, entries = (
             _ledger(cursor, account.pk, period) if account is not None else (0, {}, [])
         )
-    if not usage_rows and not late_rows and not moves:
+    if not usage_rows and not late_rows and not late_tools and not moves:
         return None
 
-    usage, late = _usage_lines(period, usage_rows, late_rows)
+    usage, late = _usage_lines(period, usage_rows, late_rows, tool_rows, late_tools)
     period_usage = sum(ln.amount_micros for ln in usage)
     if period_usage != -moves.get(EntryKind.USAGE, 0):
         raise InvoiceError(

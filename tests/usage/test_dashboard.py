@@ -192,19 +192,23 @@ def test_csv_exports_are_exact(world, admin_client):
         "Server",
         world["k1"].masked,
         "sonar",
+        "chat",
         "2",
         "10",
         "10",
         "0",
         "0",
         "1",
+        "0",
+        "0",
         "1.234572",
+        "",
     ]
     raw = b"".join(
         admin_client.get(f"/g/{g.public_id}/usage/events.csv?range=24h").streaming_content
     ).decode()
     raw_rows = list(csv.reader(io.StringIO(raw)))
-    assert len(raw_rows) == 3 and raw_rows[1][11] == "1.234567" and raw_rows[2][11] == "0.000005"
+    assert len(raw_rows) == 3 and raw_rows[1][14] == "1.234567" and raw_rows[2][14] == "0.000005"
 
 
 def test_query_count_is_fixed(world, admin_client, django_assert_max_num_queries):
@@ -239,7 +243,7 @@ def test_csv_exports_neutralise_formulas_but_keep_numbers(world, admin_client):
     rollup_range(at - timedelta(hours=1), at + timedelta(hours=2))
     set_rolled_through(timezone.now())
 
-    for url, name_col, cost_col in (("export.csv", 1, 10), ("events.csv", 2, 11)):
+    for url, name_col, cost_col in (("export.csv", 1, 13), ("events.csv", 2, 14)):
         body = b"".join(
             admin_client.get(f"/g/{g.public_id}/usage/{url}?range=24h").streaming_content
         ).decode()

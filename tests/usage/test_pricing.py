@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from usage.catalogue import catalogue_sync
+from usage.catalogue import catalogue_sync, read_catalogue
 from usage.models import AIModel
 from usage.pricing import Prices, Usage, compute_cost
 
@@ -19,16 +19,16 @@ def prices(name: str) -> Prices:
 def test_seeded_prices_are_perplexitys():
     catalogue_sync()
     assert prices("sonar") == Prices(
-        1_000_000, 1_000_000, 0, 0, 0, 5_000_000, 8_000_000, 12_000_000
+        1_000_000, 1_000_000, 0, 0, 0, 0, 0, 5_000_000, 8_000_000, 12_000_000
     )
     assert prices("sonar-pro") == Prices(
-        3_000_000, 15_000_000, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
+        3_000_000, 15_000_000, 0, 0, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
     )
     assert prices("sonar-reasoning-pro") == Prices(
-        2_000_000, 8_000_000, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
+        2_000_000, 8_000_000, 0, 0, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
     )
     assert prices("sonar-deep-research") == Prices(
-        2_000_000, 8_000_000, 2_000_000, 3_000_000, 5_000_000, 0, 0, 0
+        2_000_000, 8_000_000, 2_000_000, 3_000_000, 5_000_000, 0, 0, 0, 0, 0
     )
 
 
@@ -74,9 +74,10 @@ def test_sync_models_updates_and_disables_never_deletes(tmp_path: Path):
     assert AIModel.objects.get(name="sonar").input_per_m == 1_500_000
     assert AIModel.objects.get(name="my-llama").upstream_base_url == "http://vllm:8000/v1"
     assert not AIModel.objects.get(name="sonar-pro").enabled  # absent: disabled, still there
-    assert AIModel.objects.count() == 5
+    seeded = len(read_catalogue().models)
+    assert AIModel.objects.count() == seeded + 1
     call_command("sync_models", str(path), stdout=StringIO())  # idempotent
-    assert AIModel.objects.count() == 5
+    assert AIModel.objects.count() == seeded + 1
 
 
 @pytest.mark.django_db
@@ -84,7 +85,8 @@ def test_sync_models_updates_and_disables_never_deletes(tmp_path: Path):
     ("text", "message"),
     [
         ("nonsense = [", "not valid"),
-        ("[other]\nx = 1", "no \\[models"),
+        ("[other]\nx = 1", "line 1: other: unknown table"),
+        ("[tools.x]\nfee = 1", "no \\[models"),
         ("[models.a]\ninput_per_m = -1", "cannot be negative"),
         ("[models.a]\nprice = 1", "unknown setting"),
         ("[models.a]\nrate_limit_rpm = 0", "rate_limit_rpm"),
@@ -96,4 +98,84 @@ def test_sync_models_rejects_bad_files_and_changes_nothing(tmp_path, text, messa
     path.write_text(text)
     with pytest.raises(CommandError, match=message):
         call_command("sync_models", str(path))
-    assert AIModel.objects.filter(enabled=True).count() == 4
+    assert AIModel.objects.filter(enabled=True).count() == len(read_catalogue().models)
+
+
+CATALOGUE_HEAD = """# a catalogue
+[models.sonar]
+input_per_m = 1
+
+[models."openai/gpt-5.4-mini"]
+api = "agent"
+upstream_api = "responses"
+input_per_m = 0.75
+cache_read_per_m = 0.075
+
+[tools.web_search]
+fee = 0.0025
+
+"""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ('[models.x]\ncolour = "red"', r"line 15: models\.x\.colour: unknown setting"),
+        ("[models.x]\ninput_per_m = 1\ncache_write_per_m = -2", r"line 16: .*cannot be negative"),
+        ('[models.x]\nrate_limit_rpm = "fast"', r"line 15: models\.x\.rate_limit_rpm"),
+        ('[models.x]\napi = "search"', r"line 15: models\.x\.api: must be"),
+        ('[models.x]\nupstream_api = "grpc"', r"line 15: models\.x\.upstream_api"),
+        ("[models.x]\nupstream_model = 5", r"line 15: models\.x\.upstream_model: must be a string"),
+        ("[tools.fetch_url]\nfee = -0.5", r"line 15: tools\.fetch_url\.fee: prices cannot be"),
+        ("[tools.fetch_url]\nfees = 1", r"line 15: tools\.fetch_url\.fees: unknown setting"),
+        ('[presets.fast]\nmodel = "nope"', r"line 15: presets\.fast\.model: unknown model 'nope'"),
+        ('[presets.fast]\nmodel = "sonar"', r"line 15: .*'sonar' is not served on the Agent API"),
+        (
+            '[presets.fast]\nmodel = "openai/gpt-5.4-mini"\ntools = ["web_search", "sandbox"]',
+            r"line 16: presets\.fast\.tools: unknown tool 'sandbox'",
+        ),
+        (
+            '[presets.fast]\nmodel = "openai/gpt-5.4-mini"\nmax_steps = "3"',
+            r"line 16: presets\.fast\.max_steps: must be a whole number",
+        ),
+        ("\n\n[presets.fast]\n", r"line 16: presets\.fast: needs the model"),
+        ('[tools.sandbox]\nfee = "lots"', r"line 15: tools\.sandbox\.fee"),
+        (
+            '[models."a/b"]\n  input_per_m = "1.0000001"',
+            r"line 15: models\.a/b\.input_per_m: .*six",
+        ),
+    ],
+)
+def test_sync_models_names_the_line_of_a_semantic_error(tmp_path, tail, message):
+    catalogue_sync()
+    before = sorted(AIModel.objects.values_list("name", "enabled", "input_per_m"))
+    path = tmp_path / "bad.toml"
+    path.write_text(CATALOGUE_HEAD + tail)
+    assert CATALOGUE_HEAD.count("\n") == 13  # the tail's table starts on line 14, its key on 15
+    with pytest.raises(CommandError, match=message):
+        call_command("sync_models", str(path))
+    assert sorted(AIModel.objects.values_list("name", "enabled", "input_per_m")) == before
+
+
+@pytest.mark.django_db
+def test_sync_models_syncs_tools_and_presets(tmp_path):
+    from usage.models import Preset, ToolPrice
+
+    catalogue_sync()
+    assert ToolPrice.objects.get(name="web_search").fee_per_k == 2_500_000  # $0.0025 each
+    fast = Preset.objects.get(name="fast")
+    assert (fast.model.name, fast.aliases) == ("openai/gpt-5.6-luna", ["fast-search"])
+    assert fast.settings["tools"] == ["web_search"]
+    sonar = AIModel.objects.get(name="perplexity/sonar")
+    assert (sonar.api, sonar.upstream_api) == ("agent", "responses")
+    assert (sonar.cache_read_per_m, sonar.cache_write_per_m) == (62_500, 250_000)
+    assert AIModel.objects.get(name="sonar").api == "chat"
+    path = tmp_path / "small.toml"
+    path.write_text(
+        CATALOGUE_HEAD + '[presets.fast]\nmodel = "openai/gpt-5.4-mini"\naliases = ["quick"]\n'
+    )
+    call_command("sync_models", str(path), stdout=StringIO())
+    assert not ToolPrice.objects.get(name="fetch_url").enabled  # absent: disabled, kept
+    assert Preset.objects.get(name="fast").model.name == "openai/gpt-5.4-mini"
+    assert not Preset.objects.get(name="xhigh").enabled

@@ -5,6 +5,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import orjson
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -14,20 +15,17 @@ from groups.models import APIGroup
 from keys.models import APIKey
 from keys.services import api_key_create
 from usage.metrics import COST_COLUMNS, COUNTS
-from usage.models import AIModel
+from usage.models import AIModel, ToolPrice
+from usage.pricing import AgentPrices, AgentUsage, Prices, Usage, agent_cost, compute_cost
 from usage.rollups import rollup_range
 
 COLUMNS = ", ".join(
     (
-        "request_id", "group_id", "api_key_id", "model_id", *COUNTS, "search_context_size",
-        *COST_COLUMNS, "cost_micros", "streamed", "latency_ms", "created_at",
+        "request_id", "group_id", "api_key_id", "model_id", "api", *COUNTS, "search_context_size",
+        *COST_COLUMNS, "cost_micros", "tool_calls", "streamed", "latency_ms", "created_at",
     )
 )  # fmt: skip
 SIZES = ("low", "medium", "high")
-
-
-def _cost(units: int, price: int, block: int) -> int:
-    return (2 * units * price + block) // (2 * block)
 
 
 class Command(BaseCommand):
@@ -59,6 +57,7 @@ class Command(BaseCommand):
         models = list(AIModel.objects.filter(enabled=True))
         if not models:
             raise CommandError("The model catalogue is empty: run sync_models first.")
+        fees = dict(ToolPrice.objects.filter(enabled=True).values_list("name", "fee_per_k"))
         rng = random.Random(o["seed"])
         end = timezone.now()
         start = end - timedelta(days=o["days"])
@@ -80,20 +79,31 @@ class Command(BaseCommand):
                     m = models[n % len(models)] if rng.random() < 0.3 else rng.choice(models)
                     prompt = rng.randint(5, 2_000)
                     completion = rng.randint(20, 1_500)
-                    deep = m.citation_per_m or m.reasoning_per_m
-                    citation = rng.randint(0, 3_000) if deep else 0
-                    reasoning = rng.randint(0, 6_000) if deep else 0
-                    searches = rng.randint(1, 5) if deep else 0
                     size = SIZES[rng.randint(0, 2)]
-                    costs = (
-                        _cost(prompt, m.input_per_m, 1_000_000),
-                        _cost(completion, m.output_per_m, 1_000_000),
-                        _cost(citation, m.citation_per_m, 1_000_000),
-                        _cost(reasoning, m.reasoning_per_m, 1_000_000),
-                        _cost(searches, m.search_per_k, 1_000),
-                        _cost(1, getattr(m, f"request_{size}_per_k"), 1_000),
-                    )
-                    total = sum(costs)
+                    tool_calls: dict = {}
+                    if "chat" not in m.apis:  # an Agent API model: cached input, tools
+                        cached = rng.randint(0, prompt // 2)
+                        used = {t: rng.randint(1, 3) for t in fees if rng.random() < 0.4}
+                        cost = agent_cost(
+                            AgentPrices(Prices.of(m), fees),
+                            AgentUsage(prompt, completion, cached, 0, used),
+                        )
+                        api = "agent"
+                        counts = {**dict.fromkeys(COUNTS, 0), "prompt_tokens": prompt,
+                                  "completion_tokens": completion, "cache_read_tokens": cached}  # fmt: skip
+                        tool_calls = cost.tool_calls_json()
+                    else:
+                        deep = m.citation_per_m or m.reasoning_per_m
+                        usage = Usage(
+                            prompt, completion, rng.randint(0, 3_000) if deep else 0,
+                            rng.randint(0, 6_000) if deep else 0, rng.randint(1, 5) if deep else 0,
+                            search_context_size=size,
+                        )  # fmt: skip
+                        cost = compute_cost(Prices.of(m), usage)
+                        api = "chat"
+                        counts = {c: getattr(usage, c) for c in COUNTS}
+                    costs = tuple(cost.parts().values())
+                    total = cost.total
                     total_cost += total
                     at = start + timedelta(seconds=rng.random() * span)
                     day = per_day.setdefault(at.date(), [at, 0, 0])
@@ -101,8 +111,8 @@ class Command(BaseCommand):
                     day[1] += total
                     day[2] += 1
                     copy.write_row((
-                        f"seed-{batch}-{n}", group.pk, rng.choice(keys), m.pk, prompt, completion, citation,
-                        reasoning, searches, size, *costs, total, False, rng.randint(80, 4_000), at,
+                        f"seed-{batch}-{n}", group.pk, rng.choice(keys), m.pk, api, *counts.values(), size,
+                        *costs, total, orjson.dumps(tool_calls).decode(), False, rng.randint(80, 4_000), at,
                     ))  # fmt: skip
                     if (n + 1) % step == 0:
                         pct = 100 * (n + 1) // o["events"]

@@ -1,0 +1,30 @@
+"""The demo seed (seed_usage) writes chat and Agent API usage priced by usage.pricing."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db.models import Sum
+
+from billing.models import LedgerEntry
+from tests.factories import GroupFactory
+from usage.catalogue import catalogue_sync
+from usage.models import UsageEvent
+
+
+@pytest.mark.django_db
+def test_seeded_usage_mixes_both_apis_with_tools_and_matches_the_ledger():
+    catalogue_sync()
+    group = GroupFactory()
+    call_command("seed_usage", group=group.public_id, events=300, days=2, stdout=StringIO())
+    events = UsageEvent.objects.filter(group=group)
+    assert set(events.values_list("api", flat=True)) == {"chat", "agent"}
+    agent = events.filter(api="agent").exclude(tool_calls={})
+    assert agent.exists()
+    for e in agent[:20]:
+        assert e.tools_cost_micros == sum(c["cost_micros"] for c in e.tool_calls.values())
+    total = events.aggregate(s=Sum("cost_micros"))["s"]
+    debits = LedgerEntry.objects.filter(account__group=group, kind="usage")
+    assert -debits.aggregate(s=Sum("amount_micros"))["s"] == total
