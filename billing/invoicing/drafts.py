@@ -7,7 +7,7 @@ against the ledger (see the reconciliation rule in `billing.invoicing`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,7 +233,7 @@ def _ledger(
 
 def _usage_lines(
     period: BillingPeriod, usage_rows: list[tuple], late_rows: list[tuple[BillingPeriod, tuple]],
-    tool_rows: list[tuple] = (), late_tools: list[tuple[BillingPeriod, tuple]] = (),
+    tool_rows: Sequence[tuple] = (), late_tools: Sequence[tuple[BillingPeriod, tuple]] = (),
 ) -> tuple[list[DraftLine], list[DraftLine]]:  # fmt: skip
     """The period's usage lines and the late-usage lines, each in the order they are shown:
     per model and key (its tokens), then per tool and key (its fees)."""
