@@ -131,6 +131,8 @@ def sign_up(page, base: str, smtp, name: str, email: str) -> None:  # type: igno
     page.get_by_role("button", name="Sign Up").click()
 
 
+# Over 60 lines on purpose: one person's journey read top to bottom, its numbered steps the same
+# as docs/reliability.md's list; split into functions it would hide the order the user lives.
 def test_team_lead_and_teammate_whole_journey(
     live_portal, smtp_server, new_page, output_dir, monkeypatch
 ):  # type: ignore[no-untyped-def]

@@ -49,11 +49,7 @@ class Command(BaseCommand):
             raise CommandError(f"No API group with id {o['group']!r}.")
         if o["events"] < 1 or o["days"] < 1:
             raise CommandError("--events and --days must be at least 1.")
-        while APIKey.objects.filter(group=group).count() < o["keys"]:
-            api_key_create(
-                group=group, name=f"Seeded key {APIKey.objects.filter(group=group).count() + 1}"
-            )
-        keys = list(APIKey.objects.filter(group=group).values_list("pk", flat=True))
+        keys = _keys(group, o["keys"])
         models = list(AIModel.objects.filter(enabled=True))
         if not models:
             raise CommandError("The model catalogue is empty: run sync_models first.")
@@ -61,76 +57,99 @@ class Command(BaseCommand):
         rng = random.Random(o["seed"])
         end = timezone.now()
         start = end - timedelta(days=o["days"])
-        span = (end - start).total_seconds()
         batch = uuid.uuid4().hex[:12]
-        total_cost = 0
-        # Booked to the ledger as one usage debit per UTC day, dated at the day's first event, so
-        # every period's usage debits equal its usage events (what invoices reconcile against).
-        per_day: dict[object, list] = {}
         started = time.monotonic()
-        step = max(1, o["events"] // 20)
         self.stdout.write(
             f"Seeding {o['events']:,} events over {o['days']} days into {group.name}…"
         )
         with transaction.atomic(), connection.cursor() as cursor:
             raw = cursor.connection  # psycopg connection
             with raw.cursor().copy(f"COPY usage_usageevent ({COLUMNS}) FROM STDIN") as copy:
-                for n in range(o["events"]):
-                    m = models[n % len(models)] if rng.random() < 0.3 else rng.choice(models)
-                    prompt = rng.randint(5, 2_000)
-                    completion = rng.randint(20, 1_500)
-                    size = SIZES[rng.randint(0, 2)]
-                    tool_calls: dict = {}
-                    if "chat" not in m.apis:  # an Agent API model: cached input, tools
-                        cached = rng.randint(0, prompt // 2)
-                        used = {t: rng.randint(1, 3) for t in fees if rng.random() < 0.4}
-                        cost = agent_cost(
-                            AgentPrices(Prices.of(m), fees),
-                            AgentUsage(prompt, completion, cached, 0, used),
-                        )
-                        api = "agent"
-                        counts = {**dict.fromkeys(COUNTS, 0), "prompt_tokens": prompt,
-                                  "completion_tokens": completion, "cache_read_tokens": cached}  # fmt: skip
-                        tool_calls = cost.tool_calls_json()
-                    else:
-                        deep = m.citation_per_m or m.reasoning_per_m
-                        usage = Usage(
-                            prompt, completion, rng.randint(0, 3_000) if deep else 0,
-                            rng.randint(0, 6_000) if deep else 0, rng.randint(1, 5) if deep else 0,
-                            search_context_size=size,
-                        )  # fmt: skip
-                        cost = compute_cost(Prices.of(m), usage)
-                        api = "chat"
-                        counts = {c: getattr(usage, c) for c in COUNTS}
-                    costs = tuple(cost.parts().values())
-                    total = cost.total
-                    total_cost += total
-                    at = start + timedelta(seconds=rng.random() * span)
-                    day = per_day.setdefault(at.date(), [at, 0, 0])
-                    day[0] = min(day[0], at)
-                    day[1] += total
-                    day[2] += 1
-                    copy.write_row((
-                        f"seed-{batch}-{n}", group.pk, rng.choice(keys), m.pk, api, *counts.values(), size,
-                        *costs, total, orjson.dumps(tool_calls).decode(), False, rng.randint(80, 4_000), at,
-                    ))  # fmt: skip
-                    if (n + 1) % step == 0:
-                        pct = 100 * (n + 1) // o["events"]
-                        self.stdout.write(
-                            f"  {pct:3d}%  {n + 1:,} events  {time.monotonic() - started:.0f}s"
-                        )
+                per_day = self._write_events(
+                    copy, o["events"], rng=rng, group=group, keys=keys, models=models, fees=fees,
+                    start=start, end=end, batch=batch, started=started,
+                )  # fmt: skip
         if not o["no_ledger"]:
-            for day, (first, cost, count) in sorted(per_day.items()):
-                if cost:
-                    ledger_post(
-                        group=group, amount_micros=-cost, kind="usage",
-                        reference=f"usage:seed-{batch}-{day}", created_at=first,
-                        description=f"Seeded usage ({count:,} requests on {day})",
-                    )  # fmt: skip
+            _book(group, batch, per_day)
         self.stdout.write("Rolling up…")
         t = time.monotonic()
         rollup_range(start, end + timedelta(seconds=1))
+        total_cost = sum(cost for _, cost, _ in per_day.values())
         self.stdout.write(
             f"Done: {o['events']:,} events, {total_cost / 1e6:,.2f} USD, "
             f"{time.monotonic() - started:.0f}s (rollup {time.monotonic() - t:.0f}s)."
         )
+
+    def _write_events(  # type: ignore[no-untyped-def]
+        self, copy, events: int, *, rng: random.Random, group: APIGroup, keys: list[int],
+        models: list[AIModel], fees: dict[str, int], start, end, batch: str, started: float,
+    ) -> dict[object, list]:  # fmt: skip
+        """COPY `events` random events; return {day: [first event, cost, count]}."""
+        span = (end - start).total_seconds()
+        # Booked to the ledger as one usage debit per UTC day, dated at the day's first event, so
+        # every period's usage debits equal its usage events (what invoices reconcile against).
+        per_day: dict[object, list] = {}
+        step = max(1, events // 20)
+        for n in range(events):
+            m = models[n % len(models)] if rng.random() < 0.3 else rng.choice(models)
+            size = SIZES[rng.randint(0, 2)]
+            api, counts, cost, tool_calls = _request(rng, m, fees, size)
+            at = start + timedelta(seconds=rng.random() * span)
+            day = per_day.setdefault(at.date(), [at, 0, 0])
+            day[0] = min(day[0], at)
+            day[1] += cost.total
+            day[2] += 1
+            copy.write_row((
+                f"seed-{batch}-{n}", group.pk, rng.choice(keys), m.pk, api, *counts.values(), size,
+                *cost.parts().values(), cost.total, orjson.dumps(tool_calls).decode(), False,
+                rng.randint(80, 4_000), at,
+            ))  # fmt: skip
+            if (n + 1) % step == 0:
+                pct = 100 * (n + 1) // events
+                self.stdout.write(
+                    f"  {pct:3d}%  {n + 1:,} events  {time.monotonic() - started:.0f}s"
+                )
+        return per_day
+
+
+def _keys(group: APIGroup, wanted: int) -> list[int]:
+    """Create keys until the group has `wanted`; return all their ids."""
+    while APIKey.objects.filter(group=group).count() < wanted:
+        api_key_create(
+            group=group, name=f"Seeded key {APIKey.objects.filter(group=group).count() + 1}"
+        )
+    return list(APIKey.objects.filter(group=group).values_list("pk", flat=True))
+
+
+def _request(rng: random.Random, m: AIModel, fees: dict[str, int], size: str):  # type: ignore[no-untyped-def]
+    """One random request to `m`: its API, counts (in COUNTS order), cost and tool calls."""
+    prompt = rng.randint(5, 2_000)
+    completion = rng.randint(20, 1_500)
+    if "chat" not in m.apis:  # an Agent API model: cached input, tools
+        cached = rng.randint(0, prompt // 2)
+        used = {t: rng.randint(1, 3) for t in fees if rng.random() < 0.4}
+        charged = agent_cost(
+            AgentPrices(Prices.of(m), fees), AgentUsage(prompt, completion, cached, 0, used)
+        )
+        counts = {**dict.fromkeys(COUNTS, 0), "prompt_tokens": prompt,
+                  "completion_tokens": completion, "cache_read_tokens": cached}  # fmt: skip
+        return "agent", counts, charged, charged.tool_calls_json()
+    deep = m.citation_per_m or m.reasoning_per_m
+    usage = Usage(
+        prompt, completion, rng.randint(0, 3_000) if deep else 0,
+        rng.randint(0, 6_000) if deep else 0, rng.randint(1, 5) if deep else 0,
+        search_context_size=size,
+    )  # fmt: skip
+    cost = compute_cost(Prices.of(m), usage)
+    return "chat", {c: getattr(usage, c) for c in COUNTS}, cost, {}
+
+
+def _book(group: APIGroup, batch: str, per_day: dict[object, list]) -> None:
+    """One ledger debit per day of seeded usage."""
+    for day, (first, cost, count) in sorted(per_day.items()):  # type: ignore[type-var]
+        if cost:
+            ledger_post(
+                group=group, amount_micros=-cost, kind="usage",
+                reference=f"usage:seed-{batch}-{day}", created_at=first,
+                description=f"Seeded usage ({count:,} requests on {day})",
+            )  # fmt: skip
