@@ -308,6 +308,8 @@ class InvoiceLine(models.Model):
     citation_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
     search_queries = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
     amount_micros = models.BigIntegerField()
     amount_cents = models.BigIntegerField()
 

@@ -1,24 +1,34 @@
-"""The model catalogue of one gateway worker: the enabled models and their prices, re-read from
-PostgreSQL every CATALOGUE_TTL seconds (by one request; the others use the catalogue in hand)."""
+"""The model catalogue of one gateway worker: the enabled models and their prices, the tool fees
+and the effort presets of the Agent API, re-read from PostgreSQL every CATALOGUE_TTL seconds (by
+one request; the others use the catalogue in hand).
+
+`models()` is {name: ModelInfo}; after it, `tool_fees` is {tool type: micros per 1,000
+invocations} (a tool missing from it has no enabled ToolPrice: refuse it) and `presets` is
+{name or alias: PresetInfo}, both as of the same read.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.sources import sql
 from usage.metrics import PRICES
-from usage.pricing import Prices
+from usage.pricing import AgentPrices, Prices
 
 log = logging.getLogger("portal.gateway")
 
 CATALOGUE_TTL = 5.0
 CATALOGUE_SQL = sql("catalogue", prices=", ".join(PRICES))
+TOOLS_SQL = sql("catalogue_tools")
+PRESETS_SQL = sql("catalogue_presets")
 
 
 @dataclass(frozen=True)
@@ -30,12 +40,32 @@ class ModelInfo:
     upstream_model: str
     prices: Prices
     rate_limit_rpm: int
+    # The APIs it is served on: {"chat"} (Sonar chat completions), {"agent"} (the Agent API), or
+    # both (usage.models.AIModel.api, a comma list).
+    apis: frozenset[str] = frozenset({"chat"})
+    # What its upstream speaks: "chat_completions" (translated on the Agent API) or "responses".
+    upstream_api: str = "chat_completions"
+
+    def serves(self, api: str) -> bool:
+        return api in self.apis
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """An effort preset: its name, the model it runs on and the settings it implies
+    (max_steps, reasoning_effort, max_output_tokens, tools: a list of tool types)."""
+
+    name: str
+    model: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Catalogue:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._models: dict[str, ModelInfo] = {}
+        self.tool_fees: dict[str, int] = {}
+        self.presets: dict[str, PresetInfo] = {}
         self._loaded = 0.0
         self._refreshing = False
 
@@ -49,6 +79,10 @@ class Catalogue:
                 async with self.pool.connection(timeout=1.0 if self._models else None) as conn:
                     cur = await conn.execute(CATALOGUE_SQL)
                     rows = await cur.fetchall()
+                    cur = await conn.execute(TOOLS_SQL)
+                    tools = await cur.fetchall()
+                    cur = await conn.execute(PRESETS_SQL)
+                    presets = await cur.fetchall()
             except psycopg.OperationalError as exc:
                 if not self._models:
                     raise
@@ -59,19 +93,34 @@ class Catalogue:
             finally:
                 self._refreshing = False
             self._models = {r[1]: _model(r) for r in rows}
+            self.tool_fees = {name: fee for name, fee in tools}
+            self.presets = _presets(presets)
             self._loaded = time.monotonic()
         return self._models
 
+    def agent_prices(self, model: ModelInfo) -> AgentPrices:
+        """The prices of an Agent API response on this model (for usage.pricing.agent_cost)."""
+        return AgentPrices(model.prices, self.tool_fees)
+
 
 def _model(row: tuple) -> ModelInfo:
-    """A row of CATALOGUE_SQL: id, name, base URL, API key variable, upstream model, the prices
-    (usage.metrics.PRICES), rate limit."""
+    """A row of CATALOGUE_SQL: id, name, base URL, API key variable, upstream model, APIs,
+    upstream API, the prices (usage.metrics.PRICES), rate limit."""
     return ModelInfo(
         id=row[0],
         name=row[1],
         base_url=row[2].rstrip("/"),
         api_key=os.environ.get(row[3], "") if row[3] else "",
         upstream_model=row[4] or row[1],
-        prices=Prices(*row[5:-1]),
+        apis=frozenset(row[5].split(",")),
+        upstream_api=row[6],
+        prices=Prices(*row[7:-1]),
         rate_limit_rpm=row[-1],
     )
+
+
+def _presets(rows: list[tuple]) -> dict[str, PresetInfo]:
+    """{name or alias: preset}; a preset's name wins over another preset's alias."""
+    presets = {name: PresetInfo(name, model, settings or {}) for name, _, model, settings in rows}
+    by_alias = {alias: presets[name] for name, aliases, _, _ in rows for alias in aliases or []}
+    return {**by_alias, **presets}

@@ -31,7 +31,7 @@ from gateway.batching import Batcher
 from gateway.keycache import KeyInfo
 from gateway.settlement import UNSETTLED, USAGE_STREAM, owed_by_group, owed_by_key
 from gateway.sources import lua, sql
-from usage.metrics import COST_COLUMNS, COST_PARTS, COUNTS
+from usage.metrics import CACHE_COUNTS, COST_COLUMNS, COST_PARTS, COUNTS
 
 log = logging.getLogger("portal.gateway")
 
@@ -40,25 +40,38 @@ METER_FLUSHERS = 2  # statements in flight per worker
 
 # A metered request (the dict gateway/app.py builds, also the stream's JSON): each field, the
 # usage event's column it fills and its SQL type, in column order. `created` (Unix time, when the
-# gateway metered it) fills created_at.
+# gateway metered it) fills created_at. `api` is "chat" or "agent" (usage.metrics.APIS);
+# `tool_calls` is {tool: {"invocations": n, "cost_micros": c}} (usage.pricing.AgentCost), sent as
+# JSON text and stored as jsonb.
 METER_COLUMNS = (
     ("request_id", "request_id", "varchar"),
     ("group_id", "group_id", "bigint"),
     ("key_id", "api_key_id", "bigint"),
     ("model_id", "model_id", "bigint"),
+    ("api", "api", "varchar"),
     *((name, name, "integer") for name in COUNTS),
     ("context_size", "search_context_size", "varchar"),
     *((part, column, "bigint") for part, column in zip(COST_PARTS, COST_COLUMNS, strict=True)),
+    ("tool_calls", "tool_calls", "text"),
     ("total", "cost_micros", "bigint"),
     ("streamed", "streamed", "boolean"),
     ("latency_ms", "latency_ms", "integer"),
     ("created", "created_at", "float8"),
 )
 METER_FIELDS = tuple(field for field, _, _ in METER_COLUMNS)
+# What a field left out of a metered request stands for: a chat completions request (and usage
+# a gateway of the previous release put in the stream) has no API, cache counts or tool fees.
+METER_DEFAULTS: dict[str, Any] = {
+    "api": "chat",
+    **dict.fromkeys(CACHE_COUNTS, 0),
+    **dict.fromkeys(("cache_read", "cache_write", "tools"), 0),
+    "tool_calls": {},
+}
+METER_CASTS = {"tool_calls": "::jsonb"}
 METER_SQL = sql(
     "meter",
     columns=", ".join(column for _, column, _ in METER_COLUMNS[:-1]),
-    values=", ".join(f'r."{field}"' for field in METER_FIELDS[:-1]),
+    values=", ".join(f'r."{field}"{METER_CASTS.get(field, "")}' for field in METER_FIELDS[:-1]),
     arrays=", ".join(f"%s::{kind}[]" for _, _, kind in METER_COLUMNS),
     names=", ".join(f'"{field}"' for field in METER_FIELDS),
 )
@@ -142,6 +155,14 @@ class Metering:
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         metrics.METER_BATCH.observe(len(rows))
-        columns = [[row[name] for row in rows] for name in METER_FIELDS]
+        columns = [[_value(row, name) for row in rows] for name in METER_FIELDS]
         async with self.pool.connection() as conn:
             await conn.execute(METER_SQL, columns)
+
+
+def _value(row: dict[str, Any], name: str) -> Any:
+    """A field of a metered request as METER_SQL takes it (METER_DEFAULTS for those left out)."""
+    value = row[name] if name in row or name not in METER_DEFAULTS else METER_DEFAULTS[name]
+    if name == "tool_calls":
+        return orjson.dumps(value).decode()
+    return value

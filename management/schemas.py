@@ -278,6 +278,8 @@ class Totals(Out):
     citation_tokens: int
     reasoning_tokens: int
     search_queries: int
+    cache_read_tokens: int
+    cache_write_tokens: int
     tokens: int
     cost_micros: Micros
     cost_display: Display
@@ -424,6 +426,8 @@ class InvoiceLine(Out):
     citation_tokens: int
     reasoning_tokens: int
     search_queries: int
+    cache_read_tokens: int
+    cache_write_tokens: int
     amount_micros: Micros
     amount_cents: int
     amount_display: Display

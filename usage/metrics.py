@@ -14,26 +14,37 @@ from typing import Any
 
 # The token counts a request reports, in the order the portal shows them.
 TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "citation_tokens", "reasoning_tokens")
+# The prompt tokens read from, and written to, the upstream's prompt cache. They are a part of
+# `prompt_tokens` (OpenAI's rule: input tokens count every input token, cached ones included), so
+# they are not added again to a request's tokens (TOKEN_COUNTS); see usage.pricing.
+CACHE_COUNTS = ("cache_read_tokens", "cache_write_tokens")
 # Everything counted per request: columns of a usage event, summed by rollups and invoice lines.
-COUNTS = (*TOKEN_COUNTS, "search_queries")
+COUNTS = (*TOKEN_COUNTS, "search_queries", *CACHE_COUNTS)
 # The sums every rollup row carries (usage.models.UsageSums), in column order.
 SUMS = ("requests", *COUNTS, "cost_micros")
 # What a request is charged for (usage.pricing.Cost); a usage event stores each as
 # `<part>_cost_micros` and their sum as `cost_micros`.
-COST_PARTS = ("input", "output", "citation", "reasoning", "search", "request")
+# `tools` is the sum of the per-tool fees (a usage event's `tool_calls` holds them per tool).
+COST_PARTS = (
+    "input", "output", "citation", "reasoning", "search", "request", "cache_read", "cache_write",
+    "tools",
+)  # fmt: skip
 COST_COLUMNS = tuple(f"{part}_cost_micros" for part in COST_PARTS)
 
 PER_M = 1_000_000
 PER_K = 1_000
 # The parts priced per unit counted: (part, the count it prices, the model's price field, units
-# the price is for). The request fee is the one part that is not: it depends on the search
-# context size (REQUEST_FEES).
+# the price is for). The request fee is not: it depends on the search context size
+# (REQUEST_FEES); nor are the tool fees: per tool, priced by usage.models.ToolPrice. The input
+# part prices the prompt tokens that are not cache reads or writes (usage.pricing.uncached).
 PRICED = (
     ("input", "prompt_tokens", "input_per_m", PER_M),
     ("output", "completion_tokens", "output_per_m", PER_M),
     ("citation", "citation_tokens", "citation_per_m", PER_M),
     ("reasoning", "reasoning_tokens", "reasoning_per_m", PER_M),
     ("search", "search_queries", "search_per_k", PER_K),
+    ("cache_read", "cache_read_tokens", "cache_read_per_m", PER_M),
+    ("cache_write", "cache_write_tokens", "cache_write_per_m", PER_M),
 )
 # Search context size -> the model's price field for the request fee (per 1,000 requests).
 REQUEST_FEES = {
@@ -43,6 +54,14 @@ REQUEST_FEES = {
 }
 # A model's price fields (usage.models.AIModel, usage.pricing.Prices), in column order.
 PRICES = (*(price for _, _, price, _ in PRICED), *REQUEST_FEES.values())
+
+# The APIs a request is metered on (a usage event's `api`, a dimension of every rollup):
+# "chat" = Sonar chat completions (/chat/completions), "agent" = the Agent API (/v1/responses,
+# /v1/agent). Later: "search", "embeddings", "async".
+APIS = ("chat", "agent")
+API_LABELS = {"chat": "Chat Completions", "agent": "Agent API"}
+# What a model's upstream speaks (usage.models.AIModel.upstream_api).
+UPSTREAM_APIS = ("chat_completions", "responses")
 
 # The tokens of a row, as an SQL expression over its columns.
 TOKENS_SQL = " + ".join(TOKEN_COUNTS)

@@ -8,6 +8,7 @@ set any price; see `usage.pricing` for how a request's cost is computed and roun
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Value
 
 
 class ContextSize(models.TextChoices):
@@ -16,9 +17,40 @@ class ContextSize(models.TextChoices):
     HIGH = "high", "High"
 
 
+class API(models.TextChoices):
+    """The APIs a request is metered on (usage.metrics.APIS)."""
+
+    CHAT = "chat", "Chat Completions"
+    AGENT = "agent", "Agent API"
+
+
+class UpstreamAPI(models.TextChoices):
+    """What a model's upstream speaks (usage.metrics.UPSTREAM_APIS)."""
+
+    CHAT_COMPLETIONS = "chat_completions", "Chat Completions"
+    RESPONSES = "responses", "Responses"
+
+
+# The values AIModel.api may take (the comma list in the order of usage.metrics.APIS).
+MODEL_APIS = ("chat", "agent", "chat,agent")
+
+
 class AIModel(models.Model):
     name = models.CharField(max_length=100, unique=True, help_text="The name clients send.")
     enabled = models.BooleanField(default=True)
+    api = models.CharField(
+        max_length=20,
+        default="chat",
+        help_text='The APIs the model is served on, a comma list of "chat" (Sonar chat '
+        'completions) and "agent" (the Agent API): "chat", "agent" or "chat,agent".',
+    )
+    upstream_api = models.CharField(
+        max_length=20,
+        choices=UpstreamAPI.choices,
+        default=UpstreamAPI.CHAT_COMPLETIONS,
+        help_text="What the upstream speaks: a Responses upstream is proxied, a chat "
+        "completions one is translated both ways on the Agent API.",
+    )
     upstream_base_url = models.CharField(
         max_length=300,
         default="simulator://",
@@ -38,6 +70,8 @@ class AIModel(models.Model):
     citation_per_m = models.BigIntegerField("citation tokens, micros per 1M", default=0)
     reasoning_per_m = models.BigIntegerField("reasoning tokens, micros per 1M", default=0)
     search_per_k = models.BigIntegerField("search queries, micros per 1K", default=0)
+    cache_read_per_m = models.BigIntegerField("cache-read tokens, micros per 1M", default=0)
+    cache_write_per_m = models.BigIntegerField("cache-write tokens, micros per 1M", default=0)
     request_low_per_k = models.BigIntegerField(
         "request fee (low context), micros per 1K", default=0
     )
@@ -64,8 +98,67 @@ class AIModel(models.Model):
                 & models.Q(request_medium_per_k__gte=0)
                 & models.Q(request_high_per_k__gte=0),
                 name="usage_aimodel_prices_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(cache_read_per_m__gte=0) & models.Q(cache_write_per_m__gte=0),
+                name="usage_aimodel_cache_prices_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(api__in=MODEL_APIS), name="usage_aimodel_api_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def apis(self) -> frozenset[str]:
+        """The APIs it is served on ({"chat"}, {"agent"} or both)."""
+        return frozenset(self.api.split(","))
+
+
+class ToolPrice(models.Model):
+    """The fee for each invocation of a built-in tool of the Agent API (`[tools.<name>]`).
+
+    A tool without an enabled ToolPrice is refused when a request asks for it.
+    """
+
+    name = models.CharField(
+        max_length=50, unique=True, help_text='The tool type, e.g. "web_search".'
+    )
+    fee_per_k = models.BigIntegerField("fee, micros per 1K invocations", default=0)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(fee_per_k__gte=0), name="usage_toolprice_fee_not_negative"
             )
         ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Preset(models.Model):
+    """An effort preset of the Agent API (`[presets.<name>]`): the model it runs on and the
+    request settings it implies (`effort`, or the deprecated `preset`; `aliases` are old names)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    model = models.ForeignKey(AIModel, on_delete=models.PROTECT, related_name="+")
+    aliases = models.JSONField(default=list, blank=True)
+    settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="max_steps, reasoning_effort, max_output_tokens, tools (a list of tool types).",
+    )
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
@@ -78,11 +171,19 @@ class UsageEvent(models.Model):
     group = models.ForeignKey("groups.APIGroup", on_delete=models.PROTECT, related_name="+")
     api_key = models.ForeignKey("keys.APIKey", on_delete=models.PROTECT, related_name="+")
     model = models.ForeignKey(AIModel, on_delete=models.PROTECT, related_name="+")
+    # The columns added for the Agent API have database defaults too, so a gateway still running
+    # the previous release during a deploy (its metering statement lists only the old columns)
+    # keeps metering.
+    api = models.CharField(
+        max_length=16, choices=API.choices, default=API.CHAT, db_default=API.CHAT
+    )
     prompt_tokens = models.IntegerField(default=0)
     completion_tokens = models.IntegerField(default=0)
     citation_tokens = models.IntegerField(default=0)
     reasoning_tokens = models.IntegerField(default=0)
     search_queries = models.IntegerField(default=0)
+    cache_read_tokens = models.IntegerField(default=0, db_default=0)
+    cache_write_tokens = models.IntegerField(default=0, db_default=0)
     search_context_size = models.CharField(
         max_length=8, choices=ContextSize.choices, default=ContextSize.LOW
     )
@@ -92,6 +193,15 @@ class UsageEvent(models.Model):
     reasoning_cost_micros = models.BigIntegerField(default=0)
     search_cost_micros = models.BigIntegerField(default=0)
     request_cost_micros = models.BigIntegerField(default=0)
+    cache_read_cost_micros = models.BigIntegerField(default=0, db_default=0)
+    cache_write_cost_micros = models.BigIntegerField(default=0, db_default=0)
+    tools_cost_micros = models.BigIntegerField(default=0, db_default=0)
+    tool_calls = models.JSONField(
+        default=dict,
+        db_default=Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text='Per tool: {"web_search": {"invocations": 2, "cost_micros": 5000}}.',
+    )
     cost_micros = models.BigIntegerField(help_text="Total; the ledger's usage debit equals it.")
     streamed = models.BooleanField(default=False)
     latency_ms = models.IntegerField(default=0)
@@ -118,6 +228,8 @@ class UsageSums(models.Model):
     citation_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
     search_queries = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
     cost_micros = models.BigIntegerField(default=0)
 
     class Meta:
@@ -136,15 +248,45 @@ class UsageRollup(UsageSums):
     group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
     api_key = models.ForeignKey("keys.APIKey", on_delete=models.CASCADE, related_name="+")
     model = models.ForeignKey(AIModel, on_delete=models.CASCADE, related_name="+")
+    api = models.CharField(
+        max_length=16, choices=API.choices, default=API.CHAT, db_default=API.CHAT
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["period", "group", "start", "api_key", "model"], name="usage_rollup_unique"
+                fields=["period", "group", "start", "api_key", "model", "api"],
+                name="usage_rollup_unique_api",
             )
         ]
         indexes = [
             models.Index(fields=["group", "period", "start"], name="usage_rollup_lookup_idx")
+        ]
+
+
+class UsageToolRollup(models.Model):
+    """Tool invocations and their fees summed per hour (UTC) × group × key × model × API × tool,
+    kept with UsageRollup (same periods, same recomputation) from the events' `tool_calls`."""
+
+    period = models.CharField(max_length=4)
+    start = models.DateTimeField()
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey("keys.APIKey", on_delete=models.CASCADE, related_name="+")
+    model = models.ForeignKey(AIModel, on_delete=models.CASCADE, related_name="+")
+    api = models.CharField(max_length=16, choices=API.choices, default=API.CHAT)
+    tool = models.CharField(max_length=50)
+    invocations = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "group", "start", "api_key", "model", "api", "tool"],
+                name="usage_tool_rollup_unique",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["group", "period", "start"], name="usage_tool_rollup_lookup_idx")
         ]
 
 

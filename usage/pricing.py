@@ -1,19 +1,32 @@
 """Cost of one request from the model's prices and the usage the upstream reported.
 
 Rounding rule: each component is computed exactly as units × price ÷ block (block = 1,000,000
-tokens or 1,000 searches/requests) and rounded once, half up, to a whole micro-dollar; the total
-is the sum of the rounded components. Perplexity's list prices are whole micros per unit, so for
-them nothing is ever rounded.
+tokens or 1,000 searches/requests/invocations) and rounded once, half up, to a whole
+micro-dollar; the total is the sum of the rounded components. Tool fees are rounded per tool
+(invocations × fee ÷ 1,000), and the `tools` part is the sum of the rounded per-tool fees.
+Perplexity's list prices are whole micros per unit, so for them nothing is ever rounded.
+
+Cached prompt tokens (OpenAI's rule, which both SDKs' usage objects follow): `prompt_tokens` /
+`input_tokens` counts EVERY input token, cache reads and cache writes included. The input part
+prices only the rest, `uncached = input − cache_read − cache_write`, at the input price; cache
+reads are priced at `cache_read_per_m`, cache writes at `cache_write_per_m`. An upstream that
+reports more cached tokens than input tokens has its uncached count floored at 0 (the cached
+tokens are still charged at their own prices). Chat models have no cache counts, so for them
+this is the input price × prompt tokens, as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from usage.metrics import COST_PARTS, PER_K, PER_M, PRICED, REQUEST_FEES
 
-__all__ = ["PER_K", "PER_M", "Cost", "Prices", "Usage", "compute_cost", "request_fee"]
+__all__ = [
+    "PER_K", "PER_M", "AgentCost", "AgentPrices", "AgentUsage", "Cost", "Prices", "ToolCharge",
+    "UnknownTool", "Usage", "agent_cost", "compute_cost", "request_fee", "uncached",
+]  # fmt: skip
 
 
 def _cost(units: int, price: int, block: int) -> int:
@@ -30,6 +43,8 @@ class Prices:
     citation_per_m: int = 0
     reasoning_per_m: int = 0
     search_per_k: int = 0
+    cache_read_per_m: int = 0
+    cache_write_per_m: int = 0
     request_low_per_k: int = 0
     request_medium_per_k: int = 0
     request_high_per_k: int = 0
@@ -46,6 +61,8 @@ class Usage:
     citation_tokens: int = 0
     reasoning_tokens: int = 0
     search_queries: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     search_context_size: str = "low"
 
 
@@ -57,6 +74,9 @@ class Cost:
     reasoning: int
     search: int
     request: int
+    cache_read: int = 0
+    cache_write: int = 0
+    tools: int = 0
 
     @property
     def total(self) -> int:
@@ -66,7 +86,7 @@ class Cost:
         """The parts by name (usage.metrics.COST_PARTS), in micro-dollars."""
         return {part: getattr(self, part) for part in COST_PARTS}
 
-    def as_usage_cost(self) -> dict[str, float]:
+    def as_usage_cost(self) -> dict[str, float]:  # the chat completions shape
         """The `usage.cost` object of a response, in dollars (as Perplexity's API reports it)."""
         out = {
             "input_tokens_cost": self.input / PER_M,
@@ -89,12 +109,115 @@ def request_fee(prices: Prices, context_size: str) -> int:
     return _cost(1, per_k, PER_K)
 
 
+def uncached(usage: Usage) -> int:
+    """The prompt tokens priced at the input price: those neither read from nor written to the
+    cache (see the module docstring), never below 0."""
+    return max(0, usage.prompt_tokens - usage.cache_read_tokens - usage.cache_write_tokens)
+
+
+def _parts(prices: Prices, usage: Usage) -> dict[str, int]:
+    units = {count: getattr(usage, count) for _, count, _, _ in PRICED}
+    units["prompt_tokens"] = uncached(usage)
+    return {
+        part: _cost(units[count], getattr(prices, price), block)
+        for part, count, price, block in PRICED
+    }
+
+
 def compute_cost(prices: Prices, usage: Usage) -> Cost:
     """Each part of usage.metrics.PRICED (units × price ÷ block), and the request fee."""
-    return Cost(
-        **{
-            part: _cost(getattr(usage, count), getattr(prices, price), block)
-            for part, count, price, block in PRICED
-        },
-        request=request_fee(prices, usage.search_context_size),
+    return Cost(**_parts(prices, usage), request=request_fee(prices, usage.search_context_size))
+
+
+# --- the Agent API -----------------------------------------------------------------------------
+
+
+class UnknownTool(ValueError):
+    """Usage reports invocations of a tool the portal has no (enabled) price for."""
+
+    def __init__(self, tools: list[str]) -> None:
+        self.tools = tools
+        super().__init__(f"no price for tool(s): {', '.join(tools)}")
+
+
+@dataclass(frozen=True)
+class AgentPrices:
+    """A model's prices and the fee of each tool (micros per 1,000 invocations, by tool type)."""
+
+    model: Prices
+    tool_fees_per_k: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentUsage:
+    """What one Agent API response used. `input_tokens` includes the cached tokens (OpenAI's
+    rule, see the module docstring); `output_tokens` includes reasoning tokens (the Agent API
+    bills reasoning at the output price); `tool_calls` is {tool type: invocations}."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    tool_calls: Mapping[str, int] = field(default_factory=dict)
+
+    def as_usage(self) -> Usage:
+        """The counts a usage event stores (prompt = input, completion = output)."""
+        return Usage(
+            prompt_tokens=self.input_tokens,
+            completion_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ToolCharge:
+    """Invocations of one tool and their fee (rounded once for the tool), in micro-dollars."""
+
+    invocations: int
+    cost_micros: int
+
+
+@dataclass(frozen=True)
+class AgentCost(Cost):
+    """The cost of one Agent API response: the Cost parts (input = uncached input tokens,
+    output, cache_read, cache_write, tools; the chat-only parts are 0) and the fee per tool."""
+
+    tool_calls: Mapping[str, ToolCharge] = field(default_factory=dict)
+
+    def tool_calls_json(self) -> dict[str, dict[str, int]]:
+        """The usage event's `tool_calls`: {tool: {"invocations": n, "cost_micros": c}}."""
+        return {
+            tool: {"invocations": c.invocations, "cost_micros": c.cost_micros}
+            for tool, c in self.tool_calls.items()
+        }
+
+
+def agent_cost(prices: AgentPrices, usage: AgentUsage) -> AgentCost:
+    """The cost of an Agent API response (module docstring: cached tokens and rounding).
+
+    Tools with 0 invocations are left out; a tool with invocations and no fee in
+    `prices.tool_fees_per_k` raises UnknownTool (the gateway refuses such tools at admission,
+    so only an upstream reporting a tool it was not asked for can get here). A negative count
+    is a ValueError: usage from an upstream is validated before it is priced.
+    """
+    counts = usage.as_usage()
+    if min(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+           usage.cache_write_tokens, *usage.tool_calls.values(), 0) < 0:  # fmt: skip
+        raise ValueError("usage counts cannot be negative")
+    unknown = sorted(
+        t for t, n in usage.tool_calls.items() if n and t not in prices.tool_fees_per_k
+    )
+    if unknown:
+        raise UnknownTool(unknown)
+    tools = {
+        tool: ToolCharge(n, _cost(n, prices.tool_fees_per_k[tool], PER_K))
+        for tool, n in sorted(usage.tool_calls.items())
+        if n
+    }
+    return AgentCost(
+        **_parts(prices.model, counts),
+        request=0,
+        tools=sum(t.cost_micros for t in tools.values()),
+        tool_calls=tools,
     )

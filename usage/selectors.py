@@ -31,6 +31,8 @@ class Totals:
     citation_tokens: int = 0
     reasoning_tokens: int = 0
     search_queries: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_micros: int = 0
 
     def add(self, values: dict[str, int]) -> None:

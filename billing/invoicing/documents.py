@@ -35,6 +35,8 @@ class DraftLine:
     citation_tokens: int = 0
     reasoning_tokens: int = 0
     search_queries: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def document_number_next(prefix: str, year: int) -> str:

@@ -1,3 +1,4 @@
 -- The enabled models with their prices (the price columns are usage.metrics.PRICES, in order).
-SELECT id, name, upstream_base_url, upstream_api_key_env, upstream_model, {prices}, rate_limit_rpm
+SELECT id, name, upstream_base_url, upstream_api_key_env, upstream_model, api, upstream_api,
+       {prices}, rate_limit_rpm
 FROM usage_aimodel WHERE enabled ORDER BY name

@@ -230,3 +230,31 @@ def test_redis_failing_at_metering_time_commits_to_postgresql_instead(funded, mo
     run(meter)
     assert UsageEvent.objects.get().request_id == "fallback"
     assert balance(group) == 1_000_000 - COST
+
+
+def test_an_agent_api_request_settles_with_its_cache_counts_and_tool_fees(funded):
+    from tests.gateway.test_metering import AGENT_TOOLS
+
+    group, info = funded
+    model_id = AIModel.objects.get(name="perplexity/sonar").pk
+    params = {
+        **usage(info, "wb-agent"), "model_id": model_id, "api": "agent", "prompt_tokens": 1_000,
+        "completion_tokens": 200, "cache_read_tokens": 400, "cache_write_tokens": 100,
+        "input": 125, "output": 500, "request": 0, "cache_read": 25, "cache_write": 25,
+        "tools": 5_500, "tool_calls": AGENT_TOOLS, "total": 6_175,
+    }  # fmt: skip
+
+    async def meter_and_settle(store: Store) -> None:
+        await store.meter(info, params)
+        await store.meter(info, params)  # a retry of the same request
+        await wait_settled()
+
+    run(meter_and_settle, settler=True)
+    event = UsageEvent.objects.get(request_id="wb-agent")
+    assert event.api == "agent"
+    assert (event.cache_read_tokens, event.cache_write_tokens) == (400, 100)
+    assert (event.cache_read_cost_micros, event.cache_write_cost_micros) == (25, 25)
+    assert event.tools_cost_micros == 5_500
+    assert event.tool_calls == AGENT_TOOLS
+    assert LedgerEntry.objects.filter(reference="usage:wb-agent").count() == 1
+    assert balance(group) == 1_000_000 - 6_175

@@ -31,8 +31,13 @@ def model_fields(model: type) -> tuple[str, ...]:
 def test_the_lists_are_built_from_one_another():
     assert metrics.COUNTS[: len(metrics.TOKEN_COUNTS)] == metrics.TOKEN_COUNTS
     assert ("requests", *metrics.COUNTS, "cost_micros") == metrics.SUMS
-    assert [part for part, *_ in metrics.PRICED] == list(metrics.COST_PARTS[:-1])
-    assert metrics.COST_PARTS[-1] == "request"  # the one part priced by context size
+    # Every part is priced per unit counted but the request fee (by context size) and the tool
+    # fees (per tool).
+    assert [part for part, *_ in metrics.PRICED] == [
+        p for p in metrics.COST_PARTS if p not in ("request", "tools")
+    ]
+    assert set(metrics.CACHE_COUNTS) <= set(metrics.COUNTS)
+    assert not set(metrics.CACHE_COUNTS) & set(metrics.TOKEN_COUNTS)  # part of prompt_tokens
     assert {count for _, count, _, _ in metrics.PRICED} == set(metrics.COUNTS)
 
 
@@ -73,7 +78,7 @@ def test_the_cost_is_the_sum_of_its_parts_to_the_micro_dollar():
     cost = compute_cost(prices, usage)
     assert cost.parts() == {
         "input": 1_234, "output": 1_701, "citation": 178, "reasoning": 50, "search": 16_000,
-        "request": 10_000,
+        "request": 10_000, "cache_read": 0, "cache_write": 0, "tools": 0,
     }  # fmt: skip
     assert cost.total == 29_163
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from usage.catalogue import catalogue_sync
+from usage.catalogue import catalogue_sync, read_catalogue
 from usage.models import AIModel
 from usage.pricing import Prices, Usage, compute_cost
 
@@ -19,16 +19,16 @@ def prices(name: str) -> Prices:
 def test_seeded_prices_are_perplexitys():
     catalogue_sync()
     assert prices("sonar") == Prices(
-        1_000_000, 1_000_000, 0, 0, 0, 5_000_000, 8_000_000, 12_000_000
+        1_000_000, 1_000_000, 0, 0, 0, 0, 0, 5_000_000, 8_000_000, 12_000_000
     )
     assert prices("sonar-pro") == Prices(
-        3_000_000, 15_000_000, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
+        3_000_000, 15_000_000, 0, 0, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
     )
     assert prices("sonar-reasoning-pro") == Prices(
-        2_000_000, 8_000_000, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
+        2_000_000, 8_000_000, 0, 0, 0, 0, 0, 6_000_000, 10_000_000, 14_000_000
     )
     assert prices("sonar-deep-research") == Prices(
-        2_000_000, 8_000_000, 2_000_000, 3_000_000, 5_000_000, 0, 0, 0
+        2_000_000, 8_000_000, 2_000_000, 3_000_000, 5_000_000, 0, 0, 0, 0, 0
     )
 
 
@@ -74,9 +74,10 @@ def test_sync_models_updates_and_disables_never_deletes(tmp_path: Path):
     assert AIModel.objects.get(name="sonar").input_per_m == 1_500_000
     assert AIModel.objects.get(name="my-llama").upstream_base_url == "http://vllm:8000/v1"
     assert not AIModel.objects.get(name="sonar-pro").enabled  # absent: disabled, still there
-    assert AIModel.objects.count() == 5
+    seeded = len(read_catalogue().models)
+    assert AIModel.objects.count() == seeded + 1
     call_command("sync_models", str(path), stdout=StringIO())  # idempotent
-    assert AIModel.objects.count() == 5
+    assert AIModel.objects.count() == seeded + 1
 
 
 @pytest.mark.django_db
@@ -84,7 +85,8 @@ def test_sync_models_updates_and_disables_never_deletes(tmp_path: Path):
     ("text", "message"),
     [
         ("nonsense = [", "not valid"),
-        ("[other]\nx = 1", "no \\[models"),
+        ("[other]\nx = 1", "line 1: other: unknown table"),
+        ("[tools.x]\nfee = 1", "no \\[models"),
         ("[models.a]\ninput_per_m = -1", "cannot be negative"),
         ("[models.a]\nprice = 1", "unknown setting"),
         ("[models.a]\nrate_limit_rpm = 0", "rate_limit_rpm"),
@@ -96,4 +98,4 @@ def test_sync_models_rejects_bad_files_and_changes_nothing(tmp_path, text, messa
     path.write_text(text)
     with pytest.raises(CommandError, match=message):
         call_command("sync_models", str(path))
-    assert AIModel.objects.filter(enabled=True).count() == 4
+    assert AIModel.objects.filter(enabled=True).count() == len(read_catalogue().models)
