@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,7 +48,7 @@ import orjson
 
 from core.api_errors import GatewayError, invalid_request, unavailable
 from gateway import metrics, simulator
-from gateway.catalogue import ModelInfo
+from gateway.catalogue import ModelInfo, PresetInfo
 from gateway.http import (
     SSE,
     Receive,
@@ -68,7 +69,7 @@ from gateway.responses.build import (
     response_object,
     usage_object,
 )
-from gateway.responses.request import ResponsesRequest, parse_request
+from gateway.responses.request import INPUT_ITEM_TYPES, ResponsesRequest, Tool, parse_request
 from gateway.responses.tools import invocations_from_items, tool_invocations
 from gateway.responses.translate import (
     ChatStreamTranslator,
@@ -76,6 +77,8 @@ from gateway.responses.translate import (
     response_from_chat,
     tokens_from_chat,
 )
+from usage.metrics import counts_of
+from usage.pricing import AgentPrices, AgentUsage, agent_cost
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp
@@ -85,8 +88,9 @@ logger = logging.getLogger("portal.gateway")
 
 CREATE_PATHS = frozenset({"/v1/responses", "/v1/agent"})
 ROOTS = ("/v1/responses/", "/v1/agent/")
-RESPONSES_API = "responses"
-CHAT_APIS = frozenset({"chat", "chat_completions"})
+AGENT = "agent"  # usage.metrics.APIS: the Agent API
+CHAT = "chat"
+CHAT_UPSTREAM = "chat_completions"  # usage.models.UpstreamAPI
 STORE_SECONDS = 30 * 86400
 CANCEL_POLL = 0.25
 CHARS_PER_TOKEN = 4
@@ -111,16 +115,8 @@ def cancel_key(response_id: str) -> str:
     return f"portal:response:{response_id}:cancel"
 
 
-def api_of(model: ModelInfo) -> str:
-    return getattr(model, "api", "chat")
-
-
-def upstream_api_of(model: ModelInfo) -> str:
-    return getattr(model, "upstream_api", "chat_completions")
-
-
 def sold_on_chat(model: ModelInfo) -> bool:
-    return api_of(model) in CHAT_APIS
+    return model.serves(CHAT)
 
 
 def route(path: str, method: str) -> tuple[str, str | None] | None:
@@ -160,11 +156,12 @@ class Call:
     text_chars: int = 0  # output text delivered so far (for a response that stops early)
     done_items: list[dict[str, Any]] = field(default_factory=list)
     reported: TokenUsage | None = None  # usage the upstream reported before stopping
+    prices: AgentPrices | None = None  # the catalogue's, as of this request's admission
     partial: CostBreakdown | None = None  # what a response that stopped early was charged
 
     @property
     def translated(self) -> bool:
-        return upstream_api_of(self.model) in CHAT_APIS
+        return self.model.upstream_api == CHAT_UPSTREAM
 
     @property
     def simulated(self) -> bool:
@@ -219,17 +216,25 @@ class AgentAPI:
                 param="background",
             )
         models = await store.models()
-        model, request = self.choose(models, request)
+        catalogue = store.catalogue
+        model, request = self.choose(models, catalogue.presets, request)
+        for i, tool in enumerate(request.tools):
+            if tool.type not in catalogue.tool_fees:
+                raise invalid_request(
+                    f"The tool “{tool.type}” is not available on this API.",
+                    param=f"tools[{i}].type",
+                )
         scope["portal.model"] = model.name
         history: list[dict[str, Any]] = []
         if request.previous_response_id:
             previous = await self.load(store, key, request.previous_response_id,
                                        param="previous_response_id")  # fmt: skip
             history = list(previous.get("conversation") or [])
-        if upstream_api_of(model) in CHAT_APIS:
+        if model.upstream_api == CHAT_UPSTREAM:
             chat_request(request, model.upstream_model)  # refuses built-in tools (400) first
         await self.app.admit(store, key, model, headers)
-        call = Call(key, model, request, request_id, new_id("resp"), time.perf_counter(), history)
+        call = Call(key, model, request, request_id, new_id("resp"), time.perf_counter(), history,
+                    prices=catalogue.agent_prices(model))  # fmt: skip
         if request.background:
             return await self.start_background(store, send, call, headers)
         if request.stream:
@@ -239,12 +244,13 @@ class AgentAPI:
         return 200
 
     def choose(
-        self, models: dict[str, ModelInfo], request: ResponsesRequest
-    ) -> tuple[ModelInfo, ResponsesRequest]:
+        self, models: dict[str, ModelInfo], presets: dict[str, PresetInfo],
+        request: ResponsesRequest,
+    ) -> tuple[ModelInfo, ResponsesRequest]:  # fmt: skip
         """The first enabled Agent API model of `model`/`models` (or of the effort preset)."""
         names = list(request.models)
         if request.effort is not None:
-            preset = presets_of(models).get(request.effort)
+            preset = presets.get(request.effort)
             if preset is None:
                 raise invalid_request(
                     f"Unknown effort “{request.effort}”.",
@@ -255,7 +261,7 @@ class AgentAPI:
             request = apply_preset(request, preset)
         for name in names:
             model = models.get(name)
-            if model is not None and api_of(model) == RESPONSES_API:
+            if model is not None and model.serves(AGENT):
                 return model, request
         if len(names) == 1:
             raise model_not_found(names[0])
@@ -330,7 +336,7 @@ class AgentAPI:
             invocations = invocations_from_items(
                 {"type": "function_call"} for c in _tool_calls(completion)
             )
-            cost = self.price(call.model, tokens, invocations)
+            cost = self.price(call, tokens, invocations)
             final = response_from_chat(
                 completion, request=call.request, response_id=call.response_id,
                 model=call.model.name, cost=cost, created_at=call.created_at,
@@ -338,7 +344,7 @@ class AgentAPI:
         else:
             final = await self.fetch(call, "/responses", self.responses_body(call, stream=False))
             tokens = tokens_from_responses(final["usage"])
-            cost = self.price(call.model, tokens, tool_invocations(final))
+            cost = self.price(call, tokens, tool_invocations(final))
             final = self.ours(call, final, tokens, cost)
         await self.finish(store, call, final, tokens, cost)
         return final
@@ -363,6 +369,10 @@ class AgentAPI:
     ) -> None:  # fmt: skip
         """Meter the response and, if asked, store it — both before the client's last byte."""
         call.metering = True
+        if call.request.background:  # the stored copy is its answer: charged first
+            await self.meter(store, call, tokens, cost, streamed)
+            await self.save(store, call, final)
+            return
         writes: list[Awaitable[Any]] = [self.meter(store, call, tokens, cost, streamed)]
         if call.request.store:
             writes.append(self.save(store, call, final))
@@ -450,7 +460,7 @@ class AgentAPI:
             if kind in TERMINAL and isinstance(data.get("response"), dict):
                 final = data["response"]
                 tokens = tokens_from_responses(final.get("usage") or {})
-                cost = self.price(call.model, tokens, tool_invocations(final))
+                cost = self.price(call, tokens, tool_invocations(final))
                 final = self.ours(call, final, tokens, cost)
                 await self.finish(store, call, final, tokens, cost, streamed=True)
                 data["response"] = final
@@ -507,7 +517,7 @@ class AgentAPI:
             raise upstream_error("The model server ended the stream early.")
         tokens = translator.usage or TokenUsage()
         calls = {"function": sum(1 for i in translator.output if i["type"] == "function_call")}
-        cost = self.price(call.model, tokens, {k: v for k, v in calls.items() if v})
+        cost = self.price(call, tokens, {k: v for k, v in calls.items() if v})
         events = translator.finish(cost)
         final = translator.response
         await self.finish(store, call, final, tokens, cost, streamed=True)
@@ -525,7 +535,7 @@ class AgentAPI:
             cache_read_tokens=reported.cache_read_tokens,
             cache_creation_tokens=reported.cache_creation_tokens,
         )
-        cost = self.price(call.model, tokens, invocations_from_items(call.done_items))
+        cost = self.price(call, tokens, invocations_from_items(call.done_items))
         try:
             await self.meter(store, call, tokens, cost, True)
         except Exception as failed:  # not recorded, so not charged
@@ -623,7 +633,10 @@ class AgentAPI:
             if isinstance(current, str)
             else list(current)
         )
-        conversation = [*call.history, *items, *response.get("output", [])]
+        # The turn as input for the next one: items a request may carry (tool results such as
+        # web_search_call or search_results are the upstream's to redo, not input).
+        output = [i for i in response.get("output", []) if i.get("type") in INPUT_ITEM_TYPES]
+        conversation = [*call.history, *items, *output]
         record = {
             "group_id": call.key.group_id,
             "running": running,
@@ -647,10 +660,9 @@ class AgentAPI:
 
     # --- pricing and metering -----------------------------------------------------------------
 
-    def price(
-        self, model: ModelInfo, tokens: TokenUsage, invocations: dict[str, int]
-    ) -> CostBreakdown:
-        return price(model, tokens, invocations)
+    def price(self, call: Call, tokens: TokenUsage, invocations: dict[str, int]) -> CostBreakdown:
+        assert call.prices is not None
+        return price(call.prices, tokens, invocations)
 
     async def meter(
         self, store: Store, call: Call, tokens: TokenUsage, cost: CostBreakdown, streamed: bool
@@ -661,42 +673,65 @@ class AgentAPI:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def price(model: ModelInfo, tokens: TokenUsage, invocations: dict[str, int]) -> CostBreakdown:
-    """Our cost of a response, from the catalogue's prices (never the upstream's)."""
-    per_m = 1_000_000
-    prices = model.prices
-    uncached = max(0, tokens.input_tokens - tokens.cache_read_tokens - tokens.cache_creation_tokens)
+def price(prices: AgentPrices, tokens: TokenUsage, invocations: dict[str, int]) -> CostBreakdown:
+    """Our cost of a response, from the catalogue's prices (never the upstream's).
 
-    def part(units: int, price_: int) -> int:
-        return (2 * units * price_ + per_m) // (2 * per_m)
-
+    A tool the upstream reports that has no price in the catalogue (it was not asked for: asked
+    tools are checked at admission) is not charged; it is logged for the operator.
+    """
+    unknown = [t for t, n in invocations.items() if n and t not in prices.tool_fees_per_k]
+    if unknown:
+        logger.warning("upstream reported unpriced tools %s: not charged", unknown)
+    cost = agent_cost(prices, agent_usage(tokens, invocations, prices))
     return CostBreakdown(
-        input_micros=part(uncached, prices.input_per_m),
-        output_micros=part(tokens.output_tokens, prices.output_per_m),
-        tools={tool: ToolCost(n, 0) for tool, n in invocations.items()},
+        input_micros=cost.input,
+        output_micros=cost.output,
+        cache_read_micros=cost.cache_read,
+        cache_creation_micros=cost.cache_write,
+        tools={t: ToolCost(c.invocations, c.cost_micros) for t, c in cost.tool_calls.items()},
     )
+
+
+def agent_usage(
+    tokens: TokenUsage, invocations: dict[str, int], prices: AgentPrices | None = None
+) -> AgentUsage:
+    return AgentUsage(
+        input_tokens=tokens.input_tokens,
+        output_tokens=tokens.output_tokens,
+        cache_read_tokens=tokens.cache_read_tokens,
+        cache_write_tokens=tokens.cache_creation_tokens,
+        tool_calls={
+            t: n for t, n in invocations.items()
+            if n and (prices is None or t in prices.tool_fees_per_k)
+        },
+    )  # fmt: skip
 
 
 def meter_params(
     call: Call, tokens: TokenUsage, cost: CostBreakdown, streamed: bool
 ) -> dict[str, Any]:
+    """The metered request (gateway/metering.py METER_COLUMNS) of an Agent API response."""
+    counts = agent_usage(tokens, {}).as_usage()
+    tools = {t: {"invocations": c.invocations, "cost_micros": c.micros}
+             for t, c in cost.tools.items()}  # fmt: skip
     return {
         "request_id": call.request_id,
         "group_id": call.key.group_id,
         "key_id": call.key.id,
         "model_id": call.model.id,
-        "prompt_tokens": tokens.input_tokens,
-        "completion_tokens": tokens.output_tokens,
-        "citation_tokens": 0,
-        "reasoning_tokens": 0,
-        "search_queries": 0,
+        "api": AGENT,
+        **counts_of(counts),
         "context_size": "low",
-        "input": cost.input_micros + cost.cache_read_micros + cost.cache_creation_micros,
+        "input": cost.input_micros,
         "output": cost.output_micros,
         "citation": 0,
         "reasoning": 0,
-        "search": cost.tool_calls_micros,
+        "search": 0,
         "request": 0,
+        "cache_read": cost.cache_read_micros,
+        "cache_write": cost.cache_creation_micros,
+        "tools": cost.tool_calls_micros,
+        "tool_calls": tools,
         "total": cost.total_micros,
         "streamed": streamed,
         "latency_ms": int((time.perf_counter() - call.started) * 1000),
@@ -704,19 +739,21 @@ def meter_params(
     }
 
 
-@dataclass(frozen=True)
-class Preset:
-    model: str
-    tools: tuple[str, ...] = ()
-    max_output_tokens: int | None = None
-
-
-def presets_of(models: dict[str, ModelInfo]) -> dict[str, Preset]:
-    return {}
-
-
-def apply_preset(request: ResponsesRequest, preset: Preset) -> ResponsesRequest:
-    return request
+def apply_preset(request: ResponsesRequest, preset: PresetInfo) -> ResponsesRequest:
+    """The preset's tools (when the request names none) and output limit (when it sets none)."""
+    settings = preset.settings
+    changes: dict[str, Any] = {}
+    raw = dict(request.raw)
+    if not request.tools and settings.get("tools"):
+        raw["tools"] = [{"type": t} for t in settings["tools"]]
+        changes["tools"] = tuple(Tool(t) for t in settings["tools"])
+    limit = settings.get("max_output_tokens")
+    if request.max_output_tokens is None and isinstance(limit, int):
+        changes["max_output_tokens"] = limit
+        raw["max_output_tokens"] = limit
+    if not changes:
+        return request
+    return dataclasses.replace(request, raw=raw, **changes)
 
 
 def tokens_from_responses(usage: dict[str, Any]) -> TokenUsage:

@@ -202,8 +202,11 @@ def upstream() -> Iterator[FakeUpstream]:
                     part={"type": "output_text", "text": "", "annotations": []})  # fmt: skip
         for word in ("Hello", " world"):
             await event("response.output_text.delta", **ids, delta=word, logprobs=[])
-        if fake.mode == "slow":
-            await asyncio.sleep(30)
+        if fake.mode == "slow":  # until the gateway hangs up (at most 30 s)
+            for _ in range(300):
+                if request.transport is None or request.transport.is_closing():
+                    return resp
+                await asyncio.sleep(0.1)
         if fake.mode == "break":
             request.transport.close()
             return resp
