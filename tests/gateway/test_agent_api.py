@@ -379,3 +379,33 @@ def test_another_groups_stored_response_is_404(gateway, funded_group, api_key):
     assert follow.status_code == 404
     with gateway.client(None) as c:
         assert c.get(f"/v1/responses/{mine['id']}").status_code == 401
+
+
+def test_effort_picks_the_presets_model_and_tools(gateway, funded_group, api_key):
+    before = balance(funded_group)
+    client = ppx_client(gateway, api_key)
+    response = client.responses.create(input=QUESTION, effort="low")  # web_search + fetch_url
+    assert response.model == "openai/gpt-5.6-luna"
+    details = response.usage.tool_calls_details
+    assert (details["web_search"].invocation, details["fetch_url"].invocation) == (1, 1)
+    # $0.0025 + $0.0005 per invocation (the catalogue's tool fees)
+    assert response.usage.cost.tool_calls_cost == 0.003
+    assert balance(funded_group) == before - micros(response.usage.cost.total_cost)
+    old = client.responses.create(input=QUESTION, preset="pro-search")  # the deprecated alias
+    assert old.model == "openai/gpt-5.6-luna"
+    unknown = post(gateway, api_key, {"input": "hi", "effort": "ludicrous"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "effort"
+
+
+def test_a_tool_without_a_price_is_refused_naming_it(gateway, funded_group, api_key):
+    response = post(gateway, api_key, {"model": AGENT_MODEL, "input": "hi",
+                                       "tools": [{"type": "image_search"}]})  # fmt: skip
+    assert response.status_code == 400
+    assert "image_search" in response.json()["error"]["message"]
+    assert UsageEvent.objects.count() == 0
+
+
+def test_chat_completions_refuse_an_agent_api_model(gateway, funded_group, api_key):
+    response = gateway.chat(api_key, model=AGENT_MODEL)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    assert UsageEvent.objects.count() == 0
