@@ -99,3 +99,83 @@ def test_sync_models_rejects_bad_files_and_changes_nothing(tmp_path, text, messa
     with pytest.raises(CommandError, match=message):
         call_command("sync_models", str(path))
     assert AIModel.objects.filter(enabled=True).count() == len(read_catalogue().models)
+
+
+CATALOGUE_HEAD = """# a catalogue
+[models.sonar]
+input_per_m = 1
+
+[models."openai/gpt-5.4-mini"]
+api = "agent"
+upstream_api = "responses"
+input_per_m = 0.75
+cache_read_per_m = 0.075
+
+[tools.web_search]
+fee = 0.0025
+
+"""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ('[models.x]\ncolour = "red"', r"line 15: models\.x\.colour: unknown setting"),
+        ("[models.x]\ninput_per_m = 1\ncache_write_per_m = -2", r"line 16: .*cannot be negative"),
+        ('[models.x]\nrate_limit_rpm = "fast"', r"line 15: models\.x\.rate_limit_rpm"),
+        ('[models.x]\napi = "search"', r"line 15: models\.x\.api: must be"),
+        ('[models.x]\nupstream_api = "grpc"', r"line 15: models\.x\.upstream_api"),
+        ("[models.x]\nupstream_model = 5", r"line 15: models\.x\.upstream_model: must be a string"),
+        ("[tools.fetch_url]\nfee = -0.5", r"line 15: tools\.fetch_url\.fee: prices cannot be"),
+        ("[tools.fetch_url]\nfees = 1", r"line 15: tools\.fetch_url\.fees: unknown setting"),
+        ('[presets.fast]\nmodel = "nope"', r"line 15: presets\.fast\.model: unknown model 'nope'"),
+        ('[presets.fast]\nmodel = "sonar"', r"line 15: .*'sonar' is not served on the Agent API"),
+        (
+            '[presets.fast]\nmodel = "openai/gpt-5.4-mini"\ntools = ["web_search", "sandbox"]',
+            r"line 16: presets\.fast\.tools: unknown tool 'sandbox'",
+        ),
+        (
+            '[presets.fast]\nmodel = "openai/gpt-5.4-mini"\nmax_steps = "3"',
+            r"line 16: presets\.fast\.max_steps: must be a whole number",
+        ),
+        ("\n\n[presets.fast]\n", r"line 16: presets\.fast: needs the model"),
+        ('[tools.sandbox]\nfee = "lots"', r"line 15: tools\.sandbox\.fee"),
+        (
+            '[models."a/b"]\n  input_per_m = "1.0000001"',
+            r"line 15: models\.a/b\.input_per_m: .*six",
+        ),
+    ],
+)
+def test_sync_models_names_the_line_of_a_semantic_error(tmp_path, tail, message):
+    catalogue_sync()
+    before = sorted(AIModel.objects.values_list("name", "enabled", "input_per_m"))
+    path = tmp_path / "bad.toml"
+    path.write_text(CATALOGUE_HEAD + tail)
+    assert CATALOGUE_HEAD.count("\n") == 13  # the tail's table starts on line 14, its key on 15
+    with pytest.raises(CommandError, match=message):
+        call_command("sync_models", str(path))
+    assert sorted(AIModel.objects.values_list("name", "enabled", "input_per_m")) == before
+
+
+@pytest.mark.django_db
+def test_sync_models_syncs_tools_and_presets(tmp_path):
+    from usage.models import Preset, ToolPrice
+
+    catalogue_sync()
+    assert ToolPrice.objects.get(name="web_search").fee_per_k == 2_500_000  # $0.0025 each
+    fast = Preset.objects.get(name="fast")
+    assert (fast.model.name, fast.aliases) == ("openai/gpt-5.6-luna", ["fast-search"])
+    assert fast.settings["tools"] == ["web_search"]
+    sonar = AIModel.objects.get(name="perplexity/sonar")
+    assert (sonar.api, sonar.upstream_api) == ("agent", "responses")
+    assert (sonar.cache_read_per_m, sonar.cache_write_per_m) == (62_500, 250_000)
+    assert AIModel.objects.get(name="sonar").api == "chat"
+    path = tmp_path / "small.toml"
+    path.write_text(
+        CATALOGUE_HEAD + '[presets.fast]\nmodel = "openai/gpt-5.4-mini"\naliases = ["quick"]\n'
+    )
+    call_command("sync_models", str(path), stdout=StringIO())
+    assert not ToolPrice.objects.get(name="fetch_url").enabled  # absent: disabled, kept
+    assert Preset.objects.get(name="fast").model.name == "openai/gpt-5.4-mini"
+    assert not Preset.objects.get(name="xhigh").enabled
