@@ -237,7 +237,7 @@ async def wait_ready(target: Target, timeout: float = 120) -> None:
             if target.proc.poll() is not None:
                 raise RuntimeError(f"{target.name} exited with {target.proc.returncode}")
             try:
-                async with s.post(target.url, json=BODY, headers=headers(target, 0)) as r:
+                async with s.post(target.url, json=target.body, headers=headers(target, 0)) as r:
                     await r.read()
                     if r.status == 200:
                         return
