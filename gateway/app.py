@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -24,7 +24,19 @@ from django.db import connections
 
 from billing.tasks import auto_top_up
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import metrics, simulator
+from gateway import agent, metrics, simulator
+from gateway.http import (
+    SSE,
+    Receive,
+    Scope,
+    Send,
+    method_not_allowed,
+    model_not_found,
+    not_found,
+    respond,
+    upstream_error,
+    upstream_timeout,
+)
 from gateway.openapi import SPEC_JSON
 from gateway.store import (
     Admission,
@@ -41,21 +53,25 @@ from usage.tiers import tier_for
 
 logger = logging.getLogger("portal.gateway")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CHAT_PATHS = frozenset({"/chat/completions", "/v1/chat/completions"})
 MODEL_PATHS = frozenset({"/v1/models", "/models"})
 METRICS_PATH = "/metrics"
 OPENAPI_PATH = "/v1/openapi.json"
 PATHS = CHAT_PATHS | MODEL_PATHS | {METRICS_PATH, OPENAPI_PATH}
-JSON = b"application/json"
-SSE = b"text/event-stream"
+
+
+# Everything under these prefixes is the gateway's: a path it does not serve is a JSON 404 in the
+# gateway's error shape (never Django's HTML page). The Management API is Django's.
+PREFIXES = ("/v1/", "/chat/", "/async/", "/search/")
+PREFIX_ROOTS = frozenset({"/v1", "/chat", "/async", "/search"})
+DJANGO_PREFIXES = ("/v1/management/",)
 
 
 def is_gateway_path(path: str) -> bool:
-    return path in PATHS
+    if path in PATHS or path in PREFIX_ROOTS:
+        return True
+    return path.startswith(PREFIXES) and not path.startswith(DJANGO_PREFIXES)
 
 
 class GatewayApp:
@@ -65,6 +81,7 @@ class GatewayApp:
         self._store: Store | None = None
         self._session: aiohttp.ClientSession | None = None
         self.prefix = settings.API_KEY_PREFIX
+        self.agent = agent.AgentAPI(self)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -90,6 +107,7 @@ class GatewayApp:
         return self._session
 
     async def aclose(self) -> None:
+        await self.agent.aclose()
         if self._session is not None:
             await self._session.close()
         if self._store is not None:
@@ -160,7 +178,12 @@ class GatewayApp:
         path, method = scope["path"], scope["method"]
         if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
             raise method_not_allowed(scope)
+        route = agent.route(path, method)
+        if route is None and path not in CHAT_PATHS and path not in MODEL_PATHS:
+            raise not_found(path)
         key = await self.authenticate(scope)
+        if route is not None:
+            return await self.agent.handle(route, scope, receive, send, key, request_id, headers)
         store = await self.store()
         models = await store.models()
         if path in MODEL_PATHS:
@@ -172,15 +195,17 @@ class GatewayApp:
             return 200
         payload = await self.read_json(scope, receive)
         model = models.get(payload["model"])
-        if model is None:
-            raise GatewayError(
-                404,
-                "model_not_found",
-                f"The model “{payload['model']}” does not exist or is not enabled.",
-                type_="invalid_request_error",
-                param="model",
-            )
+        if model is None or not agent.sold_on_chat(model):
+            raise model_not_found(payload["model"])
         scope["portal.model"] = model.name
+        await self.admit(store, key, model, headers)
+        started = time.perf_counter()
+        if payload.get("stream"):
+            return await self.stream(send, store, key, model, payload, request_id, headers, started)
+        return await self.complete(send, store, key, model, payload, request_id, headers, started)
+
+    async def admit(self, store: Store, key: KeyInfo, model: ModelInfo, headers: list) -> None:
+        """Admission (balance, spend limit, rate limit): its headers added, or the refusal."""
         window = int(time.time() // 60)
         admission = await store.admit(key, model, window)
         limit = model.rate_limit_rpm * tier_for(admission.purchased_micros).multiplier
@@ -194,10 +219,6 @@ class GatewayApp:
             (b"x-ratelimit-reset-requests", f"{reset}s".encode()),
         ]
         self.check_admission(key, admission, limit, reset)
-        started = time.perf_counter()
-        if payload.get("stream"):
-            return await self.stream(send, store, key, model, payload, request_id, headers, started)
-        return await self.complete(send, store, key, model, payload, request_id, headers, started)
 
     async def authenticate(self, scope: Scope) -> KeyInfo:
         auth = b""
@@ -232,6 +253,26 @@ class GatewayApp:
         return key
 
     async def read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """A chat-completions body: a JSON object with `model` and `messages` (400 otherwise)."""
+        payload = await self.read_body(scope, receive)
+        if not isinstance(payload.get("model"), str) or not payload["model"]:
+            raise invalid_request("“model” is required and must be a string.", param="model")
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise invalid_request(
+                "“messages” is required and must be a non-empty list.", param="messages"
+            )
+        if not all(isinstance(m, dict) for m in messages):
+            raise invalid_request("Each message must be an object.", param="messages")
+        if "stream" in payload and not isinstance(payload["stream"], bool):
+            raise invalid_request("“stream” must be true or false.", param="stream")
+        options = payload.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise invalid_request("“stream_options” must be an object.", param="stream_options")
+        return payload
+
+    async def read_body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """The request body as a JSON object (413 when too large, 400 when not JSON)."""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -259,20 +300,6 @@ class GatewayApp:
             raise invalid_request("The request body is not valid JSON.") from None
         if not isinstance(payload, dict):
             raise invalid_request("The request body must be a JSON object.")
-        if not isinstance(payload.get("model"), str) or not payload["model"]:
-            raise invalid_request("“model” is required and must be a string.", param="model")
-        messages = payload.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise invalid_request(
-                "“messages” is required and must be a non-empty list.", param="messages"
-            )
-        if not all(isinstance(m, dict) for m in messages):
-            raise invalid_request("Each message must be an object.", param="messages")
-        if "stream" in payload and not isinstance(payload["stream"], bool):
-            raise invalid_request("“stream” must be true or false.", param="stream")
-        options = payload.get("stream_options")
-        if options is not None and not isinstance(options, dict):
-            raise invalid_request("“stream_options” must be an object.", param="stream_options")
         return payload
 
     def too_large(self) -> GatewayError:
@@ -361,13 +388,17 @@ class GatewayApp:
 
     @contextlib.asynccontextmanager
     async def upstream(
-        self, model: ModelInfo, payload: dict[str, Any], request_id: str, *, stream: bool
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the model server; its failures (also mid-stream) become 502/504 errors."""
+        self, model: ModelInfo, payload: dict[str, Any], request_id: str, *, stream: bool,
+        path: str = "/chat/completions", body: bytes | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:  # fmt: skip
+        """POST to the model server; its failures (also mid-stream) become 502/504 errors.
+
+        `body`, when given, is sent as it is (the Agent API builds its own upstream bodies).
+        """
         try:
             async with self.session().post(
-                f"{model.base_url}/chat/completions",
-                data=self.upstream_request(model, payload, stream=stream),
+                f"{model.base_url}{path}",
+                data=body if body is not None else self.upstream_request(model, payload, stream),
                 headers=self.upstream_headers(model, request_id),
             ) as resp:
                 if resp.status >= 500:
@@ -508,14 +539,18 @@ class GatewayApp:
         return cost.total
 
     async def events(
-        self, model: ModelInfo, payload: dict[str, Any], request_id: str
-    ) -> AsyncIterator[bytes]:
+        self, model: ModelInfo, payload: dict[str, Any], request_id: str,
+        path: str = "/chat/completions", body: bytes | None = None,
+    ) -> AsyncIterator[bytes]:  # fmt: skip
         """Yield whole SSE events (ending in a blank line) from the upstream."""
         if model.base_url.startswith("simulator:"):
-            for event in simulator.stream(model.name, payload):
+            answer = simulator.agent_stream if path == "/responses" else simulator.stream
+            for event in answer(model.name, payload):
                 yield event
             return
-        async with self.upstream(model, payload, request_id, stream=True) as resp:
+        async with self.upstream(
+            model, payload, request_id, stream=True, path=path, body=body
+        ) as resp:
             buffer = b""
             async for data in resp.content.iter_any():
                 buffer += data
@@ -632,22 +667,6 @@ def parse_usage(usage: dict[str, Any], payload: dict[str, Any]) -> Usage:
     )
 
 
-def method_not_allowed(scope: Scope) -> GatewayError:
-    method, path = scope["method"], scope["path"]
-    return GatewayError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
-
-
-def upstream_error(message: str) -> GatewayError:
-    return GatewayError(502, "upstream_error", message + " Nothing was charged.", type_="api_error")
-
-
-def upstream_timeout() -> GatewayError:
-    return GatewayError(
-        504, "upstream_timeout", "The model server did not answer in time. Nothing was charged.",
-        type_="api_error",
-    )  # fmt: skip
-
-
 # Upstream answers about *our* credentials or account with the model server: the client can do
 # nothing about them, and their text may quote the operator's upstream key.
 UPSTREAM_AUTH_STATUSES = frozenset({401, 402, 403, 407})
@@ -683,23 +702,6 @@ def passthrough_error(
         message = message.replace(model.api_key, "[redacted]")
     code = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
     return GatewayError(status, code, message, type_="invalid_request_error")
-
-
-async def respond(
-    send: Send, status: int, body: bytes, headers: list, content_type: bytes = JSON
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def send_chunk(send: Send, chunk: dict[str, Any], more: bool = True) -> None:

@@ -25,6 +25,7 @@ from management.services import management_key_create
 from members.models import Membership
 from members.services import invitation_create
 from tests.factories import GroupFactory, MembershipFactory
+from tests.gateway.conftest import api_key, funded_group, gateway  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -262,3 +263,36 @@ def test_another_groups_objects_are_404(client, name, method):
     )
     response = client.get(url) if method == "GET" else client.post(url, {"role": "admin"})
     assert response.status_code == 404
+
+
+# --- the gateway's stored responses (API keys, not sessions) -----------------------------------
+# Who may read or cancel a stored Agent API response: a key of the group that created it. No key
+# → 401; a key of another group → 404 (as for an id that does not exist); the owner's key → the
+# route's answer (a finished response cannot be cancelled: 400, after the access check).
+
+GATEWAY_ROUTES = {
+    ("GET", "/v1/responses/{id}"): 200,
+    ("GET", "/v1/agent/{id}"): 200,
+    ("POST", "/v1/responses/{id}/cancel"): 400,
+    ("POST", "/v1/agent/{id}/cancel"): 400,
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("method", "path"), list(GATEWAY_ROUTES))
+def test_gateway_stored_responses_belong_to_their_group(gateway, api_key, method, path):  # type: ignore[no-untyped-def]  # noqa: F811
+    import httpx
+
+    from billing.services import ledger_post
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as c:
+        created = c.post("/v1/responses", headers={"Authorization": f"Bearer {api_key}"},
+                         json={"model": "perplexity/sonar", "input": "hi"})  # fmt: skip
+        assert created.status_code == 200, created.text
+        url = path.format(id=created.json()["id"])
+        other = GroupFactory()
+        ledger_post(group=other, amount_micros=1_000_000, kind="purchase", reference="pi_ac")
+        theirs = api_key_create(group=other, name="Theirs").secret
+        for key, expected in ((None, 401), (theirs, 404), (api_key, GATEWAY_ROUTES[method, path])):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            assert c.request(method, url, headers=headers).status_code == expected, (key, url)

@@ -56,7 +56,11 @@ LITELLM_VERSION = "1.108.7"
 MODEL = "bench-model"
 MASTER_KEY = "sk-bench-master-key"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "What is six times seven?"}]}
+AGENT_MODEL = "bench-agent"  # the Agent API: the same question on /v1/responses
+AGENT_BODY = {"model": AGENT_MODEL, "input": "What is six times seven?",
+              "tools": [{"type": "web_search"}]}  # fmt: skip
 PORTALS = ("portal", "portal-stream", "granian")  # targets that run our gateway
+METERED = (*PORTALS, "portal-responses")  # their 200s are reconciled with the ledger
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -111,6 +115,19 @@ def prepare_database(upstream: str, groups: int, keys_per_group: int) -> tuple[l
             "request_medium_per_k": sonar.request_medium_per_k,
             "request_high_per_k": sonar.request_high_per_k,
             "rate_limit_rpm": 100_000_000,  # the benchmark measures speed, not the limiter's 429s
+        },
+    )
+    AIModel.objects.update_or_create(
+        name=AGENT_MODEL,
+        defaults={
+            "enabled": True,
+            "api": "agent",
+            "upstream_api": "responses",
+            "upstream_base_url": upstream,
+            "upstream_model": AGENT_MODEL,
+            "input_per_m": sonar.input_per_m,
+            "output_per_m": sonar.output_per_m,
+            "rate_limit_rpm": 100_000_000,
         },
     )
     secrets = []
@@ -186,6 +203,7 @@ class Target:
     url: str
     proc: subprocess.Popen
     auth: list[str] = field(default_factory=list)  # Authorization values, rotated
+    body: dict[str, Any] = field(default_factory=lambda: BODY)
 
     def pids(self) -> list[psutil.Process]:
         root = psutil.Process(self.proc.pid)
@@ -219,7 +237,7 @@ async def wait_ready(target: Target, timeout: float = 120) -> None:
             if target.proc.poll() is not None:
                 raise RuntimeError(f"{target.name} exited with {target.proc.returncode}")
             try:
-                async with s.post(target.url, json=BODY, headers=headers(target, 0)) as r:
+                async with s.post(target.url, json=target.body, headers=headers(target, 0)) as r:
                     await r.read()
                     if r.status == 200:
                         return
@@ -263,7 +281,7 @@ class Result:
 async def one(
     session: aiohttp.ClientSession, target: Target, i: int, stream: bool, since: float, res: Result
 ) -> None:
-    body = orjson.dumps({**BODY, "stream": stream})
+    body = orjson.dumps({**target.body, "stream": stream})
     try:
         async with session.post(target.url, data=body, headers=headers(target, i)) as r:
             await r.read()
@@ -471,6 +489,12 @@ async def amain(ns: argparse.Namespace) -> None:
                 name, f"http://127.0.0.1:{port}/chat/completions", p,
                 [f"Bearer {s}" for s in secrets],
             )  # fmt: skip
+            if name == "portal" and "portal-responses" in ns.targets:
+                # The same server, on the Agent API (a Responses upstream, proxied and repriced).
+                targets["portal-responses"] = Target(
+                    "portal-responses", f"http://127.0.0.1:{port}/v1/responses", p,
+                    [f"Bearer {s}" for s in secrets], AGENT_BODY,
+                )  # fmt: skip
 
         if litellm is not None:
             port = free_port()
@@ -529,7 +553,7 @@ async def amain(ns: argparse.Namespace) -> None:
                         await quiet(targets)
                         res = await open_loop(targets[name], rate, ns.seconds, stream)
                         open_results.setdefault((name, rate, stream), Result()).add(res)
-                        if name in PORTALS:
+                        if name in METERED:
                             portal_ids += res.request_ids
                         print(
                             f"open {rate}/s stream={stream!s:5} {name:8} p50 "
@@ -542,7 +566,7 @@ async def amain(ns: argparse.Namespace) -> None:
                     await quiet(targets)
                     res = await saturate(targets[name], ns.concurrency, ns.seconds, stream)
                     sat_results.setdefault((name, stream), Result()).add(res)
-                    if name in PORTALS:
+                    if name in METERED:
                         portal_ids += res.request_ids
                     print(
                         f"saturation stream={stream!s:5} {name:8} {res.ok / res.seconds:8.0f} req/s"
@@ -554,7 +578,7 @@ async def amain(ns: argparse.Namespace) -> None:
         if "portal-stream" in targets:  # let the settlers catch up before counting
             settled = await wait_settled(redis_url)
             print(f"usage stream settled {settled:.2f} s after the last request", flush=True)
-        ledger = reconcile(portal_ids, before, run_id) if set(PORTALS) & set(targets) else {}
+        ledger = reconcile(portal_ids, before, run_id) if set(METERED) & set(targets) else {}
         if ledger:
             print(f"ledger: {ledger}", flush=True)
         revocation: dict[str, list[float]] = {}
@@ -650,6 +674,33 @@ def report(
             f"| {'yes' if stream else 'no'} | {name} | {rps:,.0f} | "
             f"{r.cpu / max(r.ok, 1) * 1000:.3f} | {ratio} | {bad} |"
         )
+    if ("portal-responses", False) in sat_results and ("portal", False) in sat_results:
+        lines += [
+            "",
+            "### Agent API vs chat completions (same server, same run)",
+            "",
+            "`portal-responses` is the `portal` server on `POST /v1/responses` (a Responses upstream,",
+            "proxied: usage re-priced with our prices, one web_search invocation charged, the",
+            "response stored in Redis) against `portal` on `POST /chat/completions`.",
+            "",
+            "| stream | rate | added p50 chat | added p50 responses | CPU ms/req chat | CPU ms/req responses | CPU ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for stream in (False, True):
+            chat_sat, resp_sat = (
+                sat_results[("portal", stream)],
+                sat_results[("portal-responses", stream)],
+            )
+            chat_cpu = chat_sat.cpu / max(chat_sat.ok, 1) * 1000
+            resp_cpu = resp_sat.cpu / max(resp_sat.ok, 1) * 1000
+            for rate in ns.rates:
+                d = pct(open_results[("direct", rate, stream)].latencies, 0.5)
+                chat = pct(open_results[("portal", rate, stream)].latencies, 0.5) - d
+                resp = pct(open_results[("portal-responses", rate, stream)].latencies, 0.5) - d
+                lines.append(
+                    f"| {'yes' if stream else 'no'} | {rate}/s | {chat:+.2f} | {resp:+.2f} | "
+                    f"{chat_cpu:.3f} | {resp_cpu:.3f} | {resp_cpu / max(chat_cpu, 1e-9):.2f}× |"
+                )  # fmt: skip
     if ledger:
         ok = (
             ledger["ok_responses"] == ledger["unique_ids"] == ledger["events_for_ids"]
@@ -711,8 +762,8 @@ def main() -> None:
     parser.add_argument("--soak-rate", type=int, default=100)
     parser.add_argument("--soak-targets", nargs="+", default=["portal-stream"], choices=PORTALS)
     parser.add_argument(
-        "--targets", nargs="+", default=["proxy", "portal", "portal-stream", "litellm"],
-        choices=["proxy", "portal", "portal-stream", "granian", "litellm"],
+        "--targets", nargs="+", default=["proxy", "portal", "portal-responses", "portal-stream", "litellm"],
+        choices=["proxy", "portal", "portal-responses", "portal-stream", "granian", "litellm"],
     )  # fmt: skip
     parser.add_argument(
         "--portal-env", nargs="*", default=[], metavar="K=V",

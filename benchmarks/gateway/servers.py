@@ -3,7 +3,8 @@
     python benchmarks/gateway/servers.py upstream --port P
     python benchmarks/gateway/servers.py proxy --port P --upstream http://127.0.0.1:U --workers W
 
-The upstream answers `POST /chat/completions` like Perplexity's API (OpenAI-shaped, with `usage`
+The upstream answers `POST /responses` (the Agent API: a Response with usage and one web_search
+invocation; streamed, 10 events with 4 text deltas) and `POST /chat/completions` like Perplexity's API (OpenAI-shaped, with `usage`
 including `num_search_queries`), at once; with `"stream": true` it sends five SSE chunks, the last
 carrying usage, then `[DONE]`. The proxy forwards the body and streams the answer back: no auth,
 no metering — the practical limit of a Python pass-through.
@@ -75,6 +76,63 @@ def chunks(model: str) -> list[bytes]:
     return out
 
 
+RESPONSES_USAGE = {
+    "input_tokens": 40,
+    "output_tokens": 120,
+    "total_tokens": 160,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "tool_calls_details": {"web_search": {"invocation": 1}},
+}
+ANSWER = "The answer is 42. " * 8
+
+
+def responses_object(model: str, status: str = "completed") -> dict:
+    item = {"type": "message", "id": "msg_bench", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]}  # fmt: skip
+    return {"id": "resp_bench", "object": "response", "created_at": int(time.time()),
+            "model": model, "status": status, "output": [item] if status == "completed" else [],
+            "usage": RESPONSES_USAGE if status == "completed" else None}  # fmt: skip
+
+
+def responses_events(model: str) -> list[bytes]:
+    """A Responses stream: created, the message item, 4 text deltas, completed with usage."""
+    done = responses_object(model)
+    item = done["output"][0]
+    ids = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    events = [
+        ("response.created", {"response": responses_object(model, "in_progress")}),
+        ("response.output_item.added", {"output_index": 0,
+                                        "item": item | {"status": "in_progress", "content": []}}),
+        ("response.content_part.added", {**ids, "part": {"type": "output_text", "text": ""}}),
+        *(("response.output_text.delta", {**ids, "delta": w, "logprobs": []})
+          for w in ("The ", "answer ", "is ", "42.")),
+        ("response.output_text.done", {**ids, "text": ANSWER, "logprobs": []}),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": done}),
+    ]  # fmt: skip
+    return [
+        f"event: {kind}\ndata: ".encode()
+        + orjson.dumps({"type": kind, "sequence_number": n, **data})
+        + b"\n\n"
+        for n, (kind, data) in enumerate(events)
+    ]
+
+
+async def responses_handler(request: web.Request) -> web.StreamResponse:
+    payload = orjson.loads(await request.read())
+    model = payload.get("model", "bench")
+    if not payload.get("stream"):
+        return web.Response(body=orjson.dumps(responses_object(model)),
+                            content_type="application/json")  # fmt: skip
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for event in responses_events(model):
+        await resp.write(event)
+    await resp.write_eof()
+    return resp
+
+
 async def upstream_handler(request: web.Request) -> web.StreamResponse:
     payload = orjson.loads(await request.read())
     model = payload.get("model", "bench")
@@ -111,6 +169,8 @@ def upstream_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/chat/completions", upstream_handler)
     app.router.add_post("/v1/chat/completions", upstream_handler)
+    app.router.add_post("/responses", responses_handler)
+    app.router.add_post("/v1/responses", responses_handler)
     return app
 
 

@@ -167,8 +167,59 @@ def upstream() -> Iterator[FakeUpstream]:
             }
         )
 
+    async def responses(request: web.Request) -> web.StreamResponse:
+        """A Responses upstream (OpenAI's shape, with its own usage and cost, which the gateway
+        must not pass on). Mode "slow": the stream stops after "Hello world" for 30 s."""
+        body = await request.json()
+        fake.hits.append(body)
+        text = "Hello world"
+        item = {"type": "message", "id": "msg_up", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+        usage = {
+            "input_tokens": 1000, "output_tokens": 50, "total_tokens": 1050,
+            "input_tokens_details": {"cached_tokens": 400},
+            "output_tokens_details": {"reasoning_tokens": 10},
+            "cost": {"currency": "USD", "total_cost": 99.0},
+        }  # fmt: skip
+        done = {"id": "resp_upstream", "object": "response", "created_at": 1, "model": "up",
+                "status": "completed", "output": [item], "usage": usage}  # fmt: skip
+        if not body.get("stream"):
+            return web.json_response(done)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        seq = iter(range(100))
+
+        async def event(kind: str, **data) -> None:  # type: ignore[no-untyped-def]
+            payload = {"type": kind, "sequence_number": next(seq), **data}
+            await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n")
+
+        start = done | {"status": "in_progress", "output": [], "usage": None}
+        await event("response.created", response=start)
+        await event("response.output_item.added", output_index=0,
+                    item=item | {"status": "in_progress", "content": []})  # fmt: skip
+        ids = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
+        await event("response.content_part.added", **ids,
+                    part={"type": "output_text", "text": "", "annotations": []})  # fmt: skip
+        for word in ("Hello", " world"):
+            await event("response.output_text.delta", **ids, delta=word, logprobs=[])
+        if fake.mode == "slow":  # until the gateway hangs up (at most 30 s)
+            for _ in range(300):
+                if request.transport is None or request.transport.is_closing():
+                    return resp
+                await asyncio.sleep(0.1)
+        if fake.mode == "break":
+            request.transport.close()
+            return resp
+        await event("response.output_text.done", **ids, text=text, logprobs=[])
+        await event("response.content_part.done", **ids, part=item["content"][0])
+        await event("response.output_item.done", output_index=0, item=item)
+        await event("response.completed", response=done)
+        await resp.write_eof()
+        return resp
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/responses", responses)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
 

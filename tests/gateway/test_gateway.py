@@ -79,7 +79,10 @@ def test_models_list(gateway, api_key):
     with gateway.client(api_key) as c:
         response = c.get("/v1/models")
     names = [m["id"] for m in response.json()["data"]]
-    assert names == ["sonar", "sonar-deep-research", "sonar-pro", "sonar-reasoning-pro"]
+    # Every enabled model, of both APIs (Sonar chat completions and the Agent API), by name.
+    assert names == sorted(names)
+    assert {"sonar", "sonar-deep-research", "sonar-pro", "sonar-reasoning-pro"} <= set(names)
+    assert {"perplexity/sonar", "openai/gpt-5.6-luna"} <= set(names)
 
 
 @pytest.mark.parametrize(
