@@ -74,6 +74,16 @@ def chat_request(
         body["top_p"] = request.top_p
     if request.user is not None:
         body["user"] = request.user
+    body.update(_chat_tools(request))
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _chat_tools(request: ResponsesRequest) -> dict[str, Any]:
+    """The function tools and tool choice of `request` in chat completions' shape."""
+    body: dict[str, Any] = {}
     functions = [t.function for t in request.tools if t.function is not None]
     if functions:
         body["tools"] = [
@@ -97,9 +107,6 @@ def chat_request(
         body["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     elif isinstance(choice, str):
         body["tool_choice"] = choice
-    if request.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
     return body
 
 

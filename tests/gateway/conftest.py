@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -107,119 +108,124 @@ class FakeUpstream:
     )
 
 
+async def _chat(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    """The fake upstream's chat completions, as its mode says."""
+    body = await request.json()
+    fake.hits.append(body)
+    if fake.delay:
+        await asyncio.sleep(fake.delay)
+    if fake.mode == "fail":
+        return web.json_response({"error": "boom"}, status=500)
+    if fake.mode == "refuse":
+        return web.json_response({"error": {"message": "max_tokens is too large"}}, status=400)
+    if fake.mode == "deny":  # like OpenAI: the refused credential is quoted back
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {sent}. Find your key at platform.example."
+        return web.json_response({"error": {"message": message}}, status=401)
+    if fake.mode == "bad":
+        return web.Response(text="not json", content_type="application/json")
+    if body.get("stream"):
+        return await _chat_stream(fake, request)
+    return web.json_response(
+        {
+            "id": "up-1",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hi"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": fake.usage,
+        }
+    )
+
+
+async def _chat_stream(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    if fake.mode == "break":  # one chunk, then the connection drops mid-stream
+        await resp.write(b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n')
+        request.transport.close()
+        return resp
+    for word in ["Hello", " world"]:
+        chunk = {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": word}}],
+        }
+        await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    if fake.mode == "cut":  # the server closes cleanly, without usage or [DONE]
+        await resp.write_eof()
+        return resp
+    final = {"object": "chat.completion.chunk", "choices": [], "usage": fake.usage}
+    await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def _responses(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    """A Responses upstream (OpenAI's shape, with its own usage and cost, which the gateway
+    must not pass on). Mode "slow": the stream stops after "Hello world" for 30 s."""
+    body = await request.json()
+    fake.hits.append(body)
+    text = "Hello world"
+    item = {"type": "message", "id": "msg_up", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    usage = {
+        "input_tokens": 1000, "output_tokens": 50, "total_tokens": 1050,
+        "input_tokens_details": {"cached_tokens": 400},
+        "output_tokens_details": {"reasoning_tokens": 10},
+        "cost": {"currency": "USD", "total_cost": 99.0},
+    }  # fmt: skip
+    done = {"id": "resp_upstream", "object": "response", "created_at": 1, "model": "up",
+            "status": "completed", "output": [item], "usage": usage}  # fmt: skip
+    if not body.get("stream"):
+        return web.json_response(done)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    seq = iter(range(100))
+
+    async def event(kind: str, **data) -> None:  # type: ignore[no-untyped-def]
+        payload = {"type": kind, "sequence_number": next(seq), **data}
+        await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n")
+
+    start = done | {"status": "in_progress", "output": [], "usage": None}
+    await event("response.created", response=start)
+    await event("response.output_item.added", output_index=0,
+                item=item | {"status": "in_progress", "content": []})  # fmt: skip
+    ids = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
+    await event("response.content_part.added", **ids,
+                part={"type": "output_text", "text": "", "annotations": []})  # fmt: skip
+    for word in ("Hello", " world"):
+        await event("response.output_text.delta", **ids, delta=word, logprobs=[])
+    if fake.mode == "slow":  # until the gateway hangs up (at most 30 s)
+        for _ in range(300):
+            if request.transport is None or request.transport.is_closing():
+                return resp
+            await asyncio.sleep(0.1)
+    if fake.mode == "break":
+        request.transport.close()
+        return resp
+    await event("response.output_text.done", **ids, text=text, logprobs=[])
+    await event("response.content_part.done", **ids, part=item["content"][0])
+    await event("response.output_item.done", output_index=0, item=item)
+    await event("response.completed", response=done)
+    await resp.write_eof()
+    return resp
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     """An OpenAI-shaped model server on loopback whose behaviour a test can switch."""
     port = free_port()
     fake = FakeUpstream(url=f"http://127.0.0.1:{port}")
 
-    async def chat(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        fake.hits.append(body)
-        if fake.delay:
-            await asyncio.sleep(fake.delay)
-        if fake.mode == "fail":
-            return web.json_response({"error": "boom"}, status=500)
-        if fake.mode == "refuse":
-            return web.json_response({"error": {"message": "max_tokens is too large"}}, status=400)
-        if fake.mode == "deny":  # like OpenAI: the refused credential is quoted back
-            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            message = f"Incorrect API key provided: {sent}. Find your key at platform.example."
-            return web.json_response({"error": {"message": message}}, status=401)
-        if fake.mode == "bad":
-            return web.Response(text="not json", content_type="application/json")
-        if body.get("stream"):
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
-            if fake.mode == "break":  # one chunk, then the connection drops mid-stream
-                await resp.write(
-                    b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
-                )
-                request.transport.close()
-                return resp
-            for word in ["Hello", " world"]:
-                chunk = {
-                    "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": {"content": word}}],
-                }
-                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            if fake.mode == "cut":  # the server closes cleanly, without usage or [DONE]
-                await resp.write_eof()
-                return resp
-            final = {"object": "chat.completion.chunk", "choices": [], "usage": fake.usage}
-            await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
-            return resp
-        return web.json_response(
-            {
-                "id": "up-1",
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "Hi"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": fake.usage,
-            }
-        )
-
-    async def responses(request: web.Request) -> web.StreamResponse:
-        """A Responses upstream (OpenAI's shape, with its own usage and cost, which the gateway
-        must not pass on). Mode "slow": the stream stops after "Hello world" for 30 s."""
-        body = await request.json()
-        fake.hits.append(body)
-        text = "Hello world"
-        item = {"type": "message", "id": "msg_up", "role": "assistant", "status": "completed",
-                "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
-        usage = {
-            "input_tokens": 1000, "output_tokens": 50, "total_tokens": 1050,
-            "input_tokens_details": {"cached_tokens": 400},
-            "output_tokens_details": {"reasoning_tokens": 10},
-            "cost": {"currency": "USD", "total_cost": 99.0},
-        }  # fmt: skip
-        done = {"id": "resp_upstream", "object": "response", "created_at": 1, "model": "up",
-                "status": "completed", "output": [item], "usage": usage}  # fmt: skip
-        if not body.get("stream"):
-            return web.json_response(done)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        seq = iter(range(100))
-
-        async def event(kind: str, **data) -> None:  # type: ignore[no-untyped-def]
-            payload = {"type": kind, "sequence_number": next(seq), **data}
-            await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n")
-
-        start = done | {"status": "in_progress", "output": [], "usage": None}
-        await event("response.created", response=start)
-        await event("response.output_item.added", output_index=0,
-                    item=item | {"status": "in_progress", "content": []})  # fmt: skip
-        ids = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
-        await event("response.content_part.added", **ids,
-                    part={"type": "output_text", "text": "", "annotations": []})  # fmt: skip
-        for word in ("Hello", " world"):
-            await event("response.output_text.delta", **ids, delta=word, logprobs=[])
-        if fake.mode == "slow":  # until the gateway hangs up (at most 30 s)
-            for _ in range(300):
-                if request.transport is None or request.transport.is_closing():
-                    return resp
-                await asyncio.sleep(0.1)
-        if fake.mode == "break":
-            request.transport.close()
-            return resp
-        await event("response.output_text.done", **ids, text=text, logprobs=[])
-        await event("response.content_part.done", **ids, part=item["content"][0])
-        await event("response.output_item.done", output_index=0, item=item)
-        await event("response.completed", response=done)
-        await resp.write_eof()
-        return resp
-
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/chat/completions", functools.partial(_chat, fake))
+    app.router.add_post("/v1/responses", functools.partial(_responses, fake))
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
 
