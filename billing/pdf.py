@@ -193,27 +193,28 @@ def _credit_note_body(pdf: _Document, invoice: Invoice, billed: list[InvoiceLine
 
 
 def _usage_section(pdf: _Document, invoice: Invoice, billed: list[InvoiceLine]) -> None:
-    _heading(pdf, "Usage by model and API key")
+    _heading(pdf, "Usage by model, tool and API key")
     rows: list[tuple[str, ...]] = [
-        ("Model (key)", "Requests", "Input tokens", "Output tokens", "Searches", "Amount")
-    ]
-    for ln in billed:
-        rows.append(
-            (
-                ln.label,
-                f"{ln.requests:,}",
-                f"{ln.prompt_tokens:,}",
-                f"{ln.output_tokens:,}",
-                f"{ln.search_queries:,}",
-                format_cents(ln.amount_cents),
-            )
+        (
+            "Model or tool (key)", "Requests", "Input tokens", "Output tokens", "Searches",
+            "Tool calls", "Amount",
         )
+    ]  # fmt: skip
+    for ln in billed:
+        if ln.tool:  # a tool-fee line of the Agent API: its invocations, no tokens
+            counts: tuple[str, ...] = ("", "", "", "", f"{ln.invocations:,}")
+        else:
+            counts = (
+                f"{ln.requests:,}", f"{ln.prompt_tokens:,}", f"{ln.output_tokens:,}",
+                f"{ln.search_queries:,}", "",
+            )  # fmt: skip
+        rows.append((ln.label, *counts, format_cents(ln.amount_cents)))
     if len(rows) == 1:
-        rows.append(("No API usage in this period", "", "", "", "", format_cents(0)))
+        rows.append(("No API usage in this period", "", "", "", "", "", format_cents(0)))
     _table(
         pdf,
-        (70, 20, 25, 25, 18, 20),
-        ("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+        (58, 18, 23, 23, 17, 18, 21),
+        ("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
         rows,
     )
     _totals(

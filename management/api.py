@@ -90,7 +90,7 @@ from members.services import (
 from usage.models import AIModel
 from usage.periods import Period, PeriodError, resolve_period
 from usage.rollups import METRICS
-from usage.selectors import Totals, bucket_label, usage_for, usage_rows
+from usage.selectors import Totals, bucket_label, tool_names, usage_for, usage_rows
 
 
 class JsonParser(Parser):
@@ -350,6 +350,17 @@ class UsageQuery:
     period: Period
     key: APIKey | None
     model: AIModel | None
+    api: str | None = None
+    tool: str | None = None
+
+    def filters(self) -> dict[str, Any]:
+        """The keyword filters of usage.selectors.usage_for and usage_rows."""
+        return {
+            "key_id": self.key.pk if self.key else None,
+            "model_id": self.model.pk if self.model else None,
+            "api": self.api,
+            "tool": self.tool,
+        }
 
 
 def _granular(period: Period, granularity: str) -> Period:
@@ -382,7 +393,9 @@ def _usage_query(request: ManagementRequest, query: s.UsageQuery) -> UsageQuery:
         model = ai_model_by_name(model_name)
         if model is None:
             raise invalid(f"There is no model “{model_name}”.", param="model")
-    return UsageQuery(period, key, model)
+    if query.tool is not None and query.tool not in tool_names():
+        raise invalid(f"There is no tool “{query.tool}”.", param="tool")
+    return UsageQuery(period, key, model, query.api, query.tool)
 
 
 def _period_json(q: UsageQuery) -> dict[str, Any]:
@@ -394,6 +407,8 @@ def _period_json(q: UsageQuery) -> dict[str, Any]:
         "granularity": q.period.granularity,
         "key": q.key.public_id if q.key else None,
         "model": q.model.name if q.model else None,
+        "api": q.api,
+        "tool": q.tool,
     }
 
 
@@ -409,12 +424,7 @@ def _period_json(q: UsageQuery) -> dict[str, Any]:
 def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[str, Any]:
     """Totals and the time series of the Usage Metrics page (usage.selectors.usage_for)."""
     q = _usage_query(request, query)
-    usage = usage_for(
-        group=request.group,
-        period=q.period,
-        key_id=q.key.pk if q.key else None,
-        model_id=q.model.pk if q.model else None,
-    )
+    usage = usage_for(group=request.group, period=q.period, **q.filters())
     series = [
         {
             "start": iso(b.start),
@@ -439,19 +449,33 @@ def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[st
     response=responses(s.UsageGrouped),
     operation_id="getUsageGrouped",
     tags=["Usage"],
-    summary="Usage totals grouped by model, key, day or hour",
+    summary="Usage totals grouped by model, key, API, tool, day or hour",
     url_name="usage_grouped",
 )
 def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery]) -> dict[str, Any]:
-    """Totals grouped by model or key (the dashboard's tables), or by day or hour."""
+    """Totals grouped by model, key or API, tool invocations and fees by tool (the dashboard's
+    tables), or totals by day or hour."""
     by = query.by
     q = _usage_query(request, query)
-    key_id, model_id = (q.key.pk if q.key else None), (q.model.pk if q.model else None)
     data: list[dict[str, Any]] = []
-    if by in ("model", "key"):
-        usage = usage_for(group=request.group, period=q.period, key_id=key_id, model_id=model_id)
+    if by in ("model", "key", "api", "tool"):
+        usage = usage_for(group=request.group, period=q.period, **q.filters())
         if by == "model":
             data = [{"model": b.label, "totals": totals_json(b.totals)} for b in usage.by_model]
+        elif by == "api":
+            data = [{"api": b.obj, "totals": totals_json(b.totals)} for b in usage.by_api]
+        elif by == "tool":
+            data = [
+                {
+                    "tool": {
+                        "name": t.tool,
+                        "invocations": t.invocations,
+                        **money("cost", t.cost_micros),
+                    },
+                    "totals": None,
+                }
+                for t in usage.by_tool
+            ]
         else:
             data = [
                 {
@@ -469,7 +493,7 @@ def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery])
         period = _granular(q.period, by)
         q = dataclasses.replace(q, period=period)
         buckets: dict[Any, Totals] = defaultdict(Totals)
-        rows = usage_rows(group=request.group, period=period, key_id=key_id, model_id=model_id)
+        rows = usage_rows(group=request.group, period=period, **q.filters())
         for bucket, _key, _model, _api, *values in rows:
             buckets[bucket].add(dict(zip(METRICS, (int(v or 0) for v in values), strict=True)))
         data = [

@@ -178,10 +178,25 @@ class UsageQuery(BaseModel):
     model: Annotated[
         QueryText, Field(max_length=100, description="Only this model (its name).")
     ] = None  # type: ignore[assignment]
+    api: Literal["chat", "agent"] = Field(  # usage.metrics.APIS
+        None,  # type: ignore[arg-type]
+        description="Only this API: chat (chat completions) or agent (the Agent API).",
+    )
+    tool: Annotated[
+        QueryText,
+        Field(
+            max_length=50,
+            description="Only the requests that called this tool of the Agent API (its name, "
+            "such as web_search); their totals include every tool fee they paid.",
+        ),
+    ] = None  # type: ignore[assignment]
+
+
+GroupBy = Literal["model", "key", "api", "tool", "day", "hour"]
 
 
 class UsageGroupedQuery(UsageQuery):
-    by: Literal["model", "key", "day", "hour"] = Field(description="How to group.")
+    by: GroupBy = Field(description="How to group.")
 
 
 class MembersQuery(PageQuery):
@@ -293,6 +308,8 @@ class UsagePeriod(Out):
     granularity: Literal["hour", "day"]
     key: str | None
     model: str | None
+    api: Literal["chat", "agent"] | None
+    tool: str | None
 
 
 class UsageBucket(Out):
@@ -319,19 +336,32 @@ class KeyRef(Out):
     status: str
 
 
+class ToolUse(Out):
+    name: str
+    invocations: int
+    cost_micros: Micros
+    cost_display: Display
+
+
 class UsageGroup(Out):
     model: str | None = None
     key: KeyRef | None = None
+    api: Literal["chat", "agent"] | None = None
+    tool: ToolUse | None = Field(
+        None, description="By tool: the tool's invocations and fees (a part of the requests' cost)."
+    )
     bucket: str | None = Field(
         None,
         description="A date (by day) or the start of an hour (by hour), in the requested time zone.",
     )
-    totals: Totals
+    totals: Totals | None = Field(
+        description="The requests' totals; null by tool (its fees are in `tool`)."
+    )
 
 
 class UsageGrouped(Out):
     object: Literal["list"]
-    by: Literal["model", "key", "day", "hour"]
+    by: GroupBy
     period: UsagePeriod
     data: list[UsageGroup]
     has_more: bool
@@ -428,6 +458,8 @@ class InvoiceLine(Out):
     search_queries: int
     cache_read_tokens: int
     cache_write_tokens: int
+    tool: str = Field(description="A tool-fee line of the Agent API: the tool; else empty.")
+    invocations: int = Field(description="A tool-fee line: the tool's invocations; else 0.")
     amount_micros: Micros
     amount_cents: int
     amount_display: Display

@@ -159,6 +159,8 @@ def invoice_line_json(line: InvoiceLine) -> dict[str, Any]:
         "service_period_key": line.service_period_key,
         "requests": line.requests,
         **counts_of(line),
+        "tool": line.tool,
+        "invocations": line.invocations,
         "amount_micros": line.amount_micros,
         **_cents("amount", line.amount_cents),
     }

@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 
 from keys.models import APIKey
 from usage.metrics import API_LABELS, SUMS, TOKENS_SQL, tokens_of
-from usage.models import AIModel, UsageEvent
+from usage.models import AIModel, ToolPrice, UsageEvent
 from usage.periods import Period
 from usage.rollups import floor_day, floor_hour, rolled_through
 
@@ -74,15 +74,41 @@ class ToolUse:
     cost_micros: int = 0
 
 
-def _filters(key_id: int | None, model_id: int | None, api: str | None = None) -> str:
-    sql = ""
-    if key_id is not None:
-        sql += " AND api_key_id = %(key)s"
-    if model_id is not None:
-        sql += " AND model_id = %(model)s"
-    if api is not None:
-        sql += " AND api = %(api)s"
-    return sql
+@dataclass(frozen=True)
+class Filters:
+    """The dashboard's filters: one key, one model, one API, the requests that called one tool.
+
+    The rollups keep no trace of which requests called which tool, so with a tool filter every
+    number is read from the raw events (`raw_spans`); `rolled` then excludes the rollup rows.
+    """
+
+    key_id: int | None = None
+    model_id: int | None = None
+    api: str | None = None
+    tool: str | None = None
+
+    def _common(self) -> str:
+        sql = ""
+        if self.key_id is not None:
+            sql += " AND api_key_id = %(key)s"
+        if self.model_id is not None:
+            sql += " AND model_id = %(model)s"
+        if self.api is not None:
+            sql += " AND api = %(api)s"
+        return sql
+
+    @property
+    def rolled(self) -> str:
+        """The WHERE tail for rollup tables."""
+        return self._common() + (" AND false" if self.tool is not None else "")
+
+    @property
+    def raw(self) -> str:
+        """The WHERE tail for usage events."""
+        return self._common() + (" AND tool_calls ? %(tool)s" if self.tool is not None else "")
+
+    def params(self) -> dict[str, Any]:
+        return {"key": self.key_id, "model": self.model_id, "api": self.api, "tool": self.tool}
 
 
 @dataclass(frozen=True)
@@ -96,8 +122,12 @@ class Spans:
     end: datetime
 
 
-def spans(period: Period) -> Spans:
+def spans(period: Period, filters: Filters | None = None) -> Spans:
+    """Cut the period between the rollups and the raw events; a tool filter reads raw events
+    only (Filters)."""
     start, end = period.start, period.end
+    if filters is not None and filters.tool is not None:
+        return Spans(start, start, start, start, end)
     through = rolled_through()
     cutoff = max(start, min(end, floor_hour(through))) if through else start
     first_midnight = (
@@ -108,17 +138,14 @@ def spans(period: Period) -> Spans:
     return Spans(start, d0, d1, cutoff, end)
 
 
-def _params(
-    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None,
-    api: str | None = None,
-) -> dict:  # fmt: skip
+def _params(group: Any, period: Period, s: Spans, f: Filters) -> dict:
     return {
-        "group": group.pk, "tz": period.tz.key, "key": key_id, "model": model_id, "api": api,
+        "group": group.pk, "tz": period.tz.key, **f.params(),
         "h0": s.h0, "d0": s.d0, "d1": s.d1, "cutoff": s.cutoff, "end": s.end,
     }  # fmt: skip
 
 
-def _breakdown_sql(extra: str, select: str, group_by: str) -> str:
+def _breakdown_sql(f: Filters, select: str, group_by: str) -> str:
     cols = ", ".join(SUMS)
     raw_cols = "1 AS requests, " + ", ".join(SUMS[1:])
     sums = ", ".join(f"sum({m})" for m in SUMS)
@@ -126,65 +153,65 @@ def _breakdown_sql(extra: str, select: str, group_by: str) -> str:
         SELECT {select}, {sums} FROM (
             SELECT start, api_key_id, model_id, api, {cols} FROM usage_usagerollup
              WHERE group_id = %(group)s AND period = 'hour'
-               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){extra}
+               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){f.rolled}
             UNION ALL
             SELECT start, api_key_id, model_id, api, {cols} FROM usage_usagerollup
-             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{extra}
+             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{f.rolled}
             UNION ALL
             SELECT created_at, api_key_id, model_id, api, {raw_cols} FROM usage_usageevent
-             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{f.raw}
         ) AS x GROUP BY {group_by}
     """
 
 
+def _export_spans(period: Period, f: Filters) -> Spans:
+    s = spans(period, f)
+    if period.granularity == "day" and period.tz.key != "UTC":
+        s = Spans(s.h0, s.cutoff, s.cutoff, s.cutoff, s.end)  # hourly rollups only
+    return s
+
+
+def _export_bucket(period: Period) -> str:
+    if period.granularity == "day":
+        return "(start AT TIME ZONE %(tz)s)::date"
+    return "date_trunc('hour', start)"
+
+
 def usage_rows(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None,
+    api: str | None = None, tool: str | None = None,
 ) -> list:  # fmt: skip
     """(bucket, key id, model id, API, metrics…) rows for CSV export; buckets on the viewer's
     clock.
 
     Daily rollups are UTC days, so for exports by day in another zone the hourly rollups are read.
     """
-    s = spans(period)
-    if period.granularity == "day" and period.tz.key != "UTC":
-        s = Spans(s.h0, s.cutoff, s.cutoff, s.cutoff, s.end)  # hourly rollups only
-    bucket = (
-        "(start AT TIME ZONE %(tz)s)::date"
-        if period.granularity == "day"
-        else "date_trunc('hour', start)"
-    )
+    f = Filters(key_id, model_id, api, tool)
+    s = _export_spans(period, f)
     sql = _breakdown_sql(
-        _filters(key_id, model_id, api), f"{bucket} AS b, api_key_id, model_id, api", "1, 2, 3, 4"
+        f, f"{_export_bucket(period)} AS b, api_key_id, model_id, api", "1, 2, 3, 4"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
 
 def tool_rows(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None,
+    api: str | None = None, tool: str | None = None,
 ) -> list:  # fmt: skip
     """(bucket, key id, model id, API, tool, invocations, cost micros) rows for CSV export."""
-    s = spans(period)
-    if period.granularity == "day" and period.tz.key != "UTC":
-        s = Spans(s.h0, s.cutoff, s.cutoff, s.cutoff, s.end)
-    bucket = (
-        "(start AT TIME ZONE %(tz)s)::date"
-        if period.granularity == "day"
-        else "date_trunc('hour', start)"
-    )
+    f = Filters(key_id, model_id, api, tool)
+    s = _export_spans(period, f)
     sql = _tool_sql(
-        _filters(key_id, model_id, api), f"{bucket} AS b, api_key_id, model_id, api, tool",
-        "1, 2, 3, 4, 5",
-    )  # fmt: skip
+        f, f"{_export_bucket(period)} AS b, api_key_id, model_id, api, tool", "1, 2, 3, 4, 5"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
 
-def _tool_sql(extra: str, select: str, group_by: str) -> str:
+def _tool_sql(f: Filters, select: str, group_by: str) -> str:
     """Tool invocations and fees: tool rollups for what is rolled up, the events' tool_calls
     after (the same spans as _breakdown_sql)."""
     return f"""
@@ -192,49 +219,42 @@ def _tool_sql(extra: str, select: str, group_by: str) -> str:
             SELECT start, api_key_id, model_id, api, tool, invocations, cost_micros
               FROM usage_usagetoolrollup
              WHERE group_id = %(group)s AND period = 'hour'
-               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){extra}
+               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){f.rolled}
             UNION ALL
             SELECT start, api_key_id, model_id, api, tool, invocations, cost_micros
               FROM usage_usagetoolrollup
-             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{extra}
+             WHERE group_id = %(group)s AND period = 'day' AND start >= %(d0)s AND start < %(d1)s{f.rolled}
             UNION ALL
             SELECT created_at, api_key_id, model_id, api, t.key,
                    (t.value->>'invocations')::bigint, (t.value->>'cost_micros')::bigint
               FROM usage_usageevent, jsonb_each(tool_calls) AS t
-             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{f.raw}
         ) AS x GROUP BY {group_by}
     """
 
 
-def _totals_by_key_and_model(
-    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None,
-    api: str | None = None,
-) -> list:  # fmt: skip
+def _totals_by_key_and_model(group: Any, period: Period, s: Spans, f: Filters) -> list:
     sql = _breakdown_sql(
-        _filters(key_id, model_id, api),
+        f,
         "GROUPING(api_key_id, model_id, api) AS grouping, api_key_id, model_id, api",
         "GROUPING SETS ((api_key_id), (model_id), (api))",
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
 
-def _series(
-    group: Any, period: Period, s: Spans, key_id: int | None, model_id: int | None,
-    api: str | None = None,
-) -> list:  # fmt: skip
+def _series(group: Any, period: Period, s: Spans, f: Filters) -> list:
     bucket = "(start AT TIME ZONE %(tz)s)::date" if period.granularity == "day" else "start"
     raw_bucket = (
         "(created_at AT TIME ZONE %(tz)s)::date"
         if period.granularity == "day"
         else "date_trunc('hour', created_at)"
     )
-    extra = _filters(key_id, model_id, api)
     tokens = TOKENS_SQL
-    if extra:  # a key or model filter needs the detailed hourly rollups
+    if f.rolled:  # a key, model or API filter needs the detailed hourly rollups
         rolled = f"""SELECT {bucket} AS b, requests, {tokens} AS tokens, cost_micros FROM usage_usagerollup
-                     WHERE group_id = %(group)s AND period = 'hour' AND start >= %(h0)s AND start < %(cutoff)s{extra}"""
+                     WHERE group_id = %(group)s AND period = 'hour' AND start >= %(h0)s AND start < %(cutoff)s{f.rolled}"""
     else:
         rolled = f"""SELECT {bucket} AS b, requests, {tokens} AS tokens, cost_micros FROM usage_usagegrouphour
                      WHERE group_id = %(group)s AND start >= %(h0)s AND start < %(cutoff)s"""
@@ -243,20 +263,25 @@ def _series(
             {rolled}
             UNION ALL
             SELECT {raw_bucket}, 1, {tokens}, cost_micros FROM usage_usageevent
-             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{extra}
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{f.raw}
         ) AS x GROUP BY 1
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
 
 def usage_for(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None,
+    api: str | None = None, tool: str | None = None,
 ) -> Usage:  # fmt: skip
-    """Totals, chart series and breakdowns for the dashboard, in two small queries."""
-    s = spans(period)
+    """Totals, chart series and breakdowns for the dashboard, in three small queries.
+
+    With a tool, every number is about the requests that called that tool (their tokens, their
+    cost, the invocations of every tool they called), read from the raw events.
+    """
+    f = Filters(key_id, model_id, api, tool)
+    s = spans(period, f)
     buckets = period.buckets()
     if period.granularity == "day":
         index: dict[Any, int] = {
@@ -265,7 +290,7 @@ def usage_for(
     else:
         index = {b.start: i for i, b in enumerate(buckets)}
     series = {m: [0] * len(buckets) for m in ("requests", "tokens", "cost_micros")}
-    for bucket, requests, tokens, cost in _series(group, period, s, key_id, model_id, api):
+    for bucket, requests, tokens, cost in _series(group, period, s, f):
         i = index.get(bucket)
         if i is not None:
             series["requests"][i] += int(requests)
@@ -277,9 +302,7 @@ def usage_for(
     per_api: dict[str, Totals] = {}
     # GROUPING(key, model, api) sets the bit of each column not grouped by (key is the high
     # bit): 0b011 = by key, 0b101 = by model, 0b110 = by API.
-    for grouping, key, model, api_name, *values in _totals_by_key_and_model(
-        group, period, s, key_id, model_id, api
-    ):
+    for grouping, key, model, api_name, *values in _totals_by_key_and_model(group, period, s, f):
         t = Totals(*(int(v or 0) for v in values))
         if grouping == 0b101:
             per_model[model] = t
@@ -311,9 +334,9 @@ def usage_for(
         (Breakdown(API_LABELS.get(a, a), a, t, obj=a) for a, t in per_api.items()),
         key=lambda b: (-b.totals.cost_micros, b.label),
     )
-    sql = _tool_sql(_filters(key_id, model_id, api), "tool", "1")
+    sql = _tool_sql(f, "tool", "1")
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, key_id, model_id, api))
+        cursor.execute(sql, _params(group, period, s, f))
         by_tool = sorted(
             (ToolUse(tool, int(n or 0), int(c or 0)) for tool, n, c in cursor.fetchall()),
             key=lambda t: (-t.cost_micros, t.tool),
@@ -346,8 +369,10 @@ def usage_events_for(
     key: APIKey | None = None,
     model: AIModel | None = None,
     api: str | None = None,
+    tool: str | None = None,
 ) -> QuerySet[UsageEvent]:
-    """The group's usage events in the period, of one key, one model and one API if given."""
+    """The group's usage events in the period, of one key, one model and one API if given, and
+    that called one tool if given."""
     events = UsageEvent.objects.filter(
         group=group, created_at__gte=period.start, created_at__lt=period.end
     )
@@ -357,4 +382,11 @@ def usage_events_for(
         events = events.filter(model=model)
     if api is not None:
         events = events.filter(api=api)
+    if tool is not None:
+        events = events.filter(tool_calls__has_key=tool)
     return events
+
+
+def tool_names() -> list[str]:
+    """Every tool of the catalogue by name (disabled ones too: old usage names them)."""
+    return list(ToolPrice.objects.order_by("name").values_list("name", flat=True))

@@ -18,6 +18,7 @@ from usage.selectors import (
     ai_model_named,
     ai_model_names,
     bucket_label,
+    tool_names,
     tool_rows,
     usage_events_for,
     usage_for,
@@ -53,10 +54,14 @@ def _filters(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str
     if api is not None and api not in APIS:
         errors.append(f"There is no API “{api}”; showing all APIs.")
         api = None
+    tool = q.get("tool") or None
+    if tool is not None and tool not in tool_names():
+        errors.append(f"There is no tool “{tool[:50]}”; showing all tools.")
+        tool = None
     metric = q.get("metric") if q.get("metric") in METRIC_CHOICES else "requests"
     return {
-        "period": period, "key": key, "model": model, "api": api, "metric": metric,
-        "errors": errors,
+        "period": period, "key": key, "model": model, "api": api, "tool": tool,
+        "metric": metric, "errors": errors,
     }  # fmt: skip
 
 
@@ -68,10 +73,17 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         key_id=f["key"].pk if f["key"] else None,
         model_id=f["model"].pk if f["model"] else None,
         api=f["api"],
+        tool=f["tool"],
     )
+    by_tool_links = []
+    for t in usage.by_tool:  # each tool's row opens the view filtered by it (a plain link)
+        query = request.GET.copy()
+        query["tool"] = t.tool
+        by_tool_links.append((t, query.urlencode()))
     return {
         **f,
         "usage": usage,
+        "by_tool": by_tool_links,
         "chart": {
             "labels": usage.labels,
             "series": {
@@ -86,6 +98,7 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         "keys": api_keys_for_group(group=request.group),
         "models": sorted(ai_model_names().values()),
         "apis": API_LABELS,
+        "tools": tool_names(),
         "fixed_key": fixed_key,
         "query": request.GET.urlencode(),
     }
@@ -115,20 +128,28 @@ def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
 @require_GET
 def export(request: GroupRequest) -> HttpResponse:
     """CSV of the filtered view: one row per bucket × key × model × API; `cost_usd` includes
-    the tool fees, `tool_calls` details them per tool (tool=invocations:fee_usd; …)."""
+    the tool fees, `tool_calls` details them per tool (tool=invocations:fee_usd; …),
+    `tool_invocations` and `tool_fees_usd` sum them."""
     f = _filters(request)
     period = f["period"]
     filters = {
         "group": request.group, "period": period, "key_id": f["key"].pk if f["key"] else None,
-        "model_id": f["model"].pk if f["model"] else None, "api": f["api"],
+        "model_id": f["model"].pk if f["model"] else None, "api": f["api"], "tool": f["tool"],
     }  # fmt: skip
     data = usage_rows(**filters)
     tools: dict[tuple, list[str]] = {}
+    tool_sums: dict[tuple, list[int]] = {}
     for *row, tool, invocations, cost in sorted(tool_rows(**filters), key=lambda r: r[4]):
         tools.setdefault(tuple(row), []).append(f"{tool}={int(invocations)}:{_usd(int(cost))}")
+        sums = tool_sums.setdefault(tuple(row), [0, 0])
+        sums[0] += int(invocations)
+        sums[1] += int(cost)
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
-    header = ["bucket", "api_key", "key", "model", "api", *SUMS[:-1], "cost_usd", "tool_calls"]
+    header = [
+        "bucket", "api_key", "key", "model", "api", *SUMS[:-1], "cost_usd", "tool_calls",
+        "tool_invocations", "tool_fees_usd",
+    ]  # fmt: skip
 
     def rows() -> Iterator[list[Any]]:
         yield header
@@ -137,10 +158,12 @@ def export(request: GroupRequest) -> HttpResponse:
         ):
             m = dict(zip(SUMS, (int(v or 0) for v in values), strict=True))
             key = keys.get(key_id)
+            invocations, fees = tool_sums.get((bucket, key_id, model_id, api), (0, 0))
             yield [
                 bucket_label(bucket, period), key.name if key else key_id, key.masked if key else "",
                 models.get(model_id, model_id), api, *(m[x] for x in SUMS[:-1]),
                 _usd(m["cost_micros"]), "; ".join(tools.get((bucket, key_id, model_id, api), [])),
+                invocations, _usd(fees),
             ]  # fmt: skip
 
     return csv_response(
@@ -151,33 +174,38 @@ def export(request: GroupRequest) -> HttpResponse:
 @member_required
 @require_GET
 def export_raw(request: GroupRequest) -> HttpResponse:
-    """Every usage event of the range as CSV, streamed from a server-side cursor."""
+    """Every usage event of the range as CSV, streamed from a server-side cursor; the last
+    columns are the tool calls (tool=invocations:fee_usd; …), their invocations and fees."""
     f = _filters(request)
     period = f["period"]
     events = usage_events_for(
-        group=request.group, period=period, key=f["key"], model=f["model"], api=f["api"]
-    )
+        group=request.group, period=period, key=f["key"], model=f["model"], api=f["api"],
+        tool=f["tool"],
+    )  # fmt: skip
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
     fields = [
         "request_id", "created_at", "api_key_id", "model_id", "api", *COUNTS,
-        "search_context_size", "cost_micros", "streamed", "latency_ms", "tool_calls",
+        "search_context_size", "cost_micros", "streamed", "latency_ms", "tools_cost_micros",
+        "tool_calls",
     ]  # fmt: skip
     counts = slice(4, 6 + len(COUNTS))  # the API, the counts and the context size, as they are
     cost = counts.stop
 
     def rows() -> Iterator[list[Any]]:
         yield ["request_id", "time", "key", "api_key", "model", *fields[counts], "cost_usd",
-               *fields[cost + 1 :]]  # fmt: skip
+               *fields[cost + 1 : -2], "tool_calls", "tool_invocations", "tool_fees_usd"]  # fmt: skip
         for e in events.order_by("created_at", "id").values_list(*fields).iterator(chunk_size=5000):
             key = keys.get(e[2])
             tool_calls = "; ".join(
                 f"{tool}={c['invocations']}:{_usd(c['cost_micros'])}"
                 for tool, c in sorted(e[-1].items())
             )
+            invocations = sum(int(c["invocations"]) for c in e[-1].values())
             yield [
                 e[0], e[1].astimezone(period.tz).isoformat(), key.name if key else e[2], key.masked if key else "",
-                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 : -1], tool_calls,
+                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 : -2], tool_calls,
+                invocations, _usd(e[-2]),
             ]  # fmt: skip
 
     return csv_response(

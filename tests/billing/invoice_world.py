@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.services import ledger_post
-from usage.models import UsageEvent
+from usage.metrics import COST_PARTS
+from usage.models import ToolPrice, UsageEvent
+from usage.pricing import AgentPrices, AgentUsage, Prices, agent_cost
 
 OCT = datetime(2025, 10, 1, tzinfo=UTC)
 NOV = datetime(2025, 11, 1, tzinfo=UTC)
@@ -35,6 +37,43 @@ def usage(
         ledger_post(
             group=group,
             amount_micros=-cost,
+            kind="usage",
+            reference=f"usage:{request_id}",
+            created_at=at,
+        )
+    return event
+
+
+def agent_usage(
+    group: Any,
+    key: Any,
+    model: Any,
+    at: datetime,
+    *,
+    prompt: int = 1_000,
+    completion: int = 300,
+    cached: int = 0,
+    tools: dict[str, int] | None = None,
+) -> UsageEvent:
+    """One metered Agent API response, priced by usage.pricing.agent_cost from the catalogue's
+    prices and tool fees (as the gateway prices it), with its ledger debit."""
+    fees = dict(ToolPrice.objects.filter(enabled=True).values_list("name", "fee_per_k"))
+    cost = agent_cost(
+        AgentPrices(Prices.of(model), fees),
+        AgentUsage(prompt, completion, cached, 0, tools or {}),
+    )
+    request_id = uuid.uuid4().hex
+    parts = cost.parts()
+    event = UsageEvent.objects.create(
+        request_id=request_id, group=group, api_key=key, model=model, api="agent",
+        prompt_tokens=prompt, completion_tokens=completion, cache_read_tokens=cached,
+        **{f"{part}_cost_micros": parts[part] for part in COST_PARTS},
+        tool_calls=cost.tool_calls_json(), cost_micros=cost.total, created_at=at,
+    )  # fmt: skip
+    if cost.total:
+        ledger_post(
+            group=group,
+            amount_micros=-cost.total,
             kind="usage",
             reference=f"usage:{request_id}",
             created_at=at,

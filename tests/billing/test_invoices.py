@@ -23,7 +23,7 @@ from billing.models import CreditAccount, Invoice, InvoiceLine, LedgerEntry
 from billing.pdf import invoice_pdf
 from core.money import micros_to_cents
 from keys.services import api_key_create
-from tests.billing.invoice_world import NOV, OCT, credit, usage
+from tests.billing.invoice_world import NOV, OCT, agent_usage, credit, usage
 from tests.factories import GroupFactory
 from usage.catalogue import catalogue_sync
 from usage.models import AIModel
@@ -163,6 +163,66 @@ def test_invoice_has_a_line_per_model_and_key_labelled_with_the_keys_last_four(w
         ("other", 500),
     ]
     check_invoice(inv)
+
+
+def test_agent_api_tool_fees_are_lines_per_tool_and_key_on_the_page_and_the_pdf(
+    world, admin_client
+):  # type: ignore[no-untyped-def]
+    """perplexity/sonar: input $0.25/M, output $2.50/M, cache reads $0.0625/M; web_search
+    $0.0025 and fetch_url $0.0005 per invocation (usage/catalogue.toml)."""
+    g, k1, k2 = world["group"], world["k1"], world["k2"]
+    agent = AIModel.objects.get(name="perplexity/sonar")
+    credit(g, 20_000_000, OCT + timedelta(days=1))
+    usage(g, k1, world["sonar"], OCT + timedelta(days=2), cost=1_234_567)
+    # 600 uncached input 150 + output 750 + 400 cached 25 = 925; tools 3×2,500 + 2×500
+    agent_usage(g, k1, agent, OCT + timedelta(days=3), cached=400,
+                tools={"web_search": 3, "fetch_url": 2})  # fmt: skip
+    agent_usage(g, k1, agent, OCT + timedelta(days=4), tools={"web_search": 1})  # 1,000 + 2,500
+    agent_usage(g, k2, agent, OCT + timedelta(days=5), tools={"web_search": 2})  # 1,000 + 5,000
+
+    inv = invoice_generate(group=g, period=OCTOBER).invoice
+    assert inv is not None
+    lines = {ln.label: ln for ln in inv.lines.filter(section="usage")}
+    a1, a2 = f"perplexity/sonar ({k1.last_four})", f"perplexity/sonar ({k2.last_four})"
+    w1, f1 = f"web_search ({k1.last_four})", f"fetch_url ({k1.last_four})"
+    w2 = f"web_search ({k2.last_four})"
+    assert set(lines) == {f"sonar ({k1.last_four})", a1, a2, w1, f1, w2}
+    got = {
+        label: (ln.tool, ln.invocations, ln.requests, ln.prompt_tokens, ln.completion_tokens,
+                ln.cache_read_tokens, ln.amount_micros)
+        for label, ln in lines.items()
+    }  # fmt: skip
+    assert got == {
+        f"sonar ({k1.last_four})": ("", 0, 1, 100, 200, 0, 1_234_567),
+        a1: ("", 0, 2, 2_000, 600, 400, 925 + 1_000),  # the tokens only
+        a2: ("", 0, 1, 1_000, 300, 0, 1_000),
+        w1: ("web_search", 4, 0, 0, 0, 0, 10_000),
+        f1: ("fetch_url", 2, 0, 0, 0, 0, 1_000),
+        w2: ("web_search", 2, 0, 0, 0, 0, 5_000),
+    }
+    assert inv.usage_micros == 1_234_567 + 1_925 + 1_000 + 10_000 + 1_000 + 5_000 == 1_253_492
+    assert inv.total_cents == 125
+    check_invoice(inv)
+
+    page = admin_client.get(f"/g/{g.public_id}/billing/invoices/{inv.public_id}/").content.decode()
+    rows = {
+        re.sub(r"<[^>]+>|\s+", " ", row).split(" · ")[0].strip(): [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", page.split('data-testid="invoice-lines"')[1].split("</table>")[0], re.S)
+        if "<td" in row
+    }  # fmt: skip
+    assert rows[w1][1:] == ["", "", "", "", "4", "$0.01"]
+    assert rows[f1][1:] == ["", "", "", "", "2", "$0.00"]
+    assert rows[a1][1:] == ["2", "2,000", "600", "0", "", "$0.00"]
+    assert 'data-tool="web_search"' in page and "Tool calls" in page
+
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(invoice_pdf(inv))).pages)
+    assert "Tool calls" in text
+    assert re.search(re.escape(w1) + r"\s+4\s+\$0\.01", text), text
+    assert re.search(re.escape(w2) + r"\s+2\s+\$0\.01", text), text
+    assert re.search(re.escape(a1) + r"\s+2\s+2,000\s+600\s+0\s+\$0\.00", text), text
 
 
 def test_running_again_changes_nothing_and_groups_without_activity_get_no_invoice(world):
