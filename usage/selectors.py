@@ -271,18 +271,10 @@ def _series(group: Any, period: Period, s: Spans, f: Filters) -> list:
         return cursor.fetchall()
 
 
-def usage_for(
-    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None, tool: str | None = None,
-) -> Usage:  # fmt: skip
-    """Totals, chart series and breakdowns for the dashboard, in three small queries.
-
-    With a tool, every number is about the requests that called that tool (their tokens, their
-    cost, the invocations of every tool they called), read from the raw events.
-    """
-    f = Filters(key_id, model_id, api, tool)
-    s = spans(period, f)
-    buckets = period.buckets()
+def _chart_series(
+    group: Any, period: Period, s: Any, f: Filters, buckets: list
+) -> dict[str, list[int]]:
+    """Requests, tokens and cost per bucket of the chart."""
     if period.granularity == "day":
         index: dict[Any, int] = {
             b.start.astimezone(period.tz).date(): i for i, b in enumerate(buckets)
@@ -296,6 +288,33 @@ def usage_for(
             series["requests"][i] += int(requests)
             series["tokens"][i] += int(tokens or 0)
             series["cost_micros"][i] += int(cost or 0)
+    return series
+
+
+def _by_tool(group: Any, period: Period, s: Any, f: Filters) -> list[ToolUse]:
+    """Invocations and fees per tool, most expensive first."""
+    sql = _tool_sql(f, "tool", "1")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _params(group, period, s, f))
+        return sorted(
+            (ToolUse(tool, int(n or 0), int(c or 0)) for tool, n, c in cursor.fetchall()),
+            key=lambda t: (-t.cost_micros, t.tool),
+        )
+
+
+def usage_for(
+    *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
+    api: str | None = None, tool: str | None = None,
+) -> Usage:  # fmt: skip
+    """Totals, chart series and breakdowns for the dashboard, in three small queries.
+
+    With a tool, every number is about the requests that called that tool (their tokens, their
+    cost, the invocations of every tool they called), read from the raw events.
+    """
+    f = Filters(key_id, model_id, api, tool)
+    s = spans(period, f)
+    buckets = period.buckets()
+    series = _chart_series(group, period, s, f, buckets)
     totals = Totals()
     per_model: dict[int, Totals] = {}
     per_key: dict[int, Totals] = {}
@@ -334,13 +353,7 @@ def usage_for(
         (Breakdown(API_LABELS.get(a, a), a, t, obj=a) for a, t in per_api.items()),
         key=lambda b: (-b.totals.cost_micros, b.label),
     )
-    sql = _tool_sql(f, "tool", "1")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, _params(group, period, s, f))
-        by_tool = sorted(
-            (ToolUse(tool, int(n or 0), int(c or 0)) for tool, n, c in cursor.fetchall()),
-            key=lambda t: (-t.cost_micros, t.tool),
-        )
+    by_tool = _by_tool(group, period, s, f)
     return Usage(
         period, totals, [b.label for b in buckets], series, by_model, by_key, by_api, by_tool
     )
