@@ -150,7 +150,7 @@ def cmd_run(port: int) -> int:
             except KeyboardInterrupt:
                 ignore_stop_signals()
                 say("stopping…")
-                stop_tree(honcho, timeout=7)
+                stop_tree(honcho, timeout=5)
                 return 0
         finally:
             ignore_stop_signals()
