@@ -154,10 +154,21 @@ class Call:
     created_at: int = field(default_factory=lambda: int(time.time()))
     metering: bool = False  # metering was attempted: never charge it again
     text_chars: int = 0  # output text delivered so far (for a response that stops early)
+    deltas: list[bytes] = field(default_factory=list)  # text deltas passed on as they came
+    last_raw: bytes | None = None  # the last frame passed on unparsed (its sequence_number)
     done_items: list[dict[str, Any]] = field(default_factory=list)
     reported: TokenUsage | None = None  # usage the upstream reported before stopping
     prices: AgentPrices | None = None  # the catalogue's, as of this request's admission
     partial: CostBreakdown | None = None  # what a response that stopped early was charged
+
+    def delivered_chars(self) -> int:
+        """Output text delivered so far: the counted chars and the raw deltas, parsed only now."""
+        chars = self.text_chars
+        for frame in self.deltas:
+            _, data = parse_frame(frame)
+            if data is not None and isinstance(data.get("delta"), str):
+                chars += len(data["delta"])
+        return chars
 
     @property
     def translated(self) -> bool:
@@ -239,8 +250,8 @@ class AgentAPI:
             return await self.start_background(store, send, call, headers)
         if request.stream:
             return await self.stream(store, send, call, headers)
-        final = await self.complete(store, call)
-        await respond(send, 200, orjson.dumps(final), headers)
+        encoded = await self.complete(store, call)
+        await respond(send, 200, encoded, headers)
         return 200
 
     def choose(
@@ -328,7 +339,8 @@ class AgentAPI:
 
     # --- non-streamed -----------------------------------------------------------------------
 
-    async def complete(self, store: Store, call: Call) -> dict[str, Any]:
+    async def complete(self, store: Store, call: Call) -> bytes:
+        """The finished response, metered (and stored), serialised once for reply and store."""
         if call.translated:
             completion = await self.fetch(call, "/chat/completions", self.chat_body(call,
                                           stream=False))  # fmt: skip
@@ -346,8 +358,9 @@ class AgentAPI:
             tokens = tokens_from_responses(final["usage"])
             cost = self.price(call, tokens, tool_invocations(final))
             final = self.ours(call, final, tokens, cost)
-        await self.finish(store, call, final, tokens, cost)
-        return final
+        encoded = orjson.dumps(final)
+        await self.finish(store, call, final, tokens, cost, encoded=encoded)
+        return encoded
 
     def ours(
         self, call: Call, response: dict[str, Any], tokens: TokenUsage, cost: CostBreakdown
@@ -365,18 +378,24 @@ class AgentAPI:
 
     async def finish(
         self, store: Store, call: Call, final: dict[str, Any], tokens: TokenUsage,
-        cost: CostBreakdown, *, streamed: bool = False,
+        cost: CostBreakdown, *, streamed: bool = False, encoded: bytes | None = None,
     ) -> None:  # fmt: skip
-        """Meter the response and, if asked, store it — both before the client's last byte."""
+        """Meter the response and, if asked, store it — both before the client's last byte.
+
+        `encoded` is `final` serialised (it is stored as it is, not serialised again).
+        """
         call.metering = True
         if call.request.background:  # the stored copy is its answer: charged first
             await self.meter(store, call, tokens, cost, streamed)
-            await self.save(store, call, final)
+            await self.save(store, call, final, encoded=encoded)
             return
-        writes: list[Awaitable[Any]] = [self.meter(store, call, tokens, cost, streamed)]
-        if call.request.store:
-            writes.append(self.save(store, call, final))
-        await asyncio.gather(*writes)
+        if not call.request.store:
+            await self.meter(store, call, tokens, cost, streamed)
+            return
+        await asyncio.gather(
+            self.meter(store, call, tokens, cost, streamed),
+            self.save(store, call, final, encoded=encoded),
+        )
 
     # --- streamed ---------------------------------------------------------------------------
 
@@ -414,6 +433,10 @@ class AgentAPI:
                         "The model server broke off the answer. You were charged only for the "
                         f"part you received (${charged / 1_000_000:.6f})."
                     )
+            if call.last_raw is not None:
+                _, last = parse_frame(call.last_raw)
+                if last is not None:
+                    writer.sequence = max(writer.sequence, _int(last.get("sequence_number")) + 1)
             snapshot = response_object(
                 response_id=call.response_id, model=call.model.name, request=call.request,
                 status="failed", created_at=call.created_at,
@@ -425,17 +448,35 @@ class AgentAPI:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
 
-    async def frames(self, call: Call) -> AsyncIterator[bytes]:
+    def frames(self, call: Call) -> AsyncIterator[Any]:
+        """The upstream's events: one by one when translated, in batches when proxied."""
         if call.translated:
             body = self.chat_body(call, stream=True)
-            async for frame in self.app.events(call.model, body, call.request_id,
-                                               body=orjson.dumps(body)):  # fmt: skip
-                yield frame
-        else:
-            body = self.responses_body(call, stream=True)
-            async for frame in self.app.events(call.model, body, call.request_id,
-                                               path="/responses", body=orjson.dumps(body)):  # fmt: skip
-                yield frame
+            return self.app.events(call.model, body, call.request_id, body=orjson.dumps(body))
+        return self.batches(call)
+
+    async def batches(self, call: Call) -> AsyncIterator[list[bytes]]:
+        """A Responses upstream's whole SSE events, a list per read (one send to the client)."""
+        body = self.responses_body(call, stream=True)
+        if call.simulated:
+            for event in simulator.agent_stream(call.model.name, body):
+                yield [event]
+            return
+        async with self.app.upstream(
+            call.model, body, call.request_id, stream=True, path="/responses",
+            body=orjson.dumps(body),
+        ) as resp:  # fmt: skip
+            buffer = b""
+            async for data in resp.content.iter_any():
+                buffer += data
+                if b"\n\n" not in buffer:
+                    continue
+                *events, buffer = buffer.split(b"\n\n")
+                batch = [e.strip(b"\r\n") + b"\n\n" for e in events if e.strip()]
+                if batch:
+                    yield batch
+            if buffer.strip():
+                yield [buffer.strip(b"\r\n") + b"\n\n"]
 
     async def run(
         self, store: Store, call: Call, frames: AsyncIterator[bytes], first: bytes | None,
@@ -447,45 +488,76 @@ class AgentAPI:
         return await self.run_proxied(store, call, frames, first, emit, writer)
 
     async def run_proxied(
-        self, store: Store, call: Call, frames: AsyncIterator[bytes], first: bytes | None,
-        emit: Callable[[bytes], Awaitable[None]], writer: EventWriter,
+        self, store: Store, call: Call, batches: AsyncIterator[list[bytes]],
+        first: list[bytes] | None, emit: Callable[[bytes], Awaitable[None]], writer: EventWriter,
     ) -> dict[str, Any]:  # fmt: skip
-        frame = first if first is not None else await anext(frames, None)
-        while frame is not None:
-            kind, data = parse_frame(frame)
-            if data is None:  # a comment, keep-alive or [DONE]
-                frame = await anext(frames, None)
-                continue
-            writer.sequence = max(writer.sequence, _int(data.get("sequence_number")) + 1)
-            if kind in TERMINAL and isinstance(data.get("response"), dict):
-                final = data["response"]
-                tokens = tokens_from_responses(final.get("usage") or {})
-                cost = self.price(call, tokens, tool_invocations(final))
-                final = self.ours(call, final, tokens, cost)
-                await self.finish(store, call, final, tokens, cost, streamed=True)
-                data["response"] = final
-                await emit(reframe(kind, data))
-                return final
-            if kind in ("error", "response.failed"):
-                raise upstream_error("The model server failed while answering.")
-            if kind in LIFECYCLE and isinstance(data.get("response"), dict):
-                data["response"] = data["response"] | {
-                    "id": call.response_id, "model": call.model.name,
-                    "created_at": call.created_at, "usage": None,
-                }  # fmt: skip
-                frame = reframe(kind, data)
-            elif "usage" in data:  # e.g. Perplexity's reasoning events: never the upstream's cost
-                usage = data.pop("usage")
-                if isinstance(usage, dict):
-                    call.reported = tokens_from_responses(usage)
-                frame = reframe(kind, data)
-            elif kind == "response.output_text.delta" and isinstance(data.get("delta"), str):
-                call.text_chars += len(data["delta"])
-            elif kind == "response.output_item.done" and isinstance(data.get("item"), dict):
-                call.done_items.append(data["item"])
-            await emit(frame)
-            frame = await anext(frames, None)
+        """Pass the upstream's events on, a batch per send; parse only those that change.
+
+        Text deltas and the other content events go out as they came (the deltas are kept, and
+        parsed only if the stream breaks, to charge the delivered text); the lifecycle events
+        get our id and model, and lose the upstream's usage and cost.
+        """
+        batch = first if first is not None else await anext(batches, None)
+        while batch is not None:
+            out: list[bytes] = []
+            for frame in batch:
+                kind = _raw_kind(frame)
+                if kind is not None:  # passed on as it is
+                    if kind == b"response.output_text.delta":
+                        call.deltas.append(frame)
+                    call.last_raw = frame
+                    out.append(frame)
+                    continue
+                kind_, data = parse_frame(frame)
+                if data is None:  # a comment, keep-alive or [DONE]
+                    continue
+                writer.sequence = max(writer.sequence, _int(data.get("sequence_number")) + 1)
+                if kind_ in TERMINAL and isinstance(data.get("response"), dict):
+                    if out:
+                        await emit(b"".join(out))
+                    return await self.complete_stream(store, call, kind_, data, emit)
+                if kind_ in ("error", "response.failed"):
+                    if out:
+                        await emit(b"".join(out))
+                    raise upstream_error("The model server failed while answering.")
+                if kind_ in LIFECYCLE and isinstance(data.get("response"), dict):
+                    data["response"] = data["response"] | {
+                        "id": call.response_id, "model": call.model.name,
+                        "created_at": call.created_at, "usage": None,
+                    }  # fmt: skip
+                    frame = reframe(kind_, data)
+                elif (
+                    "usage" in data
+                ):  # e.g. Perplexity's reasoning events: never the upstream's cost
+                    usage = data.pop("usage")
+                    if isinstance(usage, dict):
+                        call.reported = tokens_from_responses(usage)
+                    frame = reframe(kind_, data)
+                elif kind_ == "response.output_text.delta" and isinstance(data.get("delta"), str):
+                    call.text_chars += len(data["delta"])
+                elif kind_ == "response.output_item.done" and isinstance(data.get("item"), dict):
+                    call.done_items.append(data["item"])
+                out.append(frame)
+            if out:
+                await emit(b"".join(out))
+            batch = await anext(batches, None)
         raise upstream_error("The model server ended the stream early.")
+
+    async def complete_stream(
+        self, store: Store, call: Call, kind: str, data: dict[str, Any],
+        emit: Callable[[bytes], Awaitable[None]],
+    ) -> dict[str, Any]:  # fmt: skip
+        """The upstream's last event: price and meter it, then send it with ours."""
+        final = data.pop("response")
+        tokens = tokens_from_responses(final.get("usage") or {})
+        cost = self.price(call, tokens, tool_invocations(final))
+        final = self.ours(call, final, tokens, cost)
+        encoded = orjson.dumps(final)
+        await self.finish(store, call, final, tokens, cost, streamed=True, encoded=encoded)
+        head = orjson.dumps(data)
+        body = head[:-1] + (b',"response":' if len(head) > 2 else b'"response":') + encoded + b"}"
+        await emit(b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n")
+        return final
 
     async def run_translated(
         self, store: Store, call: Call, frames: AsyncIterator[bytes], first: bytes | None,
@@ -531,7 +603,9 @@ class AgentAPI:
         reported = call.reported or TokenUsage()
         tokens = TokenUsage(
             input_tokens=reported.input_tokens,
-            output_tokens=max(reported.output_tokens, -(-call.text_chars // CHARS_PER_TOKEN)),
+            output_tokens=max(
+                reported.output_tokens, -(-call.delivered_chars() // CHARS_PER_TOKEN)
+            ),
             cache_read_tokens=reported.cache_read_tokens,
             cache_creation_tokens=reported.cache_creation_tokens,
         )
@@ -625,7 +699,13 @@ class AgentAPI:
     # --- storage ----------------------------------------------------------------------------
 
     async def save(
-        self, store: Store, call: Call, response: dict[str, Any], *, running: bool = False
+        self,
+        store: Store,
+        call: Call,
+        response: dict[str, Any],
+        *,
+        running: bool = False,
+        encoded: bytes | None = None,
     ) -> None:
         current = call.request.input
         items = (
@@ -637,13 +717,13 @@ class AgentAPI:
         # web_search_call or search_results are the upstream's to redo, not input).
         output = [i for i in response.get("output", []) if i.get("type") in INPUT_ITEM_TYPES]
         conversation = [*call.history, *items, *output]
-        record = {
-            "group_id": call.key.group_id,
-            "running": running,
-            "response": response,
-            "conversation": conversation,
-        }
-        await store.redis.set(stored_key(call.response_id), orjson.dumps(record), ex=STORE_SECONDS)
+        # {"group_id", "running", "conversation", "response"}, with the response as serialised
+        head = orjson.dumps(
+            {"group_id": call.key.group_id, "running": running, "conversation": conversation}
+        )
+        body = encoded if encoded is not None else orjson.dumps(response)
+        record = head[:-1] + b',"response":' + body + b"}"
+        await store.redis.set(stored_key(call.response_id), record, ex=STORE_SECONDS)
 
     async def load(
         self, store: Store, key: KeyInfo, rid: str, param: str = "response_id"
@@ -808,6 +888,27 @@ def parse_frame(frame: bytes) -> tuple[str, dict[str, Any] | None]:
     if not isinstance(parsed, dict):
         return kind, None
     return kind or str(parsed.get("type", "")), parsed
+
+
+# Events the proxy must read (lifecycle: our id and model; failures; finished items: tools).
+PARSED = frozenset(
+    k.encode() for k in (*LIFECYCLE, "error", "response.failed", "response.output_item.done")
+)
+
+
+def _raw_kind(frame: bytes) -> bytes | None:
+    """The event name of a frame that may pass as it is (None: it must be parsed).
+
+    It may when it names its event on the first line, that event is not one we rewrite or read,
+    and it carries no `usage` (some upstreams put theirs, with their cost, on other events).
+    """
+    if not frame.startswith(b"event: "):
+        return None
+    end = frame.find(b"\n")
+    kind = frame[7:end].strip()
+    if kind in PARSED or b'"usage"' in frame or not frame.startswith(b"\ndata: ", end):
+        return None
+    return kind
 
 
 def reframe(kind: str, data: dict[str, Any]) -> bytes:
