@@ -49,8 +49,8 @@ _CHAT: dict[str, Any] = {
     },
 }
 
-_SECURED = [{"bearerAuth": []}]
-_RESPONSE_200 = {
+_SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+_RESPONSE_200: dict[str, Any] = {
     "description": "The response, with `usage.cost` in our prices.",
     "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Response"}}},
