@@ -222,8 +222,11 @@ class AgentAPI:
         request = parse_request(await self.app.read_body(scope, receive))
         if request.background and request.stream:
             raise invalid_request(
-                "“background” and “stream” together are not supported: start it in the "
-                "background and retrieve it, or stream it.",
+                "“background” and “stream” cannot be combined here: a background response is "
+                "not streamed (its events are not kept to resume a stream). Send “background”: "
+                "true without “stream” and poll GET /v1/responses/{id} until its status is "
+                "completed (POST /v1/responses/{id}/cancel stops it), or stream it without "
+                "“background”.",
                 param="background",
             )
         models = await store.models()

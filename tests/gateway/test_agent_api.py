@@ -7,6 +7,8 @@ Each call checks what a customer would: the group's balance moved by exactly the
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -15,6 +17,7 @@ import perplexity
 import pytest
 
 from billing.models import CreditAccount, LedgerEntry
+from gateway import agent as agent_module
 from keys.services import api_key_create
 from tests.factories import GroupFactory
 from tests.gateway.conftest import both_modes
@@ -199,12 +202,28 @@ def test_background_response_runs_after_the_reply_and_is_retrievable(
 # --- our prices, never the upstream's ---------------------------------------------------------
 
 
+def numbers(value: object) -> Iterator[float]:
+    """Every number in a JSON-like value."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            yield from numbers(item)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield value
+
+
 @both_modes
 def test_a_responses_upstream_is_proxied_and_priced_by_our_catalogue(
-    gateway, upstream, agent_model, funded_group, api_key
+    gateway, upstream, agent_model, funded_group, api_key, monkeypatch
 ):
     # Upstream: 1000 input (400 cached), 50 output, and its own claim of $99.
     # Ours: 600 × $2/M + 400 × $0.20/M + 50 × $10/M = 1200 + 80 + 500 = 1780 µ$.
+    # A clock at …99 s: the SDK's float `created_at` is then …99.0, which made a byte search
+    # for "99.0" fail one run in a hundred (the upstream's cost is looked for as a number now).
+    pinned = int(time.time()) // 100 * 100 - 1
+    clock = SimpleNamespace(time=lambda: pinned + 0.25, perf_counter=time.perf_counter)
+    monkeypatch.setattr(agent_module, "time", clock)
     client = openai_client(gateway, api_key)
     before = balance(funded_group)
     response = client.responses.create(model="fake-agent", input=QUESTION)
@@ -218,8 +237,10 @@ def test_a_responses_upstream_is_proxied_and_priced_by_our_catalogue(
     assert upstream.hits[-1]["model"] == "up-model"
     events = list(client.responses.create(model="fake-agent", input=QUESTION, stream=True))
     assert cost_of(events[-1].response.usage)["total_cost"] == 0.00178
-    raw = b"".join(orjson.dumps(e.model_dump()) for e in events)
-    assert b"99.0" not in raw  # the upstream's cost never reaches the client
+    assert response.created_at == events[-1].response.created_at == pinned
+    # The upstream's cost ($99) never reaches the client, in any event.
+    assert 99 not in [n for e in events for n in numbers(e.model_dump())]
+    assert 99 not in list(numbers(response.model_dump()))
     gateway.settled()
     assert balance(funded_group) == before - 2 * 1780
 
@@ -326,6 +347,22 @@ def test_refusals_write_nothing(gateway, funded_group, api_key, settings):
     assert UsageEvent.objects.count() == 0
     assert LedgerEntry.objects.filter(kind="usage").count() == 0
     assert balance(funded_group) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/agent"])
+def test_background_with_stream_is_refused_saying_how_to_get_the_result(
+    gateway, funded_group, api_key, path
+):
+    before = balance(funded_group)
+    body = {"model": AGENT_MODEL, "input": "hi", "background": True, "stream": True}
+    response = post(gateway, api_key, body, path=path)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "background" and error["code"] == "invalid_request_error"
+    # Why, and the way that works: background without stream, then poll the response.
+    assert "not streamed" in error["message"]
+    assert "GET /v1/responses/{id}" in error["message"]
+    assert UsageEvent.objects.count() == 0 and balance(funded_group) == before
 
 
 def test_a_built_in_tool_on_a_chat_only_upstream_is_refused_naming_it(
