@@ -482,10 +482,13 @@ class AgentAPI:
                 yield [buffer.strip(b"\r\n") + b"\n\n"]
 
     async def run(
-        self, store: Store, call: Call, frames: AsyncIterator[bytes], first: bytes | None,
+        self, store: Store, call: Call, frames: AsyncIterator[Any], first: Any,
         emit: Callable[[bytes], Awaitable[None]], writer: EventWriter,
     ) -> dict[str, Any]:  # fmt: skip
-        """Relay (or translate) the stream, meter it, emit `response.completed`; the response."""
+        """Relay (or translate) the stream, meter it, emit `response.completed`; the response.
+
+        `frames`/`first`: chat chunks (bytes) for a translated upstream, batches of Responses
+        events (lists of bytes, `batches`) for a proxied one."""
         if call.translated:
             return await self.run_translated(store, call, frames, first, emit, writer)
         return await self.run_proxied(store, call, frames, first, emit, writer)
