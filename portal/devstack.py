@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import shutil
 import signal
@@ -182,6 +183,8 @@ def cmd_exec(args: list[str]) -> int:
 
 
 def main() -> int:
+    # `kill -USR1 <pid>` prints where every thread is (a stop that hangs can be seen).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = argparse.ArgumentParser(prog="python -m portal.devstack")
     parser.add_argument("command", choices=["run", "test", "exec"])
     parser.add_argument("args", nargs=argparse.REMAINDER)

@@ -94,7 +94,17 @@ def test_ctrl_c_and_sigterm_stop_everything_make_run_started(tmp_path):
         os.killpg(stacks["SIGINT"].proc.pid, signal.SIGINT)  # Ctrl-C
         stacks["SIGTERM"].proc.send_signal(signal.SIGTERM)  # kill PID
         for name, stack in stacks.items():
-            assert stack.proc.wait(15) == 0
+            try:
+                code = stack.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                stack.proc.send_signal(signal.SIGUSR1)  # devstack prints its threads' stacks
+                time.sleep(1)
+                left = [cmdline(p) for p in stack.processes()]
+                raise AssertionError(
+                    f"{name}: devstack still running 15 s after the signal; its processes: {left}"
+                    f"\n{stack.text()[-6000:]}"
+                ) from None
+            assert code == 0
             _, alive = psutil.wait_procs(started[name], timeout=max(0.1, t0 + 10 - time.monotonic()))  # fmt: skip
             alive = [p for p in alive if cmdline(p)]  # zombies are dead, awaiting their reaper
             assert not alive, f"{name} left running: {[cmdline(p) for p in alive]}"
