@@ -204,5 +204,8 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Ctrl-C stops everything even when we were started with SIGINT ignored (a shell starts
+    # background jobs that way, and Python then keeps it ignored): Ctrl-C must never be lost.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())

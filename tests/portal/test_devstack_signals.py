@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 READY = "Portal is ready"
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Stack:
     def __init__(self, local: Path) -> None:
         self.local = local
@@ -35,10 +39,13 @@ class Stack:
         self.log = local.with_suffix(".log")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "STRIPE_", "DJANGO_ENV"))}  # fmt: skip
         env.update(PORTAL_LOCAL=str(local), PORT=str(self.port), PYTHONUNBUFFERED="1")
-        # A session of its own stands for the terminal's foreground process group.
+        # A session of its own stands for the terminal's foreground process group. SIGINT starts
+        # ignored, as in a job a shell put in the background (and in some CI runners): Ctrl-C must
+        # still stop everything (it was lost that way in fresh-clone runs).
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "portal.devstack", "run"], cwd=ROOT, env=env,
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_ignore_sigint,
         )  # fmt: skip
 
     def text(self) -> str:
