@@ -107,16 +107,23 @@ def _revoke_invitations(
         .order_by("id")
     )
     for invitation in pending:
-        invitation.status = InvitationStatus.REVOKED
-        invitation.save(update_fields=["status"])
-        audit_record(
-            group=membership.group,
-            actor=actor,
-            action="invitation.revoke",
-            target_repr=invitation.email,
-            request=request,
-            data={"reason": reason},
-        )
+        _invitation_mark_revoked(invitation, actor=actor, request=request, data={"reason": reason})
+
+
+def _invitation_mark_revoked(
+    invitation: Invitation, *, actor: Any, request: Any, data: dict[str, Any] | None = None
+) -> None:
+    """Revoke a locked pending invitation and audit it (the one way an invitation is revoked)."""
+    invitation.status = InvitationStatus.REVOKED
+    invitation.save(update_fields=["status"])
+    audit_record(
+        group=invitation.group,
+        actor=actor,
+        action="invitation.revoke",
+        target_repr=invitation.email,
+        request=request,
+        data=data,
+    )
 
 
 def _offboard_admin(
@@ -345,15 +352,7 @@ def invitation_revoke(*, invitation: Invitation, actor: Any, request: Any = None
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.status != InvitationStatus.PENDING:
         raise MembershipError("Only pending invitations can be revoked.")
-    invitation.status = InvitationStatus.REVOKED
-    invitation.save(update_fields=["status"])
-    audit_record(
-        group=invitation.group,
-        actor=actor,
-        action="invitation.revoke",
-        target_repr=invitation.email,
-        request=request,
-    )
+    _invitation_mark_revoked(invitation, actor=actor, request=request)
 
 
 class InvitationProblem(ValueError):
