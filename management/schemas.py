@@ -178,9 +178,10 @@ class UsageQuery(BaseModel):
     model: Annotated[
         QueryText, Field(max_length=100, description="Only this model (its name).")
     ] = None  # type: ignore[assignment]
-    api: Literal["chat", "agent"] = Field(  # usage.metrics.APIS
+    api: Literal["chat", "agent", "search", "embeddings", "async"] = Field(  # usage.metrics.APIS
         None,  # type: ignore[arg-type]
-        description="Only this API: chat (chat completions) or agent (the Agent API).",
+        description="Only this API: chat (chat completions), agent (the Agent API), search "
+        "(the Search API), embeddings or async (async chat completions).",
     )
     tool: Annotated[
         QueryText,

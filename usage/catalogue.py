@@ -263,9 +263,13 @@ def _model_fields(r: _Reader, name: str, spec: Any) -> dict[str, Any]:
         values[text] = r.typed(spec.get(text, default), str, *at, text)
     api = r.typed(spec.get("api", "chat"), str, *at, "api")
     apis = [part.strip() for part in api.split(",")]
-    canonical = ",".join(a for a in ("chat", "agent") if a in apis)
-    if not apis or set(apis) - {"chat", "agent"} or canonical not in MODEL_APIS:
-        raise r.error('must be "chat", "agent" or "chat,agent".', *at, "api")
+    canonical = ",".join(a for a in ("chat", "agent", "search", "embeddings") if a in apis)
+    if not apis or set(apis) - {"chat", "agent", "search", "embeddings"} or (
+        canonical not in MODEL_APIS
+    ):
+        raise r.error(
+            'must be "chat", "agent", "chat,agent", "search" or "embeddings".', *at, "api"
+        )
     values["api"] = canonical
     upstream_api = r.typed(spec.get("upstream_api", "chat_completions"), str, *at, "upstream_api")
     if upstream_api not in UPSTREAM_APIS:

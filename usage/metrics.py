@@ -57,9 +57,16 @@ PRICES = (*(price for _, _, price, _ in PRICED), *REQUEST_FEES.values())
 
 # The APIs a request is metered on (a usage event's `api`, a dimension of every rollup):
 # "chat" = Sonar chat completions (/chat/completions), "agent" = the Agent API (/v1/responses,
-# /v1/agent). Later: "search", "embeddings", "async".
-APIS = ("chat", "agent")
-API_LABELS = {"chat": "Chat Completions", "agent": "Agent API"}
+# /v1/agent), "search" = the Search API (/search), "embeddings" = /v1/embeddings and
+# /v1/contextualizedembeddings, "async" = async chat completions (/async/chat/completions).
+APIS = ("chat", "agent", "search", "embeddings", "async")
+API_LABELS = {
+    "chat": "Chat Completions",
+    "agent": "Agent API",
+    "search": "Search API",
+    "embeddings": "Embeddings",
+    "async": "Async Chat Completions",
+}
 # What a model's upstream speaks (usage.models.AIModel.upstream_api).
 UPSTREAM_APIS = ("chat_completions", "responses")
 

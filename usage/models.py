@@ -22,6 +22,9 @@ class API(models.TextChoices):
 
     CHAT = "chat", "Chat Completions"
     AGENT = "agent", "Agent API"
+    SEARCH = "search", "Search API"
+    EMBEDDINGS = "embeddings", "Embeddings"
+    ASYNC = "async", "Async Chat Completions"
 
 
 class UpstreamAPI(models.TextChoices):
@@ -31,8 +34,10 @@ class UpstreamAPI(models.TextChoices):
     RESPONSES = "responses", "Responses"
 
 
-# The values AIModel.api may take (the comma list in the order of usage.metrics.APIS).
-MODEL_APIS = ("chat", "agent", "chat,agent")
+# The values AIModel.api may take (the comma list in the order of usage.metrics.APIS). A model
+# served on "chat" is also served on "async" (async chat completions run chat models), so
+# "async" is never listed; "search" and "embeddings" models are served on that API only.
+MODEL_APIS = ("chat", "agent", "chat,agent", "search", "embeddings")
 
 
 class AIModel(models.Model):

@@ -235,7 +235,7 @@ def test_unknown_tools_and_apis_are_refused_clearly(month, admin_client):
     assert "There is no tool “image_search”; showing all tools." in page.content.decode()
     assert page.context["usage"].totals.requests == 42  # unfiltered, not empty
     api = Api(admin_client, month["mgmt"].secret)
-    for query in ({"tool": "image_search"}, {"tool": ""}, {"api": "search"}):
+    for query in ({"tool": "image_search"}, {"tool": ""}, {"api": "images"}):
         response = api.get("usage/grouped", by="tool", **query)
         assert response.status_code == 422, query
         assert response.json()["error"]["param"] == next(iter(query)), query

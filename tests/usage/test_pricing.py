@@ -124,7 +124,7 @@ fee = 0.0025
         ('[models.x]\ncolour = "red"', r"line 15: models\.x\.colour: unknown setting"),
         ("[models.x]\ninput_per_m = 1\ncache_write_per_m = -2", r"line 16: .*cannot be negative"),
         ('[models.x]\nrate_limit_rpm = "fast"', r"line 15: models\.x\.rate_limit_rpm"),
-        ('[models.x]\napi = "search"', r"line 15: models\.x\.api: must be"),
+        ('[models.x]\napi = "images"', r"line 15: models\.x\.api: must be"),
         ('[models.x]\nupstream_api = "grpc"', r"line 15: models\.x\.upstream_api"),
         ("[models.x]\nupstream_model = 5", r"line 15: models\.x\.upstream_model: must be a string"),
         ("[tools.fetch_url]\nfee = -0.5", r"line 15: tools\.fetch_url\.fee: prices cannot be"),
