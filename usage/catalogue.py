@@ -264,8 +264,10 @@ def _model_fields(r: _Reader, name: str, spec: Any) -> dict[str, Any]:
     api = r.typed(spec.get("api", "chat"), str, *at, "api")
     apis = [part.strip() for part in api.split(",")]
     canonical = ",".join(a for a in ("chat", "agent", "search", "embeddings") if a in apis)
-    if not apis or set(apis) - {"chat", "agent", "search", "embeddings"} or (
-        canonical not in MODEL_APIS
+    if (
+        not apis
+        or set(apis) - {"chat", "agent", "search", "embeddings"}
+        or (canonical not in MODEL_APIS)
     ):
         raise r.error(
             'must be "chat", "agent", "chat,agent", "search" or "embeddings".', *at, "api"

@@ -4,33 +4,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0005_agent_api'),
+        ("usage", "0005_agent_api"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='aimodel',
-            name='usage_aimodel_api_valid',
+            model_name="aimodel",
+            name="usage_aimodel_api_valid",
         ),
         migrations.AlterField(
-            model_name='usageevent',
-            name='api',
-            field=models.CharField(choices=[('chat', 'Chat Completions'), ('agent', 'Agent API'), ('search', 'Search API'), ('embeddings', 'Embeddings'), ('async', 'Async Chat Completions')], db_default='chat', default='chat', max_length=16),
+            model_name="usageevent",
+            name="api",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat Completions"),
+                    ("agent", "Agent API"),
+                    ("search", "Search API"),
+                    ("embeddings", "Embeddings"),
+                    ("async", "Async Chat Completions"),
+                ],
+                db_default="chat",
+                default="chat",
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='usagerollup',
-            name='api',
-            field=models.CharField(choices=[('chat', 'Chat Completions'), ('agent', 'Agent API'), ('search', 'Search API'), ('embeddings', 'Embeddings'), ('async', 'Async Chat Completions')], db_default='chat', default='chat', max_length=16),
+            model_name="usagerollup",
+            name="api",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat Completions"),
+                    ("agent", "Agent API"),
+                    ("search", "Search API"),
+                    ("embeddings", "Embeddings"),
+                    ("async", "Async Chat Completions"),
+                ],
+                db_default="chat",
+                default="chat",
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='usagetoolrollup',
-            name='api',
-            field=models.CharField(choices=[('chat', 'Chat Completions'), ('agent', 'Agent API'), ('search', 'Search API'), ('embeddings', 'Embeddings'), ('async', 'Async Chat Completions')], default='chat', max_length=16),
+            model_name="usagetoolrollup",
+            name="api",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat Completions"),
+                    ("agent", "Agent API"),
+                    ("search", "Search API"),
+                    ("embeddings", "Embeddings"),
+                    ("async", "Async Chat Completions"),
+                ],
+                default="chat",
+                max_length=16,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='aimodel',
-            constraint=models.CheckConstraint(condition=models.Q(('api__in', ('chat', 'agent', 'chat,agent', 'search', 'embeddings'))), name='usage_aimodel_api_valid'),
+            model_name="aimodel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("api__in", ("chat", "agent", "chat,agent", "search", "embeddings"))
+                ),
+                name="usage_aimodel_api_valid",
+            ),
         ),
     ]
