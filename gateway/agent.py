@@ -61,10 +61,8 @@ from gateway.http import (
 )
 from gateway.keycache import KeyInfo
 from gateway.responses.build import (
-    CostBreakdown,
     EventWriter,
     TokenUsage,
-    ToolCost,
     new_id,
     response_object,
     usage_object,
@@ -78,7 +76,7 @@ from gateway.responses.translate import (
     tokens_from_chat,
 )
 from usage.metrics import counts_of
-from usage.pricing import AgentPrices, AgentUsage, agent_cost
+from usage.pricing import AgentCost, AgentPrices, AgentUsage, agent_cost
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp
@@ -159,7 +157,7 @@ class Call:
     done_items: list[dict[str, Any]] = field(default_factory=list)
     reported: TokenUsage | None = None  # usage the upstream reported before stopping
     prices: AgentPrices | None = None  # the catalogue's, as of this request's admission
-    partial: CostBreakdown | None = None  # what a response that stopped early was charged
+    partial: AgentCost | None = None  # what a response that stopped early was charged
 
     def delivered_chars(self) -> int:
         """Output text delivered so far: the counted chars and the raw deltas, parsed only now."""
@@ -366,7 +364,7 @@ class AgentAPI:
         return encoded
 
     def ours(
-        self, call: Call, response: dict[str, Any], tokens: TokenUsage, cost: CostBreakdown
+        self, call: Call, response: dict[str, Any], tokens: TokenUsage, cost: AgentCost
     ) -> dict[str, Any]:
         """The upstream's response with our id, model name, usage and cost."""
         return response | {
@@ -381,7 +379,7 @@ class AgentAPI:
 
     async def finish(
         self, store: Store, call: Call, final: dict[str, Any], tokens: TokenUsage,
-        cost: CostBreakdown, *, streamed: bool = False, encoded: bytes | None = None,
+        cost: AgentCost, *, streamed: bool = False, encoded: bytes | None = None,
     ) -> None:  # fmt: skip
         """Meter the response and, if asked, store it — both before the client's last byte.
 
@@ -395,10 +393,14 @@ class AgentAPI:
         if not call.request.store:
             await self.meter(store, call, tokens, cost, streamed)
             return
-        await asyncio.gather(
-            self.meter(store, call, tokens, cost, streamed),
-            self.save(store, call, final, encoded=encoded),
-        )
+        # Both at once: the copy is queued (batched with other workers' copies), then metered.
+        saved = self.saving(store, call, final, encoded=encoded)
+        try:
+            await self.meter(store, call, tokens, cost, streamed)
+        except BaseException:
+            saved.add_done_callback(_consume)
+            raise
+        await saved
 
     # --- streamed ---------------------------------------------------------------------------
 
@@ -623,7 +625,7 @@ class AgentAPI:
                            extra={"request_id": call.request_id})  # fmt: skip
             return None
         call.reported, call.partial = tokens, cost
-        return cost.total_micros
+        return cost.total
 
     # --- background -------------------------------------------------------------------------
 
@@ -713,6 +715,18 @@ class AgentAPI:
         running: bool = False,
         encoded: bytes | None = None,
     ) -> None:
+        await self.saving(store, call, response, running=running, encoded=encoded)
+
+    def saving(
+        self,
+        store: Store,
+        call: Call,
+        response: dict[str, Any],
+        *,
+        running: bool = False,
+        encoded: bytes | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue the stored copy's write (see Store.put); the future is done when written."""
         current = call.request.input
         items = (
             [{"type": "message", "role": "user", "content": current}]
@@ -729,7 +743,7 @@ class AgentAPI:
         )
         body = encoded if encoded is not None else orjson.dumps(response)
         record = head[:-1] + b',"response":' + body + b"}"
-        await store.redis.set(stored_key(call.response_id), record, ex=STORE_SECONDS)
+        return store.put(stored_key(call.response_id), record, STORE_SECONDS)
 
     async def load(
         self, store: Store, key: KeyInfo, rid: str, param: str = "response_id"
@@ -746,12 +760,12 @@ class AgentAPI:
 
     # --- pricing and metering -----------------------------------------------------------------
 
-    def price(self, call: Call, tokens: TokenUsage, invocations: dict[str, int]) -> CostBreakdown:
+    def price(self, call: Call, tokens: TokenUsage, invocations: dict[str, int]) -> AgentCost:
         assert call.prices is not None
         return price(call.prices, tokens, invocations)
 
     async def meter(
-        self, store: Store, call: Call, tokens: TokenUsage, cost: CostBreakdown, streamed: bool
+        self, store: Store, call: Call, tokens: TokenUsage, cost: AgentCost, streamed: bool
     ) -> None:
         await store.meter(call.key, meter_params(call, tokens, cost, streamed))
 
@@ -759,7 +773,7 @@ class AgentAPI:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def price(prices: AgentPrices, tokens: TokenUsage, invocations: dict[str, int]) -> CostBreakdown:
+def price(prices: AgentPrices, tokens: TokenUsage, invocations: dict[str, int]) -> AgentCost:
     """Our cost of a response, from the catalogue's prices (never the upstream's).
 
     A tool the upstream reports that has no price in the catalogue (it was not asked for: asked
@@ -768,14 +782,7 @@ def price(prices: AgentPrices, tokens: TokenUsage, invocations: dict[str, int]) 
     unknown = [t for t, n in invocations.items() if n and t not in prices.tool_fees_per_k]
     if unknown:
         logger.warning("upstream reported unpriced tools %s: not charged", unknown)
-    cost = agent_cost(prices, agent_usage(tokens, invocations, prices))
-    return CostBreakdown(
-        input_micros=cost.input,
-        output_micros=cost.output,
-        cache_read_micros=cost.cache_read,
-        cache_creation_micros=cost.cache_write,
-        tools={t: ToolCost(c.invocations, c.cost_micros) for t, c in cost.tool_calls.items()},
-    )
+    return agent_cost(prices, agent_usage(tokens, invocations, prices))
 
 
 def agent_usage(
@@ -793,13 +800,9 @@ def agent_usage(
     )  # fmt: skip
 
 
-def meter_params(
-    call: Call, tokens: TokenUsage, cost: CostBreakdown, streamed: bool
-) -> dict[str, Any]:
+def meter_params(call: Call, tokens: TokenUsage, cost: AgentCost, streamed: bool) -> dict[str, Any]:
     """The metered request (gateway/metering.py METER_COLUMNS) of an Agent API response."""
     counts = agent_usage(tokens, {}).as_usage()
-    tools = {t: {"invocations": c.invocations, "cost_micros": c.micros}
-             for t, c in cost.tools.items()}  # fmt: skip
     return {
         "request_id": call.request_id,
         "group_id": call.key.group_id,
@@ -808,17 +811,9 @@ def meter_params(
         "api": AGENT,
         **counts_of(counts),
         "context_size": "low",
-        "input": cost.input_micros,
-        "output": cost.output_micros,
-        "citation": 0,
-        "reasoning": 0,
-        "search": 0,
-        "request": 0,
-        "cache_read": cost.cache_read_micros,
-        "cache_write": cost.cache_creation_micros,
-        "tools": cost.tool_calls_micros,
-        "tool_calls": tools,
-        "total": cost.total_micros,
+        **cost.parts(),
+        "tool_calls": cost.tool_calls_json(),
+        "total": cost.total,
         "streamed": streamed,
         "latency_ms": int((time.perf_counter() - call.started) * 1000),
         "created": time.time(),
@@ -857,6 +852,12 @@ def tokens_from_responses(usage: dict[str, Any]) -> TokenUsage:
         cache_creation_tokens=_int(written),
         reasoning_tokens=_int(output.get("reasoning_tokens")),
     )
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a result nobody awaits (no "exception was never retrieved" warning)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _int(value: Any) -> int:

@@ -21,12 +21,16 @@ class Batcher:
         self._running = 0
 
     async def submit(self, item: Any) -> Any:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: Any) -> asyncio.Future[Any]:
+        """Queue an item; its result is the future's (await it, or the item runs unawaited)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._running < self._inflight:
             self._running += 1
             asyncio.ensure_future(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         try:

@@ -25,9 +25,7 @@ from typing import Any
 import orjson
 
 from gateway.responses.build import (
-    CostBreakdown,
     TokenUsage,
-    ToolCost,
     message_item,
     new_id,
     response_object,
@@ -36,6 +34,7 @@ from gateway.responses.build import (
     usage_object,
 )
 from gateway.responses.request import ResponsesRequest, parse_request
+from usage.pricing import AgentCost, ToolCharge
 
 ANSWER = (
     "This answer comes from the portal's built-in simulator. Connect a real model server "
@@ -191,15 +190,20 @@ def agent_response(model: str, payload: dict[str, Any]) -> dict[str, Any]:
         reasoning_tokens=reasoning,
     )
     tools = {
-        tool: ToolCost(1, fee)
+        tool: ToolCharge(1, fee)
         for tool, fee in UPSTREAM_TOOL_FEES.items()
         if tool in request.tool_types
     }
-    cost = CostBreakdown(
-        input_micros=round((prompt - cached) * UPSTREAM_RATES["input"]),
-        output_micros=round(tokens.output_tokens * UPSTREAM_RATES["output"]),
-        cache_read_micros=round(cached * UPSTREAM_RATES["cache_read"]),
-        tools=tools,
+    cost = AgentCost(
+        input=round((prompt - cached) * UPSTREAM_RATES["input"]),
+        output=round(tokens.output_tokens * UPSTREAM_RATES["output"]),
+        citation=0,
+        reasoning=0,
+        search=0,
+        request=0,
+        cache_read=round(cached * UPSTREAM_RATES["cache_read"]),
+        tools=sum(t.cost_micros for t in tools.values()),
+        tool_calls=tools,
     )
     now = int(time.time())
     return response_object(

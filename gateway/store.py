@@ -57,6 +57,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.admission import Admission, Admissions
+from gateway.batching import Batcher
 from gateway.catalogue import Catalogue, ModelInfo
 from gateway.invalid_keys import InvalidKeyLimiter, TooManyInvalidKeys, client_bucket
 from gateway.keycache import KeyCache, KeyInfo
@@ -152,8 +153,26 @@ class Store:
         self.models = self.catalogue.models
         self.admit = self.admissions.admit
         self.meter = self.metering.meter
+        # Stored copies (the Agent API's responses): concurrent writes share one pipeline.
+        self._puts = Batcher(self._put_many, max_batch=128)
         self._tasks: list[asyncio.Task[None]] = []
         self._opened = False
+
+    def put(self, key: str, value: bytes, seconds: int) -> asyncio.Future[Any]:
+        """`SET key value EX seconds`, sent with the other writes waiting by then; await the
+        future for it to be written (it is sent whether or not it is awaited)."""
+        return self._puts.enqueue((key, value, seconds))
+
+    async def _put_many(self, items: list[tuple[str, bytes, int]]) -> list[Any]:
+        if len(items) == 1:
+            key, value, seconds = items[0]
+            await self.redis.set(key, value, ex=seconds)
+            return [None]
+        pipe = self.redis.pipeline(transaction=False)
+        for key, value, seconds in items:
+            pipe.set(key, value, ex=seconds)
+        await pipe.execute()
+        return [None] * len(items)
 
     async def open(self, *, settler: bool = True) -> None:
         if not self._opened:

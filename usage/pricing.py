@@ -185,6 +185,18 @@ class AgentCost(Cost):
 
     tool_calls: Mapping[str, ToolCharge] = field(default_factory=dict)
 
+    def as_response_cost(self) -> dict[str, Any]:  # the Agent API (Responses) shape
+        """The `usage.cost` object of an Agent API response, in dollars."""
+        return {
+            "currency": "USD",
+            "input_cost": self.input / PER_M,
+            "output_cost": self.output / PER_M,
+            "cache_read_cost": self.cache_read / PER_M,
+            "cache_creation_cost": self.cache_write / PER_M,
+            "tool_calls_cost": self.tools / PER_M,
+            "total_cost": self.total / PER_M,
+        }
+
     def tool_calls_json(self) -> dict[str, dict[str, int]]:
         """The usage event's `tool_calls`: {tool: {"invocations": n, "cost_micros": c}}."""
         return {

@@ -5,5 +5,5 @@ body, `build` makes the Response object, its usage (both the openai and the Perp
 vocabulary) and every streamed SSE event, `translate` carries a request, a reply and a stream
 across to and from an upstream that speaks only chat completions, and `tools` counts the tool
 invocations a Responses upstream reports. Prices are not here: the cost breakdown comes in as
-micro-dollars (`build.CostBreakdown`) and goes out in dollars.
+micro-dollars (`usage.pricing.AgentCost`) and goes out in dollars.
 """

@@ -24,12 +24,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.responses.request import ResponsesRequest
+from usage.pricing import AgentCost
 
 MICROS = 1_000_000
 
@@ -40,50 +41,6 @@ def new_id(prefix: str) -> str:
 
 def dollars(micros: int) -> float:
     return micros / MICROS
-
-
-@dataclass(frozen=True)
-class ToolCost:
-    """Invocations of one tool and what they cost, in micro-dollars."""
-
-    invocations: int
-    micros: int
-
-
-@dataclass(frozen=True)
-class CostBreakdown:
-    """What one response costs, in micro-dollars (computed by the pricing module)."""
-
-    input_micros: int = 0
-    output_micros: int = 0
-    cache_read_micros: int = 0
-    cache_creation_micros: int = 0
-    tools: Mapping[str, ToolCost] = field(default_factory=dict)
-
-    @property
-    def tool_calls_micros(self) -> int:
-        return sum(t.micros for t in self.tools.values())
-
-    @property
-    def total_micros(self) -> int:
-        return (
-            self.input_micros
-            + self.output_micros
-            + self.cache_read_micros
-            + self.cache_creation_micros
-            + self.tool_calls_micros
-        )
-
-    def as_cost(self) -> dict[str, Any]:
-        return {
-            "currency": "USD",
-            "input_cost": dollars(self.input_micros),
-            "output_cost": dollars(self.output_micros),
-            "cache_read_cost": dollars(self.cache_read_micros),
-            "cache_creation_cost": dollars(self.cache_creation_micros),
-            "tool_calls_cost": dollars(self.tool_calls_micros),
-            "total_cost": dollars(self.total_micros),
-        }
 
 
 @dataclass(frozen=True)
@@ -103,7 +60,7 @@ class TokenUsage:
 
 def usage_object(
     tokens: TokenUsage,
-    cost: CostBreakdown | None = None,
+    cost: AgentCost | None = None,
     tool_invocations: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Return `usage` in both SDKs' vocabulary; tool counts come from `cost` when it has them."""
@@ -121,18 +78,18 @@ def usage_object(
     }
     details: dict[str, Any] = {}
     if cost is not None:
-        for tool, spent in cost.tools.items():
+        for tool, spent in cost.tool_calls.items():
             details[tool] = {
                 "invocation": spent.invocations,
-                "cost": dollars(spent.micros),
-                "cost_usd": dollars(spent.micros),
+                "cost": dollars(spent.cost_micros),
+                "cost_usd": dollars(spent.cost_micros),
             }
     for tool, count in (tool_invocations or {}).items():
         details.setdefault(tool, {"invocation": count})
     if details:
         usage["tool_calls_details"] = details
     if cost is not None:
-        usage["cost"] = cost.as_cost()
+        usage["cost"] = cost.as_response_cost()
     return usage
 
 

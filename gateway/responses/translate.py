@@ -18,7 +18,6 @@ import orjson
 
 from core.api_errors import invalid_request
 from gateway.responses.build import (
-    CostBreakdown,
     EventWriter,
     TokenUsage,
     function_call_item,
@@ -30,6 +29,7 @@ from gateway.responses.build import (
     usage_object,
 )
 from gateway.responses.request import ResponsesRequest
+from usage.pricing import AgentCost
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -203,7 +203,7 @@ def response_from_chat(
     request: ResponsesRequest,
     response_id: str,
     model: str,
-    cost: CostBreakdown | None = None,
+    cost: AgentCost | None = None,
     created_at: int | None = None,
 ) -> dict[str, Any]:
     """Return the Response object for a chat completion; `cost` comes from the pricing module."""
@@ -404,7 +404,7 @@ class ChatStreamTranslator:
     def _close_all(self) -> list[bytes]:
         return self._close_text() + self._close_calls()
 
-    def finish(self, cost: CostBreakdown | None = None) -> list[bytes]:
+    def finish(self, cost: AgentCost | None = None) -> list[bytes]:
         """Close what is open and send `response.completed` with usage (and cost, if given)."""
         out = self._close_all()
         status, incomplete = _status(self.finish_reason)

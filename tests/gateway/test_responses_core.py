@@ -18,10 +18,8 @@ import pytest
 from core.api_errors import GatewayError
 from gateway import simulator
 from gateway.responses.build import (
-    CostBreakdown,
     EventWriter,
     TokenUsage,
-    ToolCost,
     message_item,
     open_events,
     response_object,
@@ -31,6 +29,7 @@ from gateway.responses.build import (
 from gateway.responses.request import parse_request
 from gateway.responses.tools import tool_invocations
 from gateway.responses.translate import ChatStreamTranslator, chat_request, response_from_chat
+from usage.pricing import AgentCost, ToolCharge
 
 Handler = Callable[[dict[str, Any]], "bytes | Iterator[bytes]"]
 SEARCH = [{"type": "web_search"}]
@@ -69,12 +68,17 @@ def perplexity_client(handler: Handler) -> perplexity.Perplexity:
     )  # fmt: skip
 
 
-COST = CostBreakdown(
-    input_micros=250,  # 1000 uncached tokens at $0.25/1M
-    output_micros=875,  # 350 tokens at $2.50/1M
-    cache_read_micros=13,
-    cache_creation_micros=7,
-    tools={"web_search": ToolCost(2, 5000), "fetch_url": ToolCost(1, 500)},
+COST = AgentCost(
+    input=250,  # 1000 uncached tokens at $0.25/1M
+    output=875,  # 350 tokens at $2.50/1M
+    citation=0,
+    reasoning=0,
+    search=0,
+    request=0,
+    cache_read=13,
+    cache_write=7,
+    tools=5500,
+    tool_calls={"web_search": ToolCharge(2, 5000), "fetch_url": ToolCharge(1, 500)},
 )
 TOKENS = TokenUsage(
     input_tokens=1200,
@@ -126,7 +130,7 @@ def test_both_sdks_read_usage_and_cost_in_their_own_vocabulary():
     cost = usage.cost
     assert cost.currency == "USD"
     # Micro-dollars in, dollars out, exactly: 250 + 875 + 13 + 7 + 5000 + 500.
-    assert round(cost.total_cost * 1_000_000) == COST.total_micros == 6645
+    assert round(cost.total_cost * 1_000_000) == COST.total == 6645
     assert round(cost.tool_calls_cost * 1_000_000) == 5500
     assert (cost.input_cost, cost.output_cost) == (0.00025, 0.000875)
     assert (cost.cache_read_cost, cost.cache_creation_cost) == (0.000013, 0.000007)
