@@ -75,7 +75,7 @@ from gateway.responses.translate import (
     response_from_chat,
     tokens_from_chat,
 )
-from usage.metrics import counts_of
+from usage.metrics import COUNTS
 from usage.pricing import AgentCost, AgentPrices, AgentUsage, agent_cost
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ LIFECYCLE = frozenset(
     }
 )
 TERMINAL = frozenset({"response.completed", "response.incomplete"})
+NO_COUNTS = dict.fromkeys(COUNTS, 0)
 
 
 def stored_key(response_id: str) -> str:
@@ -155,9 +156,19 @@ class Call:
     deltas: list[bytes] = field(default_factory=list)  # text deltas passed on as they came
     last_raw: bytes | None = None  # the last frame passed on unparsed (its sequence_number)
     done_items: list[dict[str, Any]] = field(default_factory=list)
+    done_frames: list[bytes] = field(default_factory=list)  # `output_item.done`, parsed on a stop
     reported: TokenUsage | None = None  # usage the upstream reported before stopping
     prices: AgentPrices | None = None  # the catalogue's, as of this request's admission
     partial: AgentCost | None = None  # what a response that stopped early was charged
+
+    def completed_items(self) -> list[dict[str, Any]]:
+        """The output items finished so far (the passed-on frames parsed only now)."""
+        items = list(self.done_items)
+        for frame in self.done_frames:
+            _, data = parse_frame(frame)
+            if data is not None and isinstance(data.get("item"), dict):
+                items.append(data["item"])
+        return items
 
     def delivered_chars(self) -> int:
         """Output text delivered so far: the counted chars and the raw deltas, parsed only now."""
@@ -513,6 +524,8 @@ class AgentAPI:
                 if kind is not None:  # passed on as it is
                     if kind == b"response.output_text.delta":
                         call.deltas.append(frame)
+                    elif kind == b"response.output_item.done":
+                        call.done_frames.append(frame)
                     call.last_raw = frame
                     out.append(frame)
                     continue
@@ -543,8 +556,6 @@ class AgentAPI:
                     frame = reframe(kind_, data)
                 elif kind_ == "response.output_text.delta" and isinstance(data.get("delta"), str):
                     call.text_chars += len(data["delta"])
-                elif kind_ == "response.output_item.done" and isinstance(data.get("item"), dict):
-                    call.done_items.append(data["item"])
                 out.append(frame)
             if out:
                 await emit(b"".join(out))
@@ -617,7 +628,7 @@ class AgentAPI:
             cache_read_tokens=reported.cache_read_tokens,
             cache_creation_tokens=reported.cache_creation_tokens,
         )
-        cost = self.price(call, tokens, invocations_from_items(call.done_items))
+        cost = self.price(call, tokens, invocations_from_items(call.completed_items()))
         try:
             await self.meter(store, call, tokens, cost, True)
         except Exception as failed:  # not recorded, so not charged
@@ -673,7 +684,7 @@ class AgentAPI:
             usage = usage_object(call.reported, call.partial)
         final = response_object(
             response_id=call.response_id, model=call.model.name, request=call.request,
-            status=status, output=call.done_items, usage=usage, created_at=call.created_at,
+            status=status, output=call.completed_items(), usage=usage, created_at=call.created_at,
             completed_at=int(time.time()), error=error,
         )  # fmt: skip
         await self.save(store, call, final)
@@ -802,14 +813,17 @@ def agent_usage(
 
 def meter_params(call: Call, tokens: TokenUsage, cost: AgentCost, streamed: bool) -> dict[str, Any]:
     """The metered request (gateway/metering.py METER_COLUMNS) of an Agent API response."""
-    counts = agent_usage(tokens, {}).as_usage()
     return {
         "request_id": call.request_id,
         "group_id": call.key.group_id,
         "key_id": call.key.id,
         "model_id": call.model.id,
         "api": AGENT,
-        **counts_of(counts),
+        **NO_COUNTS,  # the Agent API counts tokens (as AgentUsage.as_usage does) and no more
+        "prompt_tokens": tokens.input_tokens,
+        "completion_tokens": tokens.output_tokens,
+        "cache_read_tokens": tokens.cache_read_tokens,
+        "cache_write_tokens": tokens.cache_creation_tokens,
         "context_size": "low",
         **cost.parts(),
         "tool_calls": cost.tool_calls_json(),
@@ -897,10 +911,9 @@ def parse_frame(frame: bytes) -> tuple[str, dict[str, Any] | None]:
     return kind or str(parsed.get("type", "")), parsed
 
 
-# Events the proxy must read (lifecycle: our id and model; failures; finished items: tools).
-PARSED = frozenset(
-    k.encode() for k in (*LIFECYCLE, "error", "response.failed", "response.output_item.done")
-)
+# Events the proxy must read (lifecycle: our id and model; failures). Finished items and text
+# deltas pass as they came and are parsed only if the response stops early (Call).
+PARSED = frozenset(k.encode() for k in (*LIFECYCLE, "error", "response.failed"))
 
 
 def _raw_kind(frame: bytes) -> bytes | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from usage.metrics import COST_PARTS, PER_K, PER_M, PRICED, REQUEST_FEES
@@ -78,7 +79,7 @@ class Cost:
     cache_write: int = 0
     tools: int = 0
 
-    @property
+    @cached_property  # frozen: computed once (a cached_property writes __dict__ directly)
     def total(self) -> int:
         return sum(self.parts().values())
 

@@ -6,6 +6,7 @@ Each call checks what a customer would: the group's balance moved by exactly the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -446,3 +447,35 @@ def test_chat_completions_refuse_an_agent_api_model(gateway, funded_group, api_k
     response = gateway.chat(api_key, model=AGENT_MODEL)
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     assert UsageEvent.objects.count() == 0
+
+
+def test_concurrent_responses_are_all_stored_and_charged(gateway, funded_group, api_key):
+    """Stored copies are written in batches (one pipeline for the responses finishing together):
+    each of 24 concurrent responses, streamed or not, is retrievable with its own answer and was
+    charged exactly what it reported."""
+
+    async def one(client: openai.AsyncOpenAI, i: int) -> tuple[str, str, int]:
+        question = f"Question number {i}: {QUESTION}"
+        if i % 2:
+            stream = await client.responses.create(model=AGENT_MODEL, input=question, stream=True)
+            events = [e async for e in stream]
+            response = events[-1].response
+        else:
+            response = await client.responses.create(model=AGENT_MODEL, input=question)
+        return response.id, response.output_text, micros(cost_of(response.usage)["total_cost"])
+
+    async def run() -> list[tuple[str, str, int]]:
+        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=api_key, max_retries=0)
+        async with client:
+            return await asyncio.gather(*(one(client, i) for i in range(24)))
+
+    before = balance(funded_group)
+    results = asyncio.run(run())
+    client = openai_client(gateway, api_key)
+    for rid, text, _ in results:
+        stored = client.responses.retrieve(rid)
+        assert stored.output_text == text
+    assert len({rid for rid, _, _ in results}) == 24
+    gateway.settled()
+    assert balance(funded_group) == before - sum(c for _, _, c in results)
+    assert UsageEvent.objects.count() == 24
