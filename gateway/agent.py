@@ -484,7 +484,9 @@ class AgentAPI:
         ) as resp:  # fmt: skip
             buffer = b""
             async for data in resp.content.iter_any():
-                buffer += data
+                # With what else has arrived by now: one send for the events that came together
+                # (iter_any gives one network read at a time).
+                buffer += data + resp.content.read_nowait()
                 if b"\n\n" not in buffer:
                     continue
                 *events, buffer = buffer.split(b"\n\n")
