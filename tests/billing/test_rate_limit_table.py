@@ -21,7 +21,7 @@ def table(client, group) -> tuple[str, dict[str, tuple[str, str, str]]]:  # type
     text = page.content.decode()
     card = text[text.index("<h2>Rate limits</h2>") :]
     card = card[: card.index("</table>")]
-    return card, {label: rest for label, *rest in ROW.findall(card)}  # type: ignore[misc]
+    return card, {label: tuple(rest) for label, *rest in ROW.findall(card)}
 
 
 def test_the_table_shows_each_familys_limit_for_the_groups_tier(admin_client, group):
@@ -36,7 +36,7 @@ def test_the_table_shows_each_familys_limit_for_the_groups_tier(admin_client, gr
     assert rows["Async chat completions: get"] == ("6000", "—", "")
     assert rows["Embeddings (both endpoints)"][:2] == ("50", "—")
     assert "Not published by Perplexity" in rows["Embeddings (both endpoints)"][2]
-    assert rows["my-llama (chat completions)"] == ("7", "—", "This model&#x27;s own limit")
+    assert rows["my-llama (chat completions)"] == ("7", "—", "This model's own limit")
     assert not any(label.startswith("perplexity/") for label in rows)  # in the Agent API's
 
     ledger_post(group=group, amount_micros=300_000_000, kind="purchase", reference="pi_t2")
