@@ -53,8 +53,8 @@ SPEND_TTL = 30
 # it; other workers see them at most this much later.
 SETTLE_DELAY = 0.002
 # The purchase thresholds of tiers 1..5, as admit.lua compares them with the cached purchases.
-TIER_ARGS = tuple(tier.min_purchased_micros for tier in TIERS[1:])
-NO_RATE = ("", "", *(0,) * 14)  # keys and args of a request not rate-limited
+TIER_ARGS = tuple(str(tier.min_purchased_micros).encode() for tier in TIERS[1:])
+NO_RATE = ("", "", *(b"0",) * 14)  # keys and args of a request not rate-limited
 
 ADMIT_LUA = lua("settle_one", "admit")
 SETTLE_LUA = lua("settle_one", "settle")
