@@ -20,6 +20,7 @@ from gateway.store import KeyInfo, Store
 from keys.services import api_key_create
 from tests.factories import GroupFactory
 from tests.gateway.conftest import _serve
+from usage.catalogue import catalogue_sync
 from usage.models import RateLimit, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -173,8 +174,6 @@ def run_admission(body):  # type: ignore[no-untyped-def]
 
 
 def test_admit_rate_counts_without_a_credit_check_and_admit_takes_a_family(db):
-    from usage.catalogue import catalogue_sync
-
     catalogue_sync()
     limit("async_list", per_minute=[2] * 6)
     group = GroupFactory()  # no credits at all: tier 0
