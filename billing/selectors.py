@@ -19,21 +19,28 @@ from billing.models import (
     PaymentMethod,
     PaymentStatus,
 )
-from usage.models import AIModel
-from usage.tiers import Tier, next_tier, tier_for
+from usage.models import AIModel, RateLimit
+from usage.tiers import Tier, default_family, family_label, next_tier, own_limits, tier_for
 
 
 @dataclass(frozen=True)
-class ModelLimit:
-    model: str
-    rpm: int
+class FamilyLimit:
+    """An API family's limit at one tier, per API group: requests per minute and/or second."""
+
+    family: str
+    label: str
+    rpm: int | None
+    rps: int | None
+    # "published": Perplexity's number; "ours": Perplexity publishes none (the operator's
+    # choice); "model": a model limited by its own rate_limit_rpm (no [limits] row).
+    source: str = "published"
 
 
 @dataclass(frozen=True)
 class TierInfo:
     tier: Tier
     next: Tier | None
-    limits: list[ModelLimit]
+    limits: list[FamilyLimit]
 
 
 def credit_account_get(*, group: Any) -> CreditAccount:
@@ -81,11 +88,30 @@ def receipts_for_group(*, group: Any) -> QuerySet[Payment]:
 
 
 def tier_info(*, account: CreditAccount) -> TierInfo:
+    """The group's tier and each API family's limit at it (as the gateway applies them)."""
     tier = tier_for(account.purchased_micros)
+    rows = {r.name: r for r in RateLimit.objects.filter(enabled=True)}
     limits = [
-        ModelLimit(m.name, m.rate_limit_rpm * tier.multiplier)
-        for m in AIModel.objects.filter(enabled=True).only("name", "rate_limit_rpm")
+        FamilyLimit(
+            name,
+            family_label(name),
+            r.per_minute[tier.number] if r.per_minute else None,
+            r.per_second[tier.number] if r.per_second else None,
+            "published" if r.published else "ours",
+        )
+        for name, r in rows.items()
     ]
+    for m in AIModel.objects.filter(enabled=True).only("name", "api", "rate_limit_rpm"):
+        if default_family(m.name, m.apis) not in rows:
+            limits.append(
+                FamilyLimit(
+                    m.name,
+                    family_label(m.name),
+                    own_limits(m.rate_limit_rpm)[tier.number],
+                    None,
+                    "model",
+                )
+            )
     return TierInfo(tier=tier, next=next_tier(account.purchased_micros), limits=limits)
 
 

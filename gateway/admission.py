@@ -2,9 +2,18 @@
 
 The admission script (gateway/lua/admit.lua) first settles the costs this worker metered since its
 last call, then reads the group's balance and the key's month-to-date spend and counts the request
-against the per-key rate limit. Admissions waiting while one is in flight share the next call
-(gateway/batching.py). A cache miss reads the account or the spend from PostgreSQL, less what the
-usage stream still owes it (gateway/settlement.py).
+against its API family's rate limit (gateway/catalogue.py RateInfo). Admissions waiting while one
+is in flight share the next call (gateway/batching.py). A cache miss reads the account or the
+spend from PostgreSQL, less what the usage stream still owes it (gateway/settlement.py).
+
+Rate limits (usage/tiers.py, `[limits]` in usage/catalogue.toml) are counted per API group and
+family, shared by all the group's keys and by every gateway worker: one Redis counter per window
+(`portal:rl:<group>:<family>:<seconds>:<window number>`, a fixed window of one minute and/or one
+second). The script knows the group's tier from its cached purchases and refuses a request at
+the limit without counting it. At most `limit` requests are admitted per window in all; across a
+window's boundary a client can get up to 2 × limit within one window's length (the fixed
+window's slack, where Perplexity's leaky bucket has none). With the account not cached (a miss,
+every ACCOUNT_TTL or after a purchase) the request is counted first and checked after the load.
 
 Overdraft bound: admission reads the cached balance without reserving anything, so requests
 admitted concurrently while the balance is still positive are all served and charged: a group can
@@ -29,10 +38,11 @@ from psycopg_pool import AsyncConnectionPool
 from billing.balance_cache import key as balance_key
 from billing.balance_cache import top_up_key
 from gateway.batching import Batcher
-from gateway.catalogue import ModelInfo
+from gateway.catalogue import RateInfo
 from gateway.keycache import KeyInfo
 from gateway.settlement import UNSETTLED, owed_by_group, owed_by_key
 from gateway.sources import lua, sql
+from usage.tiers import TIERS
 
 log = logging.getLogger("portal.gateway")
 
@@ -42,7 +52,9 @@ SPEND_TTL = 30
 # on its own. Within one worker no admission ever sees a balance without the costs settled before
 # it; other workers see them at most this much later.
 SETTLE_DELAY = 0.002
-RATE_WINDOW_TTL = 61  # seconds a per-minute rate-limit counter lives
+# The purchase thresholds of tiers 1..5, as admit.lua compares them with the cached purchases.
+TIER_ARGS = tuple(str(tier.min_purchased_micros).encode() for tier in TIERS[1:])
+NO_RATE = ("", "", *(b"0",) * 14)  # keys and args of a request not rate-limited
 
 ADMIT_LUA = lua("settle_one", "admit")
 SETTLE_LUA = lua("settle_one", "settle")
@@ -59,7 +71,16 @@ class Admission:
     balance_micros: int
     purchased_micros: int
     spend_micros: int | None
-    requests_this_window: int
+    # Requests of the group's family in each window of its RateInfo (this one included when
+    # counted); `refused` is the window (1 or 2) at its limit, 0 if none; `tier` is -1 when the
+    # script did not know it (the account was not cached).
+    counts: tuple[int, int] = (0, 0)
+    refused: int = 0
+    tier: int = -1
+
+    @property
+    def requests_this_window(self) -> int:
+        return self.counts[0]
 
 
 def month_start(now: float | None = None) -> datetime:
@@ -106,20 +127,35 @@ class Admissions:
         self._unsettled: dict[tuple[str, ...], list[Any]] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
 
-    async def admit(self, key: KeyInfo, model: ModelInfo, window: int) -> Admission:
+    async def admit(
+        self, key: KeyInfo, rate: RateInfo | None, now: float, *, spend: bool = True
+    ) -> Admission:
+        """Read the balance (and the key's spend, unless `spend` is False) and count the request
+        against `rate` (None: not limited), in one round trip."""
         acct_key = balance_key(key.group_id)
-        spend = spend_key(key)
-        rl_key = f"portal:rl:{key.id}:{model.id}:{window}"
-        bal, paid, spent, count = await self._admissions.submit((acct_key, spend, rl_key))
+        spend_at = spend_key(key) if spend else ""
+        if rate is None or not rate.windows:
+            item: tuple[Any, ...] = (acct_key, spend_at, *NO_RATE)
+        else:
+            counters = [
+                f"portal:rl:{key.group_id}:{rate.key}:{seconds}:{int(now // seconds)}"
+                for seconds, _ in rate.windows
+            ]
+            if len(counters) == 1:
+                counters.append("")
+            item = (acct_key, spend_at, *counters, *rate.args)
+        bal, paid, spent, n1, n2, refused, tier = await self._admissions.submit(item)
         if bal is None:
             bal, paid = await self._load_account(key.group_id)
-        if spend and spent is None:
-            spent = await self._load_spend(key, spend)
+        if spend_at and spent is None:
+            spent = await self._load_spend(key, spend_at)
         return Admission(
             balance_micros=int(bal),
             purchased_micros=int(paid or 0),
             spend_micros=int(spent) if spent is not None else None,
-            requests_this_window=int(count),
+            counts=(int(n1), int(n2)),
+            refused=int(refused),
+            tier=int(tier),
         )
 
     async def _load_account(self, group_id: int) -> tuple[int, int]:
@@ -144,10 +180,13 @@ class Admissions:
         await self.redis.set(spend_key, spend, ex=SPEND_TTL, nx=True)
         return spend
 
-    async def _admit_many(self, items: list[tuple[str, str, str]]) -> list[Any]:
+    async def _admit_many(self, items: list[tuple[Any, ...]]) -> list[Any]:
         settles = self._take_unsettled()
-        keys = [k for item, _, _ in settles for k in item] + [k for item in items for k in item]
-        args = [RATE_WINDOW_TTL, len(settles), *(cost for _, cost, _ in settles)]
+        keys = [k for item, _, _ in settles for k in item]
+        args: list[Any] = [len(settles), *TIER_ARGS, *(cost for _, cost, _ in settles)]
+        for item in items:  # 4 keys, then 14 args (see admit.lua)
+            keys += item[:4]
+            args += item[4:]
         # Should this call fail, its settlements are not re-sent (Redis may have applied them): a
         # cached balance that is too high is corrected when it expires and is re-read from
         # PostgreSQL (ACCOUNT_TTL), which has every debit.

@@ -255,7 +255,7 @@ class AgentAPI:
             history = list(previous.get("conversation") or [])
         if model.upstream_api == CHAT_UPSTREAM:
             chat_request(request, model.upstream_model)  # refuses built-in tools (400) first
-        await self.app.admit(store, key, model, headers)
+        await self.app.admit(store, key, model, headers, family="agent")
         call = Call(key, model, request, request_id, new_id("resp"), time.perf_counter(), history,
                     prices=catalogue.agent_prices(model))  # fmt: skip
         if request.background:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -42,6 +43,7 @@ from gateway.store import (
     Admission,
     KeyInfo,
     ModelInfo,
+    RateInfo,
     Store,
     TooManyInvalidKeys,
     client_bucket,
@@ -204,21 +206,34 @@ class GatewayApp:
             return await self.stream(send, store, key, model, payload, request_id, headers, started)
         return await self.complete(send, store, key, model, payload, request_id, headers, started)
 
-    async def admit(self, store: Store, key: KeyInfo, model: ModelInfo, headers: list) -> None:
-        """Admission (balance, spend limit, rate limit): its headers added, or the refusal."""
-        window = int(time.time() // 60)
-        admission = await store.admit(key, model, window)
-        limit = model.rate_limit_rpm * tier_for(admission.purchased_micros).multiplier
-        reset = 60 - int(time.time()) % 60
-        headers += [
-            (b"x-ratelimit-limit-requests", str(limit).encode()),
-            (
-                b"x-ratelimit-remaining-requests",
-                str(max(0, limit - admission.requests_this_window)).encode(),
-            ),
-            (b"x-ratelimit-reset-requests", f"{reset}s".encode()),
-        ]
-        self.check_admission(key, admission, limit, reset)
+    async def admit(
+        self, store: Store, key: KeyInfo, model: ModelInfo, headers: list,
+        family: str | None = None,
+    ) -> None:  # fmt: skip
+        """Admission (balance, spend limit, rate limit): its headers added, or the refusal.
+
+        `family` is the API family the request counts in (usage.tiers: "agent", "search",
+        "embeddings", "async_create", …, or a chat model's name); None derives it from the model
+        (a chat model's own family, else its API's).
+        """
+        rate = store.catalogue.rate_limit(model, family)
+        now = time.time()
+        admission = await store.admit(key, rate, now)
+        refusal = rate_limited(rate, admission, now, headers)
+        self.check_admission(key, admission)
+        if refusal is not None:
+            raise refusal
+
+    async def admit_rate(self, store: Store, key: KeyInfo, family: str, headers: list) -> None:
+        """The rate limit alone (no credit or spend check), for requests that are never billed
+        (GET /async/chat/completions[/{id}]): its headers added, or the 429."""
+        await store.models()  # the catalogue (and its limits) read
+        rate = store.catalogue.rate_limit(None, family)
+        now = time.time()
+        admission = await store.admit(key, rate, now, spend=False)
+        refusal = rate_limited(rate, admission, now, headers)
+        if refusal is not None:
+            raise refusal
 
     async def authenticate(self, scope: Scope) -> KeyInfo:
         auth = b""
@@ -311,7 +326,7 @@ class GatewayApp:
         )
 
     @staticmethod
-    def check_admission(key: KeyInfo, admission: Admission, limit: int, reset: int) -> None:
+    def check_admission(key: KeyInfo, admission: Admission) -> None:
         if admission.balance_micros <= 0:
             raise GatewayError(
                 402,
@@ -331,14 +346,6 @@ class GatewayApp:
                 "This API key has reached its monthly spend limit. An Admin can raise it on "
                 "the API Keys page.",
                 type_="insufficient_quota",
-            )
-        if admission.requests_this_window > limit:
-            raise GatewayError(
-                429,
-                "rate_limit_exceeded",
-                f"Rate limit of {limit} requests per minute for this key and model reached.",
-                type_="rate_limit_error",
-                headers=[(b"retry-after", str(reset).encode())],
             )
 
     # --- upstream -----------------------------------------------------------------------------
@@ -593,6 +600,56 @@ class GatewayApp:
                 "created": time.time(),
             },
         )
+
+
+def rate_limited(
+    rate: RateInfo | None, admission: Admission, now: float, headers: list
+) -> GatewayError | None:
+    """Add the x-ratelimit-* headers OpenAI clients read (of the window that refused the request,
+    else of the family's first window: requests per minute where it has one); the 429 if over.
+
+    The counts are the group's, across all its keys and the gateway's workers (gateway/admission.py).
+    """
+    if rate is None or not rate.windows:
+        return None
+    tier = admission.tier if admission.tier >= 0 else tier_for(admission.purchased_micros).number
+    over = admission.refused - 1
+    if over < 0:  # not checked in Redis (tier unknown there): check the counts here
+        for i, (_, limits) in enumerate(rate.windows):
+            if admission.counts[i] > limits[tier]:
+                over = i
+                break
+    seconds, limits = rate.windows[max(over, 0)]
+    limit = limits[tier]
+    wait = (now // seconds + 1) * seconds - now  # to the end of the window
+    remaining = 0 if over >= 0 else max(0, limit - admission.counts[max(over, 0)])
+    headers += [
+        (b"x-ratelimit-limit-requests", str(limit).encode()),
+        (b"x-ratelimit-remaining-requests", str(remaining).encode()),
+        (b"x-ratelimit-reset-requests", reset_text(wait).encode()),
+    ]
+    if over < 0:
+        return None
+    unit = "minute" if seconds == 60 else "second"
+    return GatewayError(
+        429,
+        "rate_limit_exceeded",
+        f"Rate limit reached for “{rate.family}”: {limit} requests per {unit} at usage tier "
+        f"{tier}, shared by all keys of your API group. Retry after {math.ceil(wait)} s; "
+        "buying credits raises the tier.",
+        type_="rate_limit_error",
+        headers=[
+            (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+            (b"retry-after-ms", str(max(1, math.ceil(wait * 1000))).encode()),
+        ],
+    )
+
+
+def reset_text(seconds: float) -> str:
+    """A duration as OpenAI writes x-ratelimit-reset-*: "20ms", "1s", "59s"."""
+    if seconds < 1:
+        return f"{max(1, math.ceil(seconds * 1000))}ms"
+    return f"{math.ceil(seconds)}s"
 
 
 class Relayed:

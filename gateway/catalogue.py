@@ -3,8 +3,9 @@ and the effort presets of the Agent API, re-read from PostgreSQL every CATALOGUE
 one request; the others use the catalogue in hand).
 
 `models()` is {name: ModelInfo}; after it, `tool_fees` is {tool type: micros per 1,000
-invocations} (a tool missing from it has no enabled ToolPrice: refuse it) and `presets` is
-{name or alias: PresetInfo}, both as of the same read.
+invocations} (a tool missing from it has no enabled ToolPrice: refuse it), `presets` is
+{name or alias: PresetInfo} and `rate_limit(model, family)` the RateInfo a request counts
+against, all as of the same read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.sources import sql
 from usage.metrics import PRICES
 from usage.pricing import AgentPrices, Prices
+from usage.tiers import TIER_COUNT, default_family, own_limits
 
 log = logging.getLogger("portal.gateway")
 
@@ -29,6 +31,7 @@ CATALOGUE_TTL = 5.0
 CATALOGUE_SQL = sql("catalogue", prices=", ".join(PRICES))
 TOOLS_SQL = sql("catalogue_tools")
 PRESETS_SQL = sql("catalogue_presets")
+LIMITS_SQL = sql("catalogue_limits")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,39 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class RateInfo:
+    """The limit a request counts against: per API group, in one or two fixed windows.
+
+    `windows` is ((seconds, (limit at tier 0, …, tier 5)), …): one minute and/or one second.
+    `args` is what gateway/lua/admit.lua reads for it, built once here: for each of two windows
+    its counter's TTL and its 6 tier limits (zeros for a window it does not have), as bytes.
+    """
+
+    family: str  # what a 429 names: the family, or the model limited by its own rate_limit_rpm
+    key: str  # the counters' name part (the family, or "model:<id>")
+    windows: tuple[tuple[int, tuple[int, ...]], ...]
+    args: tuple[bytes, ...]
+
+
+def rate_info(family: str, key: str, per_minute: Any, per_second: Any) -> RateInfo:
+    windows = tuple(
+        (seconds, tuple(limits))
+        for seconds, limits in ((60, per_minute), (1, per_second))
+        if limits is not None and len(limits) == TIER_COUNT
+    )
+    args: list[int] = []
+    for seconds, limits in (*windows, (0, (0,) * TIER_COUNT))[:2]:
+        args += [seconds + 1 if seconds else 0, *limits]
+    # Encoded once here: the client would otherwise encode 14 numbers per request.
+    return RateInfo(family, key, windows, tuple(str(arg).encode() for arg in args))
+
+
+def own_rate(model: ModelInfo) -> RateInfo:
+    """A model whose family has no limit row: rate_limit_rpm × the tier's multiplier."""
+    return rate_info(model.name, f"model:{model.id}", own_limits(model.rate_limit_rpm), None)
+
+
+@dataclass(frozen=True)
 class PresetInfo:
     """An effort preset: its name, the model it runs on and the settings it implies
     (max_steps, reasoning_effort, max_output_tokens, tools: a list of tool types)."""
@@ -66,6 +102,8 @@ class Catalogue:
         self._models: dict[str, ModelInfo] = {}
         self.tool_fees: dict[str, int] = {}
         self.presets: dict[str, PresetInfo] = {}
+        self.limits: dict[str, RateInfo] = {}  # by family
+        self._model_rates: dict[str, RateInfo] = {}  # by model name: its default family's
         self._loaded = 0.0
         self._refreshing = False
 
@@ -83,6 +121,8 @@ class Catalogue:
                     tools = await cur.fetchall()
                     cur = await conn.execute(PRESETS_SQL)
                     presets = await cur.fetchall()
+                    cur = await conn.execute(LIMITS_SQL)
+                    limits = await cur.fetchall()
             except psycopg.OperationalError as exc:
                 if not self._models:
                     raise
@@ -95,8 +135,27 @@ class Catalogue:
             self._models = {r[1]: _model(r) for r in rows}
             self.tool_fees = {name: fee for name, fee in tools}
             self.presets = _presets(presets)
+            self.limits = {name: rate_info(name, name, pm, ps) for name, pm, ps in limits}
+            self._model_rates = {
+                m.name: self.limits.get(default_family(m.name, m.apis)) or own_rate(m)
+                for m in self._models.values()
+            }
             self._loaded = time.monotonic()
         return self._models
+
+    def rate_limit(self, model: ModelInfo | None, family: str | None) -> RateInfo | None:
+        """What a request counts against: the family's limit; without a family, the model's
+        default family's (usage.tiers.default_family); a family with no row falls back to the
+        model's own rate_limit_rpm. None (no model, no row): not limited."""
+        if family is None:
+            if model is None:
+                return None
+            found = self._model_rates.get(model.name)
+            return found if found is not None else own_rate(model)
+        found = self.limits.get(family)
+        if found is not None or model is None:
+            return found
+        return own_rate(model)
 
     def agent_prices(self, model: ModelInfo) -> AgentPrices:
         """The prices of an Agent API response on this model (for usage.pricing.agent_cost)."""

@@ -2,7 +2,8 @@
 
 Per request, in steady state: one Redis round trip before the upstream call (a Lua script that
 settles the costs this worker metered since its last call, then reads the group's balance and
-tier and the key's month-to-date spend, and counts the request against the per-key rate limit),
+tier and the key's month-to-date spend, and counts the request against its API group's limit for
+the request's API family, refusing it at the limit: see gateway/admission.py),
 and one round trip after it to record the usage, in one of two ways (`GATEWAY_METERING`):
 
 - "commit": one PostgreSQL statement (`METER_SQL`, gateway/sql/meter.sql) inserts the usage event
@@ -58,7 +59,7 @@ from redis.backoff import NoBackoff
 
 from gateway.admission import Admission, Admissions
 from gateway.batching import Batcher
-from gateway.catalogue import Catalogue, ModelInfo
+from gateway.catalogue import Catalogue, ModelInfo, RateInfo
 from gateway.invalid_keys import InvalidKeyLimiter, TooManyInvalidKeys, client_bucket
 from gateway.keycache import KeyCache, KeyInfo
 from gateway.metering import Metering
@@ -80,6 +81,7 @@ __all__ = [
     "Admission",
     "KeyInfo",
     "ModelInfo",
+    "RateInfo",
     "Store",
     "TooManyInvalidKeys",
     "client_bucket",

@@ -301,7 +301,8 @@ def group_update(request: ManagementRequest, payload: s.GroupUpdate) -> dict[str
     url_name="billing",
 )
 def billing_get(request: ManagementRequest) -> dict[str, Any]:
-    """Balance, usage tier and the per-model rate limits it gives, auto top-up settings."""
+    """Balance, usage tier and the rate limits it gives (per API family, shared by the group's
+    keys), auto top-up settings."""
     account = credit_account_get(group=request.group)
     info = tier_info(account=account)
     profile = billing_profile_for(group=request.group)
@@ -312,7 +313,15 @@ def billing_get(request: ManagementRequest) -> dict[str, Any]:
         "blocked": account.balance_micros <= 0,
         "tier": tier_json(info.tier),
         "next_tier": tier_json(info.next),
-        "limits": [{"model": m.model, "requests_per_minute": m.rpm} for m in info.limits],
+        "limits": [
+            {
+                "family": m.family,
+                "requests_per_minute": m.rpm,
+                "requests_per_second": m.rps,
+                "published": m.source == "published",
+            }
+            for m in info.limits
+        ],
         "auto_top_up": {
             "enabled": profile.auto_top_up_enabled,
             **money("threshold", profile.auto_top_up_threshold_micros),

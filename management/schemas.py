@@ -245,14 +245,25 @@ class Group(Out):
 
 class Tier(Out):
     number: int
-    rate_limit_multiplier: int
+    rate_limit_multiplier: int = Field(
+        description="Applies only to models with no [limits] row: their requests per minute "
+        "are rate_limit_rpm × this."
+    )
     min_purchased_micros: Micros
     min_purchased_display: Display
 
 
-class ModelLimit(Out):
-    model: str
-    requests_per_minute: int
+class FamilyLimit(Out):
+    family: str = Field(
+        description='The API family: a chat model\'s name ("sonar", …), "agent", "search", '
+        '"embeddings", "async_create", "async_get" or "async_list".'
+    )
+    requests_per_minute: int | None
+    requests_per_second: int | None
+    published: bool = Field(
+        description="False when Perplexity publishes no limit for this family (this portal's "
+        "choice) or the model is limited by its own rate_limit_rpm."
+    )
 
 
 class AutoTopUp(Out):
@@ -272,7 +283,7 @@ class Billing(Out):
     blocked: bool
     tier: Tier
     next_tier: Tier | None
-    limits: list[ModelLimit]
+    limits: list[FamilyLimit]
     auto_top_up: AutoTopUp
 
 

@@ -1,8 +1,10 @@
 """Load the catalogue from a TOML (or YAML) file; see usage/catalogue.toml.
 
-Three kinds of table: `[models.<name>]` (AIModel: prices, upstream, the APIs it is served on),
-`[tools.<type>]` (ToolPrice: the fee per invocation of an Agent API tool) and
-`[presets.<name>]` (Preset: an effort preset, the model it runs on and its settings). The file is
+Four kinds of table: `[models.<name>]` (AIModel: prices, upstream, the APIs it is served on),
+`[tools.<type>]` (ToolPrice: the fee per invocation of an Agent API tool),
+`[presets.<name>]` (Preset: an effort preset, the model it runs on and its settings) and
+`[limits.<family>]` (RateLimit: an API family's requests per minute and/or per second at usage
+tiers 0..5, per API group; usage.tiers). The file is
 validated whole before anything is written; an error names the file and the LINE of the table or
 key at fault (tomllib reports lines for syntax errors only, so semantic errors are located in the
 text: the key's line inside its table, else the table's header).
@@ -26,7 +28,8 @@ except ImportError:  # pragma: no cover - installed with the dev tools
 
 from core.money import parse_dollars
 from usage.metrics import UPSTREAM_APIS
-from usage.models import MODEL_APIS, AIModel, Preset, ToolPrice
+from usage.models import MODEL_APIS, AIModel, Preset, RateLimit, ToolPrice
+from usage.tiers import FAMILIES, TIER_COUNT
 
 DEFAULT_FILE = Path(__file__).with_name("catalogue.toml")
 PRICE_FIELDS = (
@@ -54,7 +57,12 @@ PRESET_SETTINGS: dict[str, type | tuple[type, ...]] = {
     "tools": list,
 }
 PRESET_KEYS = frozenset({"model", "aliases", "enabled", *PRESET_SETTINGS})
-TABLES = ("models", "tools", "presets")
+# A [limits.<family>] table: per_minute / per_second limits (a list of one whole number per tier,
+# or one number for every tier); `qps` is Perplexity's word for the Agent API's per-second limit,
+# `burst` must equal the per-second limit (a 1-second window admits that many at once).
+LIMIT_WINDOWS = {"rpm": "per_minute", "rps": "per_second", "qps": "per_second"}
+LIMIT_KEYS = frozenset({*LIMIT_WINDOWS, "burst", "published", "enabled"})
+TABLES = ("models", "tools", "presets", "limits")
 
 
 class CatalogueError(ValueError):
@@ -76,6 +84,7 @@ class Catalogue:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --- where in the text -------------------------------------------------------------------------
@@ -228,6 +237,8 @@ def read_catalogue(path: str | Path = DEFAULT_FILE) -> Catalogue:
         result.tools[name] = _tool_fields(reader, name, spec)
     for name, spec in reader.table(data.get("presets", {}), "presets").items():
         result.presets[name] = _preset_fields(reader, name, spec, result)
+    for name, spec in reader.table(data.get("limits", {}), "limits").items():
+        result.limits[name] = _limit_fields(reader, name, spec, result)
     aliases: dict[str, str] = {}
     for name, values in result.presets.items():
         for alias in values["aliases"]:
@@ -331,6 +342,50 @@ def _preset_fields(r: _Reader, name: str, spec: Any, catalogue: Catalogue) -> di
     }
 
 
+def _limit_fields(r: _Reader, name: str, spec: Any, catalogue: Catalogue) -> dict[str, Any]:
+    at = ("limits", name)
+    spec = r.table(spec, *at)
+    r.known(spec, LIMIT_KEYS, *at)
+    model = catalogue.models.get(name)
+    if name not in FAMILIES and (model is None or "chat" not in model["api"].split(",")):
+        raise r.error(
+            "unknown API family: a chat model's name (in [models]) or one of "
+            f"{', '.join(FAMILIES)}.",
+            *at,
+        )
+    values: dict[str, Any] = {"per_minute": None, "per_second": None}
+    for key, column in LIMIT_WINDOWS.items():
+        if key not in spec:
+            continue
+        if values[column] is not None:
+            raise r.error("rps and qps are the same limit: give one.", *at, key)
+        values[column] = _per_tier(r, spec[key], *at, key)
+    if values["per_minute"] is None and values["per_second"] is None:
+        raise r.error("needs rpm (requests per minute) and/or rps (per second).", *at)
+    if "burst" in spec:
+        burst = r.typed(spec["burst"], int, *at, "burst")
+        if values["per_second"] is None or {burst} != set(values["per_second"]):
+            raise r.error(
+                "must equal rps at every tier (a 1-second window admits rps at once).",
+                *at,
+                "burst",
+            )
+    values["published"] = r.typed(spec.get("published", True), bool, *at, "published")
+    values["enabled"] = r.typed(spec.get("enabled", True), bool, *at, "enabled")
+    return values
+
+
+def _per_tier(r: _Reader, value: Any, *where: str) -> list[int]:
+    """A whole number ≥ 1 per usage tier (a list of TIER_COUNT), or one for every tier."""
+    values = value if isinstance(value, list) else [value] * TIER_COUNT
+    if len(values) != TIER_COUNT:
+        raise r.error(f"must list {TIER_COUNT} limits, one per tier 0..{TIER_COUNT - 1}.", *where)
+    for limit in values:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise r.error("must be whole numbers ≥ 1 (a list per tier, or one).", *where)
+    return list(values)
+
+
 # --- sync --------------------------------------------------------------------------------------
 
 
@@ -377,4 +432,5 @@ def catalogue_sync(*, path: str | Path = DEFAULT_FILE) -> SyncResult:
         for name, values in catalogue.presets.items()
     }
     _upsert(Preset.objects, presets, result, "preset")
+    _upsert(RateLimit.objects, catalogue.limits, result, "limits")
     return result

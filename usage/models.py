@@ -86,7 +86,12 @@ class AIModel(models.Model):
     request_high_per_k = models.BigIntegerField(
         "request fee (high context), micros per 1K", default=0
     )
-    rate_limit_rpm = models.PositiveIntegerField("requests per minute per key (tier 0)", default=50)
+    rate_limit_rpm = models.PositiveIntegerField(
+        "requests per minute per API group (tier 0)",
+        default=50,
+        help_text="Used only when the model's API family has no RateLimit (an operator's own "
+        "model): the group's limit on this model is this × the tier's multiplier (usage.tiers).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -164,6 +169,48 @@ class Preset(models.Model):
 
     class Meta:
         ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RateLimit(models.Model):
+    """The request limit of one API family, counted per API group (shared by all its keys), at
+    each usage tier (`[limits.<family>]` in usage/catalogue.toml; usage.tiers.FAMILIES).
+
+    `per_minute` / `per_second` are lists of 6 whole numbers (tiers 0..5), or null when the family
+    has no limit of that window. A chat model with no row of its own is limited by its
+    `rate_limit_rpm` instead.
+    """
+
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text='The API family: a chat model\'s name ("sonar", …), "agent", "search", '
+        '"embeddings", "async_create", "async_get" or "async_list".',
+    )
+    per_minute = models.JSONField(
+        null=True, blank=True, help_text="Requests per minute at tiers 0..5, or null."
+    )
+    per_second = models.JSONField(
+        null=True, blank=True, help_text="Requests per second at tiers 0..5, or null."
+    )
+    published = models.BooleanField(
+        default=True,
+        help_text="False when Perplexity publishes no limit for this family (the numbers are "
+        "the operator's choice; the Billing page says so).",
+    )
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(per_minute__isnull=False) | models.Q(per_second__isnull=False),
+                name="usage_ratelimit_has_a_window",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -53,7 +53,8 @@ def test_metered_request_is_priced_by_our_catalogue(
     entry = LedgerEntry.objects.get(reference=f"usage:{request_id}")
     assert entry.amount_micros == -28_207 and entry.kind == "usage"
     assert balance(funded_group) == before - 28_207
-    # $100 purchased puts the group in tier 1: 3 × the model's 1,000 requests per minute.
+    # $100 purchased puts the group in tier 1. fake-pro has no [limits] row (an operator's own
+    # model): its group limit is its rate_limit_rpm × the tier's multiplier, 3 × 1,000.
     assert int(response.headers["x-ratelimit-limit-requests"]) == 3000
 
 
@@ -257,7 +258,8 @@ def test_unknown_and_disabled_models_are_404(gateway, api_key):
 
 
 def test_rate_limit_is_429_with_retry_after(gateway, upstream, upstream_model, api_key):
-    AIModel.objects.filter(pk=upstream_model.pk).update(rate_limit_rpm=1)  # tier 1: × 3
+    # No [limits] row for fake-pro: rate_limit_rpm × tier 1's multiplier (3) per group.
+    AIModel.objects.filter(pk=upstream_model.pk).update(rate_limit_rpm=1)
     time.sleep(5.1)
     statuses = [gateway.chat(api_key, model="fake-pro").status_code for _ in range(5)]
     assert statuses.count(200) == 3 and statuses.count(429) == 2

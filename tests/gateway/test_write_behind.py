@@ -98,7 +98,9 @@ def test_usage_waits_in_the_stream_and_a_reloaded_balance_counts_it(funded):
 
     async def admit(store: Store) -> int:
         model = (await store.models())["sonar"]
-        return (await store.admit(info, model, 1)).balance_micros
+        return (
+            await store.admit(info, store.catalogue.rate_limit(model, None), 0.0)
+        ).balance_micros
 
     async def meter_three(store: Store) -> None:
         assert await admit(store) == 1_000_000  # the balance is now cached in Redis

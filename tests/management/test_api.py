@@ -296,6 +296,13 @@ def test_billing_shows_balance_tier_and_transactions(api, group):
     body = api.get("billing").json()
     assert body["balance_micros"] == 12_345_678 and body["balance_display"] == "$12.35"
     assert body["tier"]["number"] == 0 and body["blocked"] is False
+    limits = {row["family"]: row for row in body["limits"]}  # the seeded catalogue's, at tier 0
+    assert limits["sonar-deep-research"]["requests_per_minute"] == 5
+    assert limits["search"] == {
+        "family": "search", "requests_per_minute": None, "requests_per_second": 50,
+        "published": True,
+    }  # fmt: skip
+    assert limits["embeddings"]["published"] is False
     entry = api.get("billing/transactions").json()["data"][0]
     assert entry["amount_micros"] == 12_345_678 and entry["description"] == "Goodwill"
 

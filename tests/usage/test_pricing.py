@@ -145,6 +145,15 @@ fee = 0.0025
             '[models."a/b"]\n  input_per_m = "1.0000001"',
             r"line 15: models\.a/b\.input_per_m: .*six",
         ),
+        ("[limits.sonar]\nrpm = [1, 2]", r"line 15: limits\.sonar\.rpm: must list 6 limits"),
+        ("[limits.agent]\nrpm = [1, 2, 3, 4, 5, 0]", r"line 15: limits\.agent\.rpm: must be whole"),
+        ('[limits.agent]\nrpm = "fast"', r"line 15: limits\.agent\.rpm: must be whole"),
+        ("[limits.agent]\nrps = 1\nqps = 1", r"line 16: limits\.agent\.qps: rps and qps"),
+        ("[limits.agent]\ntpm = 5", r"line 15: limits\.agent\.tpm: unknown setting"),
+        ("[limits.nope]\nrpm = 5", r"line 14: limits\.nope: unknown API family"),
+        ('[limits."openai/gpt-5.4-mini"]\nrpm = 5', r"line 14: .*unknown API family"),
+        ("[limits.search]\nburst = 10", r"line 14: limits\.search: needs rpm"),
+        ("[limits.search]\nrps = 50\nburst = 10", r"line 16: limits\.search\.burst: must equal"),
     ],
 )
 def test_sync_models_names_the_line_of_a_semantic_error(tmp_path, tail, message):
@@ -156,6 +165,25 @@ def test_sync_models_names_the_line_of_a_semantic_error(tmp_path, tail, message)
     with pytest.raises(CommandError, match=message):
         call_command("sync_models", str(path))
     assert sorted(AIModel.objects.values_list("name", "enabled", "input_per_m")) == before
+
+
+@pytest.mark.django_db
+def test_sync_models_syncs_rate_limits_by_family_and_tier(tmp_path):
+    from usage.models import RateLimit
+
+    catalogue_sync()
+    agent = RateLimit.objects.get(name="agent")
+    assert agent.per_minute == [50, 150, 500, 1000, 2000, 2000]
+    assert agent.per_second == [1, 3, 8, 17, 33, 33]
+    search = RateLimit.objects.get(name="search")
+    assert (search.per_minute, search.per_second) == (None, [50] * 6)
+    assert RateLimit.objects.get(name="sonar-deep-research").per_minute == [5, 10, 20, 40, 60, 100]
+    assert RateLimit.objects.get(name="embeddings").published is False
+    path = tmp_path / "small.toml"
+    path.write_text(CATALOGUE_HEAD + "[limits.sonar]\nrpm = 7\n")
+    call_command("sync_models", str(path), stdout=StringIO())
+    assert RateLimit.objects.get(name="sonar").per_minute == [7] * 6
+    assert not RateLimit.objects.get(name="agent").enabled  # absent: disabled, still there
 
 
 @pytest.mark.django_db
