@@ -20,6 +20,7 @@ Search API reports no cost, and the SDK keeps unknown fields.
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ MAX_FILTER_ITEMS = 20  # search_domain_filter, search_language_filter
 MAX_DOMAIN_LENGTH = 253
 MAX_QUERY_CHARS = 4_000  # per query; a search query, not a document
 DATE_FORMAT = "%m/%d/%Y"  # the date filters, as Perplexity takes them
+DATE_PATTERN = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")  # strptime alone also takes 3/1/2025
 
 CHOICES = {
     "search_type": SEARCH_TYPES,
@@ -176,7 +178,7 @@ def parse_request(payload: dict[str, Any]) -> SearchRequest:
         if value is None:
             continue
         try:
-            if not isinstance(value, str):
+            if not isinstance(value, str) or not DATE_PATTERN.fullmatch(value):
                 raise ValueError
             datetime.datetime.strptime(value, DATE_FORMAT)
         except ValueError:

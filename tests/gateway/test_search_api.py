@@ -160,6 +160,7 @@ BAD = [
     ({"search_language_filter": ["eng"]}, "search_language_filter[0]"),
     ({"search_after_date_filter": "2025-03-01"}, "search_after_date_filter"),
     ({"last_updated_before_filter": "02/30/2025"}, "last_updated_before_filter"),
+    ({"search_before_date_filter": "3/1/2025"}, "search_before_date_filter"),
     ({"display_server_time": "yes"}, "display_server_time"),
 ]
 
