@@ -13,6 +13,10 @@ Perplexity's published `perplexity/sonar` rates, as an upstream reports it (the 
 the counts itself). Input tokens = characters of `instructions` and every input text ÷ 4 (at
 least 1), plus 200 tokens of embedded search results per search; output tokens are the answer's
 words; a request with `previous_response_id` reads half its input from the cache.
+
+And the Search API (`POST /search`) with `search`: deterministic pages per query (the same query
+and search type give the same titles, URLs, snippets and dates), a list of lists for a list
+query, profile pages for people search, the domain allow/deny list and the recency filter honoured.
 """
 
 from __future__ import annotations
