@@ -208,6 +208,24 @@ def test_a_group_without_credits_gets_a_402_and_is_not_billed(gateway):
     assert not LedgerEntry.objects.filter(kind="usage").exists()
 
 
+def test_a_rate_limited_search_is_a_429_and_not_billed(gateway, funded_group, api_key, monkeypatch):
+    monkeypatch.setattr(catalogue, "CATALOGUE_TTL", 0)  # re-read on every request
+    # 1 × the tier's multiplier (3: the group bought $100, tier 1) a minute.
+    AIModel.objects.filter(name="search-web").update(rate_limit_rpm=1)
+    before = balance(funded_group)
+    statuses = []
+    with gateway.client(api_key) as c:
+        for _ in range(7):  # 3 + 1, twice: a minute's window may turn between two of them
+            answer = c.post("/search", json={"query": QUERY})
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                assert answer.headers["retry-after"]
+                assert answer.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 429 in statuses and set(statuses) <= {200, 429}
+    assert UsageEvent.objects.count() == statuses.count(200)
+    assert balance(funded_group) == before - WEB * statuses.count(200)
+
+
 def test_a_disabled_search_type_is_a_400(gateway, api_key, monkeypatch):
     monkeypatch.setattr(catalogue, "CATALOGUE_TTL", 0)  # re-read on every request
     AIModel.objects.filter(name="search-fast").update(enabled=False)
