@@ -1,9 +1,9 @@
 """The metering gateway: a lean ASGI app beside Django (see portal/asgi.py).
 
 Routes: POST /chat/completions and /v1/chat/completions (Perplexity and OpenAI base URLs),
-GET /v1/models and /models. The request path touches no Django middleware or ORM; see
-gateway/store.py for the data access (and where each part of it lives) and the exactly-once
-argument.
+GET /v1/models and /models; the Agent API (gateway/agent.py) and the Search API
+(gateway/search.py). The request path touches no Django middleware or ORM; see gateway/store.py
+for the data access (and where each part of it lives) and the exactly-once argument.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from django.db import connections
 
 from billing.tasks import auto_top_up
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import agent, metrics, simulator
+from gateway import agent, metrics, search, simulator
 from gateway.http import (
     SSE,
     Receive,
@@ -84,6 +84,7 @@ class GatewayApp:
         self._session: aiohttp.ClientSession | None = None
         self.prefix = settings.API_KEY_PREFIX
         self.agent = agent.AgentAPI(self)
+        self.search = search.SearchAPI(self)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -180,6 +181,11 @@ class GatewayApp:
         path, method = scope["path"], scope["method"]
         if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
             raise method_not_allowed(scope)
+        if path in search.PATHS:
+            if method != "POST":
+                raise method_not_allowed(scope)
+            key = await self.authenticate(scope)
+            return await self.search.handle(scope, receive, send, key, request_id, headers)
         route = agent.route(path, method)
         if route is None and path not in CHAT_PATHS and path not in MODEL_PATHS:
             raise not_found(path)
@@ -191,7 +197,8 @@ class GatewayApp:
         if path in MODEL_PATHS:
             data = [
                 {"id": name, "object": "model", "created": 0, "owned_by": "portal"}
-                for name in models
+                for name, model in models.items()
+                if model.apis != {search.SEARCH}  # a search type is no model to call
             ]
             await respond(send, 200, orjson.dumps({"object": "list", "data": data}), headers)
             return 200

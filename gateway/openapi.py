@@ -6,6 +6,7 @@ object with a non-empty string `model`, a non-empty list of objects `messages`, 
 as it is. The Agent API (`gateway/responses/request.py`): the fields it types, each nullable (null
 is the default) and no stricter than the parser, so a body the description refuses is one the
 gateway refuses; finer rules (input item shapes, known model and effort names) are 400s or 404s.
+The Search API (`gateway/search.py`): its parameters with the same limits as the parser.
 The property-based tests in tests/gateway/test_fuzz.py generate requests from it.
 """
 
@@ -116,6 +117,114 @@ def _agent_paths(root: str, name: str) -> dict[str, Any]:
     }
 
 
+_SEARCH_ERRORS = ("400", "401", "402", "405", "413", "422", "429", "502", "503", "504")
+
+
+def _search_path(name: str) -> dict[str, Any]:
+    """The Search API (gateway/search.py): priced per request by `search_type`."""
+    return {
+        "post": {
+            "operationId": name,
+            "summary": "Search the web (metered: one request fee by search_type)",
+            "description": "`query` may be a list of up to 5 queries: `results` is then a list of "
+            "result lists, one per query. `max_results` is 1–20, up to 50 with `search_type` "
+            "people. The answer carries `usage.cost` in our prices.",
+            "security": _SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The results, with `usage.cost`.",
+                    "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SearchResponse"}
+                        }
+                    },
+                },
+                **{code: _ERROR for code in _SEARCH_ERRORS},
+            },
+        }
+    }
+
+
+_QUERY_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4000}
+_TOKENS: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True}
+_DATE: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^[0-9]{2}/[0-9]{2}/[0-9]{4}$",
+    "nullable": True,
+    "example": "03/01/2025",
+}
+
+
+def _choice(*values: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values), "nullable": True}
+
+
+# What gateway/search.py parse_request checks (cross-field rules, such as max_results above 20
+# only for people search, are 400s).
+_SEARCH_SCHEMAS: dict[str, Any] = {
+    "SearchRequest": {
+        "type": "object",
+        "required": ["query"],
+        "properties": {
+            "query": {
+                "oneOf": [
+                    _QUERY_TEXT,
+                    {"type": "array", "minItems": 1, "maxItems": 5, "items": _QUERY_TEXT},
+                ],
+                "example": "tallest building in the world",
+            },
+            "search_type": _choice("web", "fast", "people"),
+            "max_results": {"type": "integer", "minimum": 1, "maximum": 50, "nullable": True},
+            "max_tokens": _TOKENS,
+            "max_tokens_per_page": _TOKENS,
+            "country": {"type": "string", "minLength": 2, "maxLength": 2, "nullable": True},
+            "display_server_time": {"type": "boolean", "nullable": True},
+            "search_mode": _choice("web", "academic", "sec"),
+            "search_recency_filter": _choice("hour", "day", "week", "month", "year"),
+            "search_context_size": _choice("low", "medium", "high"),
+            "search_domain_filter": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {"type": "string", "minLength": 1, "maxLength": 253},
+                "nullable": True,
+            },
+            "search_language_filter": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {"type": "string", "minLength": 2, "maxLength": 2},
+                "nullable": True,
+            },
+            "search_after_date_filter": _DATE,
+            "search_before_date_filter": _DATE,
+            "last_updated_after_filter": _DATE,
+            "last_updated_before_filter": _DATE,
+        },
+    },
+    "SearchResponse": {
+        "type": "object",
+        "required": ["results", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            # Pages ({title, url, snippet, date, last_updated}); for a list query, lists of them.
+            "results": {"type": "array"},
+            "server_time": {"type": "string", "nullable": True},
+            "usage": {
+                "type": "object",
+                "required": ["cost"],
+                "properties": {"cost": {"type": "object"}},
+            },
+        },
+    },
+}
+
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -147,6 +256,8 @@ SPEC: dict[str, Any] = {
         },
         **_agent_paths("/v1/responses", "v1_responses"),
         **_agent_paths("/v1/agent", "v1_agent"),
+        "/search": _search_path("search"),
+        "/v1/search": _search_path("v1_search"),
     },
     "components": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
@@ -247,6 +358,7 @@ SPEC: dict[str, Any] = {
                     },
                 },
             },
+            **_SEARCH_SCHEMAS,
             "ModelList": {
                 "type": "object",
                 "required": ["object", "data"],

@@ -13,10 +13,16 @@ Perplexity's published `perplexity/sonar` rates, as an upstream reports it (the 
 the counts itself). Input tokens = characters of `instructions` and every input text ÷ 4 (at
 least 1), plus 200 tokens of embedded search results per search; output tokens are the answer's
 words; a request with `previous_response_id` reads half its input from the cache.
+
+And the Search API (`POST /search`) with `search`: deterministic pages per query (the same query
+and search type give the same titles, URLs, snippets and dates), a list of lists for a list
+query, profile pages for people search, the domain allow/deny list and the recency filter honoured.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -225,3 +231,103 @@ def agent_complete(model: str, payload: dict[str, Any]) -> bytes:
 def agent_stream(model: str, payload: dict[str, Any]) -> Iterator[bytes]:
     """Yield the SSE events of `agent_response`: one text delta per word, usage at the end."""
     yield from stream_events(agent_response(model, payload))
+
+
+# --- Search API (/search) -----------------------------------------------------------------------
+
+SEARCH_SITES = (
+    ("en.wikipedia.org", "Wikipedia"),
+    ("www.reuters.com", "Reuters"),
+    ("www.nature.com", "Nature"),
+    ("arxiv.org", "arXiv"),
+    ("www.bbc.com", "BBC"),
+    ("github.com", "GitHub"),
+    ("www.britannica.com", "Britannica"),
+    ("stackoverflow.com", "Stack Overflow"),
+    ("www.theguardian.com", "The Guardian"),
+    ("developer.mozilla.org", "MDN"),
+)
+PEOPLE_ROLES = ("Research Scientist", "Software Engineer", "Product Manager", "Founder & CEO",
+                "Professor", "Data Scientist", "Head of Design", "Investigative Journalist")  # fmt: skip
+PEOPLE_NAMES = ("Ada Moreau", "Kenji Sato", "Priya Raman", "Lucas Weber", "Amara Okafor",
+                "Sofia Lindqvist", "Diego Alvarez", "Mei Chen", "Noah Fischer", "Leila Haddad")  # fmt: skip
+RECENCY_DAYS = {"hour": 0, "day": 1, "week": 7, "month": 30, "year": 365}
+
+
+def _slug(text: str) -> str:
+    words = "".join(c if c.isalnum() else " " for c in text.lower()).split()
+    return "-".join(words[:8]) or "result"
+
+
+def _sites(domains: list[str] | None) -> list[tuple[str, str]]:
+    """The sites results may come from: the allow-list if one is given, minus excluded ones."""
+    domains = domains or []
+    allowed = [d for d in domains if not d.startswith("-")]
+    excluded = {d[1:].removeprefix("www.") for d in domains if d.startswith("-")}
+    sites = [(d, d.removeprefix("www.")) for d in allowed] if allowed else list(SEARCH_SITES)
+    kept = [s for s in sites if s[0].removeprefix("www.") not in excluded]
+    return kept or [("example.com", "Example")]
+
+
+def search_results(query: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The simulated results of one query: deterministic for the same query and options."""
+    search_type = payload.get("search_type") or "web"
+    count = payload.get("max_results") or 10
+    seed = hashlib.sha256(f"{search_type}\0{query}".encode()).digest()
+    recency = RECENCY_DAYS.get(payload.get("search_recency_filter") or "")
+    today = datetime.date.today()
+    sites = _sites(payload.get("search_domain_filter"))
+    per_page = payload.get("max_tokens_per_page") or 4096
+    slug = _slug(query)
+    results = []
+    for i in range(count):
+        b = seed[i % len(seed)] + i
+        if recency is not None:
+            day = today - datetime.timedelta(days=b % (recency + 1))
+        else:
+            day = datetime.date(2025, 1, 1) + datetime.timedelta(days=(b * 7 + i) % 330)
+        updated = min(day + datetime.timedelta(days=b % 45), max(day, today))
+        if search_type == "people":
+            name = PEOPLE_NAMES[b % len(PEOPLE_NAMES)]
+            role = PEOPLE_ROLES[(b // 3) % len(PEOPLE_ROLES)]
+            title = f"{name} – {role} | {query}"
+            url = f"https://www.linkedin.com/in/{_slug(name)}-{b:03d}"
+            snippet = (
+                f"{name} is a {role.lower()} known for work on {query}. Experience, "
+                "publications and contact details from the public profile."
+            )
+        else:
+            domain, site = sites[(b + i) % len(sites)]
+            title = (
+                f"{query.strip().capitalize()} — {site}"
+                if i == 0
+                else f"{query.strip().capitalize()}: part {i + 1} ({site})"
+            )
+            url = f"https://{domain}/{slug}" + (f"-{i + 1}" if i else "")
+            snippet = (
+                f"What {site} says about {query.strip()}: an overview with background, "
+                "recent developments and sources. "
+            ) * (2 if search_type == "web" else 1)
+        results.append({
+            "title": title,
+            "url": url,
+            "snippet": snippet[: per_page * 4].strip(),
+            "date": day.isoformat(),
+            "last_updated": updated.isoformat(),
+        })  # fmt: skip
+    return results
+
+
+def search(payload: dict[str, Any]) -> bytes:
+    """A Search API answer (`POST /search`) for a validated request: results per query, a list
+    of lists for a list query (as Perplexity's multi-query search returns them)."""
+    query = payload["query"]
+    if isinstance(query, list):
+        results: list[Any] = [search_results(q, payload) for q in query]
+    else:
+        results = search_results(query, payload)
+    server_time = None
+    if payload.get("display_server_time"):
+        server_time = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return orjson.dumps({"id": f"srch_{uuid.uuid4().hex}", "results": results,
+                         "server_time": server_time})  # fmt: skip

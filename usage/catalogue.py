@@ -263,7 +263,10 @@ def _model_fields(r: _Reader, name: str, spec: Any) -> dict[str, Any]:
     values: dict[str, Any] = {"enabled": r.typed(spec.get("enabled", True), bool, *at, "enabled")}
     for price in PRICE_FIELDS:
         values[price] = r.micros(spec.get(price, 0), *at, price)
-    fees = r.table(spec.get("request_fee_per_k", {}), *at, "request_fee_per_k")
+    fees = spec.get("request_fee_per_k", {})
+    if isinstance(fees, (int, float, str)) and not isinstance(fees, bool):
+        fees = dict.fromkeys(("low", "medium", "high"), fees)  # one fee whatever the size
+    fees = r.table(fees, *at, "request_fee_per_k")
     r.known(fees, frozenset({"low", "medium", "high"}), *at, "request_fee_per_k")
     for size in ("low", "medium", "high"):
         values[f"request_{size}_per_k"] = r.micros(

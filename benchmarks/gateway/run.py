@@ -11,6 +11,8 @@ One run on this machine, against one fast fake upstream (benchmarks/gateway/serv
            committed to PostgreSQL before the answer (GATEWAY_METERING=commit);
   portal-stream  the same with write-behind metering (GATEWAY_METERING=stream): the usage is
            appended to a Redis stream before the answer and settled into PostgreSQL in batches;
+  portal-responses, portal-search  the `portal` server on the Agent API (`POST /v1/responses`)
+           and the Search API (`POST /search`, not streamed), same key check and metering;
   litellm  the LiteLLM proxy 1.108 (`litellm[proxy]` in its own venv, `.local/litellm-venv`,
            installed by this script) with a master key and no database: no virtual keys, no spend
            tracking — less work than the portal does.
@@ -59,8 +61,10 @@ BODY = {"model": MODEL, "messages": [{"role": "user", "content": "What is six ti
 AGENT_MODEL = "bench-agent"  # the Agent API: the same question on /v1/responses
 AGENT_BODY = {"model": AGENT_MODEL, "input": "What is six times seven?",
               "tools": [{"type": "web_search"}]}  # fmt: skip
+SEARCH_BODY = {"query": "What is six times seven?", "max_results": 10}  # the Search API (web)
 PORTALS = ("portal", "portal-stream", "granian")  # targets that run our gateway
-METERED = (*PORTALS, "portal-responses")  # their 200s are reconciled with the ledger
+METERED = (*PORTALS, "portal-responses", "portal-search")  # 200s reconciled with the ledger
+UNSTREAMED = ("portal-search",)  # targets that have no streamed form
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -132,6 +136,10 @@ def prepare_database(upstream: str, groups: int, keys_per_group: int) -> tuple[l
             "output_per_m": sonar.output_per_m,
             "rate_limit_rpm": 100_000_000,
         },
+    )
+    # The Search API's web type (the catalogue's search-web, $5/1K requests) on the fake upstream.
+    AIModel.objects.filter(name="search-web").update(
+        enabled=True, upstream_base_url=upstream, rate_limit_rpm=100_000_000
     )
     secrets = []
     run = time.strftime("%Y%m%d%H%M%S")
@@ -498,6 +506,12 @@ async def amain(ns: argparse.Namespace) -> None:
                     "portal-responses", f"http://127.0.0.1:{port}/v1/responses", p,
                     [f"Bearer {s}" for s in secrets], AGENT_BODY,
                 )  # fmt: skip
+            if name == "portal" and "portal-search" in ns.targets:
+                # The same server, on the Search API (one request fee, no tokens).
+                targets["portal-search"] = Target(
+                    "portal-search", f"http://127.0.0.1:{port}/search", p,
+                    [f"Bearer {s}" for s in secrets], SEARCH_BODY,
+                )  # fmt: skip
 
         if litellm is not None:
             port = free_port()
@@ -553,6 +567,8 @@ async def amain(ns: argparse.Namespace) -> None:
             for rate in ns.rates:
                 for rep in range(ns.reps):
                     for name in order if rep % 2 == 0 else order[::-1]:
+                        if stream and name in UNSTREAMED:
+                            continue
                         await quiet(targets)
                         res = await open_loop(targets[name], rate, ns.seconds, stream)
                         open_results.setdefault((name, rate, stream), Result()).add(res)
@@ -566,6 +582,8 @@ async def amain(ns: argparse.Namespace) -> None:
                         )
             for rep in range(ns.reps):
                 for name in order if rep % 2 == 0 else order[::-1]:
+                    if stream and name in UNSTREAMED:
+                        continue
                     await quiet(targets)
                     res = await saturate(targets[name], ns.concurrency, ns.seconds, stream)
                     sat_results.setdefault((name, stream), Result()).add(res)
@@ -704,6 +722,30 @@ def report(
                     f"| {'yes' if stream else 'no'} | {rate}/s | {chat:+.2f} | {resp:+.2f} | "
                     f"{chat_cpu:.3f} | {resp_cpu:.3f} | {resp_cpu / max(chat_cpu, 1e-9):.2f}× |"
                 )  # fmt: skip
+    if ("portal-search", False) in sat_results and ("portal", False) in sat_results:
+        chat_sat, search_sat = sat_results[("portal", False)], sat_results[("portal-search", False)]
+        chat_cpu = chat_sat.cpu / max(chat_sat.ok, 1) * 1000
+        search_cpu = search_sat.cpu / max(search_sat.ok, 1) * 1000
+        lines += [
+            "",
+            "### Search API vs chat completions (same server, same run)",
+            "",
+            "`portal-search` is the `portal` server on `POST /search` (validated, admitted, the",
+            "upstream's 10 results passed on with `usage.cost`, one request fee metered) against",
+            "`portal` on `POST /chat/completions`; not streamed (a search has no streamed form).",
+            "",
+            "| rate | added p50 chat | added p50 search | CPU ms/req chat | CPU ms/req search | req/s chat | req/s search |",
+            "|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for rate in ns.rates:
+            d = pct(open_results[("direct", rate, False)].latencies, 0.5)
+            chat = pct(open_results[("portal", rate, False)].latencies, 0.5) - d
+            search = pct(open_results[("portal-search", rate, False)].latencies, 0.5) - d
+            lines.append(
+                f"| {rate}/s | {chat:+.2f} | {search:+.2f} | {chat_cpu:.3f} | {search_cpu:.3f} | "
+                f"{chat_sat.ok / chat_sat.seconds:,.0f} | "
+                f"{search_sat.ok / search_sat.seconds:,.0f} |"
+            )
     if ledger:
         ok = (
             ledger["ok_responses"] == ledger["unique_ids"] == ledger["events_for_ids"]
@@ -765,8 +807,10 @@ def main() -> None:
     parser.add_argument("--soak-rate", type=int, default=100)
     parser.add_argument("--soak-targets", nargs="+", default=["portal-stream"], choices=PORTALS)
     parser.add_argument(
-        "--targets", nargs="+", default=["proxy", "portal", "portal-responses", "portal-stream", "litellm"],
-        choices=["proxy", "portal", "portal-responses", "portal-stream", "granian", "litellm"],
+        "--targets", nargs="+",
+        default=["proxy", "portal", "portal-responses", "portal-search", "portal-stream", "litellm"],
+        choices=["proxy", "portal", "portal-responses", "portal-search", "portal-stream", "granian",
+                 "litellm"],
     )  # fmt: skip
     parser.add_argument(
         "--portal-env", nargs="*", default=[], metavar="K=V",

@@ -4,7 +4,8 @@
     python benchmarks/gateway/servers.py proxy --port P --upstream http://127.0.0.1:U --workers W
 
 The upstream answers `POST /responses` (the Agent API: a Response with usage and one web_search
-invocation; streamed, 10 events with 4 text deltas) and `POST /chat/completions` like Perplexity's API (OpenAI-shaped, with `usage`
+invocation; streamed, 10 events with 4 text deltas), `POST /search` (the Search API: 10 results)
+and `POST /chat/completions` like Perplexity's API (OpenAI-shaped, with `usage`
 including `num_search_queries`), at once; with `"stream": true` it sends five SSE chunks, the last
 carrying usage, then `[DONE]`. The proxy forwards the body and streams the answer back: no auth,
 no metering — the practical limit of a Python pass-through.
@@ -146,6 +147,29 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+SEARCH_ANSWER = orjson.dumps(
+    {
+        "id": "srch_bench",
+        "results": [
+            {
+                "title": f"Six times seven — result {i}",
+                "url": f"https://example.com/arithmetic/{i}",
+                "snippet": "Six times seven is forty-two. " * 8,
+                "date": "2025-03-20",
+                "last_updated": "2025-09-19",
+            }
+            for i in range(10)
+        ],
+        "server_time": None,
+    }
+)
+
+
+async def search_handler(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=SEARCH_ANSWER, content_type="application/json")
+
+
 def reuse_port_socket(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -171,6 +195,7 @@ def upstream_app() -> web.Application:
     app.router.add_post("/v1/chat/completions", upstream_handler)
     app.router.add_post("/responses", responses_handler)
     app.router.add_post("/v1/responses", responses_handler)
+    app.router.add_post("/search", search_handler)
     return app
 
 

@@ -2,7 +2,8 @@
 
 What an invoice holds
 - One usage line per (model, key) of the period — requests, tokens, searches and the amount —
-  labelled `MODEL (LAST4)` with the key's last four characters as they were when it was issued.
+  labelled `MODEL (LAST4)` with the key's last four characters as they were when it was issued
+  (Search API models by their API: `Search API (LAST4)`, `Search API · fast (LAST4)`).
 - Late usage: events that reached the database after an earlier period's invoice was made (they
   carry their original timestamp) are billed on the next invoice as lines of their own,
   "sonar (743S) · usage from October 2026". Nothing is ever billed twice or lost: for each of the

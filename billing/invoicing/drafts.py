@@ -23,6 +23,7 @@ from groups.models import APIGroup
 from keys.models import APIKey
 from usage.metrics import COUNTS
 from usage.models import AIModel
+from usage.search import display_name
 
 
 @dataclass
@@ -86,13 +87,20 @@ def _names(model_ids: Iterable[int], key_ids: Iterable[int]) -> tuple[dict, dict
     return models, keys
 
 
+def _labels(model_ids: Iterable[int]) -> dict[int, str]:
+    """How the lines name each model (usage.search.display_name: `Search API · fast`)."""
+    rows = AIModel.objects.filter(pk__in=set(model_ids)).values_list("pk", "name", "api")
+    return {pk: display_name(name, api) for pk, name, api in rows}
+
+
 def _usage_line(
-    section: str, row: tuple, models: dict, keys: dict, service_period: BillingPeriod
-) -> DraftLine:
+    section: str, row: tuple, models: dict, keys: dict, service_period: BillingPeriod,
+    labels: dict[int, str] | None = None,
+) -> DraftLine:  # fmt: skip
     model_id, key_id, *metrics = row
     model = models[model_id]
     key_name, last_four = keys[key_id]
-    label = f"{model} ({last_four})"
+    label = f"{(labels or {}).get(model_id, model)} ({last_four})"
     if section == LineSection.LATE_USAGE:
         label += f" · usage from {service_period.label}"
     return DraftLine(
@@ -242,13 +250,15 @@ def _usage_lines(
         [r[1] for r in usage_rows] + [r[1] for _, r in late_rows]
         + [r[1] for r in tool_rows] + [r[1] for _, r in late_tools],
     )  # fmt: skip
+    labels = _labels(models)
     usage = sorted(
-        [_usage_line(LineSection.USAGE, row, models, keys, period) for row in usage_rows]
+        [_usage_line(LineSection.USAGE, row, models, keys, period, labels) for row in usage_rows]
         + [_tool_line(LineSection.USAGE, row, keys, period) for row in tool_rows],
         key=lambda ln: (ln.tool, ln.model_name, ln.key_name, ln.key_last_four, ln.api_key_id or 0),
     )
     late = sorted(
-        [_usage_line(LineSection.LATE_USAGE, row, models, keys, p) for p, row in late_rows]
+        [_usage_line(LineSection.LATE_USAGE, row, models, keys, p, labels)
+         for p, row in late_rows]
         + [_tool_line(LineSection.LATE_USAGE, row, keys, p) for p, row in late_tools],
         key=lambda ln: (ln.service_period_key, ln.tool, ln.model_name, ln.key_name,
                         ln.api_key_id or 0),

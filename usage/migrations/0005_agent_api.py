@@ -19,6 +19,8 @@ def seed_agent_api(apps, schema_editor):
     catalogue = read_catalogue(DEFAULT_FILE)
     known = {f.name for f in AIModel._meta.get_fields()}
     for name, values in catalogue.models.items():
+        if set(values["api"].split(",")) - {"chat", "agent"}:
+            continue  # a later API's model (Search API: 0007), not allowed by this schema
         if not AIModel.objects.filter(name=name).exists():
             AIModel.objects.create(name=name, **{k: v for k, v in values.items() if k in known})
     for name, values in catalogue.tools.items():

@@ -18,6 +18,7 @@ from usage.metrics import COST_COLUMNS, COUNTS
 from usage.models import AIModel, ToolPrice
 from usage.pricing import AgentPrices, AgentUsage, Prices, Usage, agent_cost, compute_cost
 from usage.rollups import rollup_range
+from usage.search import SEARCH
 
 COLUMNS = ", ".join(
     (
@@ -123,6 +124,9 @@ def _keys(group: APIGroup, wanted: int) -> list[int]:
 
 def _request(rng: random.Random, m: AIModel, fees: dict[str, int], size: str):  # type: ignore[no-untyped-def]
     """One random request to `m`: its API, counts (in COUNTS order), cost and tool calls."""
+    if SEARCH in m.apis:  # a Search API model: one request, no tokens, the request fee
+        cost = compute_cost(Prices.of(m), Usage(search_context_size=size))
+        return SEARCH, dict.fromkeys(COUNTS, 0), cost, {}
     prompt = rng.randint(5, 2_000)
     completion = rng.randint(20, 1_500)
     if "chat" not in m.apis:  # an Agent API model: cached input, tools
