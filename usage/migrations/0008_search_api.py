@@ -18,5 +18,5 @@ def seed_search_api(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("usage", "0006_more_apis")]
+    dependencies = [("usage", "0007_rate_limits_by_family")]
     operations = [migrations.RunPython(seed_search_api, migrations.RunPython.noop)]
