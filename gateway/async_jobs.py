@@ -211,6 +211,11 @@ def parse_create(body: dict[str, Any]) -> dict[str, Any]:
             "with GET /async/chat/completions/{id}, or use POST /chat/completions to stream.",
             param="request.stream",
         )
+    options = request.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise invalid_request(
+            "“request.stream_options” must be an object.", param="request.stream_options"
+        )
     idempotency_key = body.get("idempotency_key")
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str)
