@@ -70,6 +70,7 @@ def run_job(job_id: str) -> str:
         if job.attempts > settings.ASYNC_JOB_MAX_ATTEMPTS:
             return fail(job, "The request was interrupted too many times." + NOTHING_CHARGED)
         started = time.perf_counter()
+        faults.pause("async_calling")  # reliability tests kill the worker here
         try:
             data, usage = call_model(job)
         except UpstreamFailure as exc:
