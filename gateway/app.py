@@ -25,7 +25,7 @@ from django.db import connections
 
 from billing.tasks import auto_top_up
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import agent, metrics, search, simulator
+from gateway import agent, async_jobs, metrics, search, simulator
 from gateway.http import (
     SSE,
     Receive,
@@ -85,6 +85,7 @@ class GatewayApp:
         self.prefix = settings.API_KEY_PREFIX
         self.agent = agent.AgentAPI(self)
         self.search = search.SearchAPI(self)
+        self.async_chat = async_jobs.AsyncChat(self)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -186,6 +187,14 @@ class GatewayApp:
                 raise method_not_allowed(scope)
             key = await self.authenticate(scope)
             return await self.search.handle(scope, receive, send, key, request_id, headers)
+        async_route = async_jobs.route(path, method)
+        if async_route is not None:
+            if async_route[0] == "method":
+                raise method_not_allowed(scope)
+            key = await self.authenticate(scope)
+            return await self.async_chat.handle(
+                async_route, scope, receive, send, key, request_id, headers
+            )
         route = agent.route(path, method)
         if route is None and path not in CHAT_PATHS and path not in MODEL_PATHS:
             raise not_found(path)

@@ -7,6 +7,8 @@ as it is. The Agent API (`gateway/responses/request.py`): the fields it types, e
 is the default) and no stricter than the parser, so a body the description refuses is one the
 gateway refuses; finer rules (input item shapes, known model and effort names) are 400s or 404s.
 The Search API (`gateway/search.py`): its parameters with the same limits as the parser.
+Async chat completions (`gateway/async_jobs.py`): `request` is a chat completions request as
+above (`stream: true` is a 400 there), plus an optional `idempotency_key`.
 The property-based tests in tests/gateway/test_fuzz.py generate requests from it.
 """
 
@@ -225,6 +227,93 @@ _SEARCH_SCHEMAS: dict[str, Any] = {
 }
 
 
+_JOB_200: dict[str, Any] = {
+    "description": "The async request: its status and, once COMPLETED, the chat completion with "
+    "`usage.cost` in our prices.",
+    "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AsyncJob"}}},
+}
+_ASYNC_ID = {
+    "name": "api_request",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "example": "0123456789abcdef0123456789abcdef"},
+}
+_ASYNC_PATHS: dict[str, Any] = {
+    "/async/chat/completions": {
+        "post": {
+            "operationId": "async_chat_completions_create",
+            "summary": "Create an async chat completion (admitted now, metered when it completes)",
+            "description": "The job runs in the background; poll GET /async/chat/completions/{id} "
+            "until COMPLETED or FAILED. The same `idempotency_key` in the same group gives back the "
+            "same job. `request.stream: true` is a 400.",
+            "security": _SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AsyncRequest"}}
+                },
+            },
+            "responses": {
+                "200": _JOB_200,
+                **{c: _ERROR for c in ("400", "401", "402", "404", "405", "413", "429", "503")},
+            },
+        },
+        "get": {
+            "operationId": "async_chat_completions_list",
+            "summary": "List the group's async requests, newest first",
+            "security": _SECURED,
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                },
+                {
+                    "name": "next_token",
+                    "in": "query",
+                    "required": False,
+                    "description": "The `next_token` of the previous page (empty: the first page).",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "A page of async requests (summaries, no responses).",
+                    "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/AsyncJobList"}
+                        }
+                    },
+                },
+                **{c: _ERROR for c in ("400", "401", "405", "503")},
+            },
+        },
+    },
+    "/async/chat/completions/{api_request}": {
+        "get": {
+            "operationId": "async_chat_completions_get",
+            "summary": "Get an async request (another group's is a 404)",
+            "security": _SECURED,
+            "parameters": [_ASYNC_ID],
+            "responses": {"200": _JOB_200, **{c: _ERROR for c in ("401", "404", "405", "503")}},
+        }
+    },
+}
+_TIME: dict[str, Any] = {"type": "integer", "nullable": True}
+_JOB_SUMMARY: dict[str, Any] = {
+    "id": {"type": "string"},
+    "model": {"type": "string"},
+    "created_at": {"type": "integer"},
+    "status": {"type": "string", "enum": ["CREATED", "IN_PROGRESS", "COMPLETED", "FAILED"]},
+    "started_at": _TIME,
+    "completed_at": _TIME,
+    "failed_at": _TIME,
+}
+
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -256,6 +345,7 @@ SPEC: dict[str, Any] = {
         },
         **_agent_paths("/v1/responses", "v1_responses"),
         **_agent_paths("/v1/agent", "v1_agent"),
+        **_ASYNC_PATHS,
         "/search": _search_path("search"),
         "/v1/search": _search_path("v1_search"),
     },
@@ -329,6 +419,43 @@ SPEC: dict[str, Any] = {
                         "additionalProperties": {"type": "string", "maxLength": 512},
                     },
                     "user": _NAME,
+                },
+            },
+            "AsyncRequest": {
+                "type": "object",
+                "required": ["request"],
+                "properties": {
+                    "request": {"$ref": "#/components/schemas/ChatRequest"},
+                    "idempotency_key": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "nullable": True,
+                    },
+                },
+            },
+            "AsyncJob": {
+                "type": "object",
+                "required": ["id", "model", "created_at", "status"],
+                "properties": {
+                    **_JOB_SUMMARY,
+                    "error_message": {"type": "string", "nullable": True},
+                    "response": {"type": "object", "nullable": True},
+                },
+            },
+            "AsyncJobList": {
+                "type": "object",
+                "required": ["requests"],
+                "properties": {
+                    "requests": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "model", "created_at", "status"],
+                            "properties": _JOB_SUMMARY,
+                        },
+                    },
+                    "next_token": {"type": "string", "nullable": True},
                 },
             },
             "Response": {

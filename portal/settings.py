@@ -206,6 +206,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "billing.tasks.credit_watch",
         "schedule": crontab(minute="*"),
     },
+    # Every minute: queue again the async chat completions jobs whose worker died (lease over) or
+    # that no worker took; finish or fail those that cannot run again (gateway/async_runner.py).
+    "gateway-async-sweep": {
+        "task": "gateway.tasks.async_sweep",
+        "schedule": crontab(minute="*"),
+    },
+    # Hourly at :23: delete async jobs older than ASYNC_RESULT_TTL (their usage stays).
+    "gateway-async-purge": {
+        "task": "gateway.tasks.async_purge",
+        "schedule": crontab(minute="23"),
+    },
 }
 
 # --- Accounts (django-allauth) -------------------------------------------------------------
@@ -318,6 +329,16 @@ if GATEWAY_METERING not in ("commit", "stream"):
     raise ImproperlyConfigured("GATEWAY_METERING must be “commit” or “stream”.")
 GATEWAY_SETTLE_INTERVAL = env.float("GATEWAY_SETTLE_INTERVAL", default=0.1)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
+# Async chat completions (/async/chat/completions, gateway/async_runner.py): results are kept
+# ASYNC_RESULT_TTL seconds (Perplexity: 7 days); a job's upstream call may take
+# ASYNC_UPSTREAM_TIMEOUT seconds, and a worker holds a job for that plus two minutes (its lease)
+# before the sweeper treats it as dead; a job is run at most ASYNC_JOB_MAX_ATTEMPTS times; a job no
+# worker took is queued again after ASYNC_REQUEUE_AFTER seconds.
+ASYNC_RESULT_TTL = env.int("ASYNC_RESULT_TTL", default=7 * 86400)
+ASYNC_UPSTREAM_TIMEOUT = env.float("ASYNC_UPSTREAM_TIMEOUT", default=1800.0)
+ASYNC_JOB_LEASE = env.int("ASYNC_JOB_LEASE", default=int(ASYNC_UPSTREAM_TIMEOUT) + 120)
+ASYNC_JOB_MAX_ATTEMPTS = env.int("ASYNC_JOB_MAX_ATTEMPTS", default=3)
+ASYNC_REQUEUE_AFTER = env.int("ASYNC_REQUEUE_AFTER", default=120)
 # Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
 # from the loopback interface (see gateway/metrics.py). Required in production: behind a proxy on
 # the same host every request would come from loopback.

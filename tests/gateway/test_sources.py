@@ -22,6 +22,7 @@ def script_files() -> set[str]:
 
 def test_every_script_file_is_loaded():
     importlib.import_module("gateway.store")  # imports every part of the gateway's data access
+    importlib.import_module("gateway.async_jobs")  # and the async chat completions' statements
 
     assert "lua/admit" in LOADED and "sql/meter" in LOADED
     assert script_files() == LOADED

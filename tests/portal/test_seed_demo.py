@@ -22,6 +22,7 @@ from billing.models import (
     Payment,
     PaymentMethod,
 )
+from gateway.models import AsyncJob
 from groups.models import APIGroup
 from keys.models import APIKey
 from usage.catalogue import catalogue_sync
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.django_db
 
 EMAIL, PASSWORD = "admin@demo.example", "demo-portal-2026"
 TABLES = (User, APIGroup, APIKey, UsageEvent, UsageRollup, LedgerEntry, Payment, PaymentMethod,
-          Invoice, InvoiceLine, AuditEvent)  # fmt: skip
+          Invoice, InvoiceLine, AuditEvent, AsyncJob)  # fmt: skip
 
 
 def seed() -> float:
@@ -62,6 +63,11 @@ def test_demo_group_has_a_month_of_activity_on_every_page(client, localstripe):
     )  # fmt: skip
     assert all(totals[k] > 0 for k in ("citation", "reasoning", "searches", "requests"))
     assert totals["first"] < timezone.now() - timedelta(days=29)
+    # Two completed async requests, charged as the gateway's job runner charges them.
+    assert events.filter(api="async", model__name="sonar-deep-research").count() == 2
+    assert set(AsyncJob.objects.filter(group=group).values_list("status", flat=True)) == {
+        "COMPLETED"
+    }
 
     # Money to the micro-dollar: $25 welcome credit + $50 bought by card − the usage.
     payment = Payment.objects.get(group=group)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 
 import stripe
 from allauth.account.models import EmailAddress
@@ -20,11 +21,13 @@ from billing.invoicing.generation import invoice_generate
 from billing.invoicing.periods import period_just_closed
 from billing.models import Payment, PaymentMethod, PaymentStatus
 from billing.services import credits_grant
+from gateway.async_runner import run_job
+from gateway.models import AsyncJob
 from groups.models import APIGroup
 from groups.services import api_group_create
 from keys.models import APIKey
 from keys.services import api_key_create
-from usage.models import UsageEvent
+from usage.models import AIModel, UsageEvent
 
 DEMO_GROUP = "Demo Group"
 # A few keys the way a team names them; usage is spread over them and over every model.
@@ -33,6 +36,12 @@ DEMO_EVENTS = 900  # about $15 of usage: the demo's credit keeps the gateway ope
 DEMO_DAYS = 30
 DEMO_PURCHASE_MICROS = 50_000_000
 DEMO_CARD = "4242424242424242"  # Stripe's test Visa
+# Async chat completions the "Research agent" key ran (the simulator answers; charged as the
+# gateway charges them).
+DEMO_ASYNC = (
+    "Survey the last five years of research on river restoration, with sources.",
+    "Compare the energy policies of the Nordic countries since 2015.",
+)
 
 
 class Command(BaseCommand):
@@ -106,11 +115,28 @@ class Command(BaseCommand):
                 keys=len(DEMO_KEYS), seed=2026, stdout=io.StringIO(),
             )  # fmt: skip
             self.stdout.write(f"Demo usage: {DEMO_EVENTS:,} requests over {days} days.")
+        if not AsyncJob.objects.filter(group=group).exists():
+            self.async_jobs(group)
         if not Payment.objects.filter(group=group, status=PaymentStatus.SUCCEEDED).exists():
             self.purchase(group, user)
         result = invoice_generate(group=group, period=period_just_closed())
         if result.invoice is not None and result.created:
             self.stdout.write(f"Demo invoice {result.invoice.number} issued.")
+
+    def async_jobs(self, group: APIGroup) -> None:
+        """Two completed async sonar-deep-research requests, run by the job runner itself."""
+        model = AIModel.objects.filter(name="sonar-deep-research", enabled=True).first()
+        key = APIKey.objects.filter(group=group, name=DEMO_KEYS[-1]).first()
+        if model is None or key is None:
+            return
+        for question in DEMO_ASYNC:
+            job = AsyncJob.objects.create(
+                id=uuid.uuid4().hex, group=group, api_key=key, model=model,
+                model_name=model.name, created_at=timezone.now(),
+                request={"model": model.name, "messages": [{"role": "user", "content": question}]},
+            )  # fmt: skip
+            run_job(job.id)
+        self.stdout.write(f"Demo async requests: {len(DEMO_ASYNC)} completed.")
 
     def purchase(self, group: APIGroup, user: User) -> None:
         """Save Stripe's test card and buy credits with it, as the billing page does (localstripe
