@@ -1,7 +1,8 @@
 """The metering gateway: a lean ASGI app beside Django (see portal/asgi.py).
 
 Routes: POST /chat/completions and /v1/chat/completions (Perplexity and OpenAI base URLs),
-GET /v1/models and /models. The request path touches no Django middleware or ORM; see
+GET /v1/models and /models; the Agent API (gateway/agent.py) and embeddings
+(gateway/embeddings.py). The request path touches no Django middleware or ORM; see
 gateway/store.py for the data access (and where each part of it lives) and the exactly-once
 argument.
 """
@@ -24,7 +25,7 @@ from django.db import connections
 
 from billing.tasks import auto_top_up
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import agent, metrics, simulator
+from gateway import agent, embeddings, metrics, simulator
 from gateway.http import (
     SSE,
     Receive,
@@ -82,6 +83,7 @@ class GatewayApp:
         self._session: aiohttp.ClientSession | None = None
         self.prefix = settings.API_KEY_PREFIX
         self.agent = agent.AgentAPI(self)
+        self.embeddings = embeddings.EmbeddingsAPI(self)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -176,6 +178,11 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list
     ) -> int:
         path, method = scope["path"], scope["method"]
+        if path in embeddings.PATHS:  # gateway/embeddings.py
+            if method != "POST":
+                raise method_not_allowed(scope)
+            key = await self.authenticate(scope)
+            return await self.embeddings.handle(scope, receive, send, key, request_id, headers)
         if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
             raise method_not_allowed(scope)
         route = agent.route(path, method)

@@ -87,6 +87,15 @@ class AIModel(models.Model):
         "request fee (high context), micros per 1K", default=0
     )
     rate_limit_rpm = models.PositiveIntegerField("requests per minute per key (tier 0)", default=50)
+    # Embeddings models only (api = "embeddings"): the vector length (the largest `dimensions` a
+    # request may ask for, and the default), and whether the model embeds chunks in the context
+    # of their document (served on /v1/contextualizedembeddings, not /v1/embeddings).
+    dimensions = models.PositiveIntegerField(
+        "embedding dimensions (maximum and default)", default=0
+    )
+    contextualized = models.BooleanField(
+        default=False, help_text="A contextualized embeddings model (input: documents of chunks)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

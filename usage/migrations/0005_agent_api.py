@@ -19,6 +19,9 @@ def seed_agent_api(apps, schema_editor):
     catalogue = read_catalogue(DEFAULT_FILE)
     known = {f.name for f in AIModel._meta.get_fields()}
     for name, values in catalogue.models.items():
+        # Only the APIs this migration knows (later ones seed their own models, e.g. 0007).
+        if values["api"] not in ("chat", "agent", "chat,agent"):
+            continue
         if not AIModel.objects.filter(name=name).exists():
             AIModel.objects.create(name=name, **{k: v for k, v in values.items() if k in known})
     for name, values in catalogue.tools.items():
