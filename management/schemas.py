@@ -309,7 +309,7 @@ class UsagePeriod(Out):
     granularity: Literal["hour", "day"]
     key: str | None
     model: str | None
-    api: Literal["chat", "agent"] | None
+    api: Literal["chat", "agent", "search", "embeddings", "async"] | None  # usage.metrics.APIS
     tool: str | None
 
 
@@ -347,7 +347,7 @@ class ToolUse(Out):
 class UsageGroup(Out):
     model: str | None = None
     key: KeyRef | None = None
-    api: Literal["chat", "agent"] | None = None
+    api: Literal["chat", "agent", "search", "embeddings", "async"] | None = None
     tool: ToolUse | None = Field(
         None, description="By tool: the tool's invocations and fees (a part of the requests' cost)."
     )

@@ -1,4 +1,4 @@
-"""The demo seed (seed_usage) writes chat and Agent API usage priced by usage.pricing."""
+"""The demo seed (seed_usage) writes chat, Agent API and embeddings usage priced by usage.pricing."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from usage.models import UsageEvent
 
 
 @pytest.mark.django_db
-def test_seeded_usage_mixes_both_apis_with_tools_and_matches_the_ledger():
+def test_seeded_usage_mixes_the_apis_with_tools_and_matches_the_ledger():
     catalogue_sync()
     group = GroupFactory()
     call_command("seed_usage", group=group.public_id, events=300, days=2, stdout=StringIO())
     events = UsageEvent.objects.filter(group=group)
-    assert set(events.values_list("api", flat=True)) == {"chat", "agent"}
+    assert set(events.values_list("api", flat=True)) == {"chat", "agent", "embeddings"}
+    for e in events.filter(api="embeddings")[:20]:
+        assert (e.completion_tokens, e.tool_calls) == (0, {})
+        assert e.cost_micros == e.input_cost_micros
     agent = events.filter(api="agent").exclude(tool_calls={})
     assert agent.exists()
     for e in agent[:20]:
