@@ -48,9 +48,10 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import struct
+import sys
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -218,21 +219,24 @@ def parse_request(body: dict[str, Any], contextualized: bool) -> EmbeddingsReque
 # --- encodings --------------------------------------------------------------------------------
 
 
-def _unit(vector: list[float]) -> list[float]:
+def _unit(vector: Sequence[float]) -> list[float]:
     norm = math.sqrt(math.fsum(x * x for x in vector))
-    return [x / norm for x in vector] if norm else vector
+    return [x / norm for x in vector] if norm else list(vector)
 
 
-def encode(vector: list[float], dimensions: int, encoding: str) -> str | list[float]:
+def encode(vector: Sequence[float], dimensions: int, encoding: str) -> str | list[float]:
     """One vector (the upstream's floats) in `encoding`, cut to `dimensions` (module docstring)."""
     if len(vector) > dimensions:
         vector = vector[:dimensions]
         if encoding in OPENAI_ENCODINGS:
             vector = _unit(vector)
     if encoding == "float":
-        return vector
+        return vector.tolist() if isinstance(vector, array) else list(vector)
     if encoding == "base64":
-        packed = struct.pack(f"<{len(vector)}f", *vector)
+        floats = array("f", vector)  # OverflowError past float32's range
+        if sys.byteorder == "big":
+            floats.byteswap()
+        packed = floats.tobytes()  # little-endian float32
     elif encoding == "base64_int8":
         peak = max(map(abs, vector), default=0.0)
         scale = 127 / peak if peak else 0.0
@@ -246,15 +250,13 @@ def encode(vector: list[float], dimensions: int, encoding: str) -> str | list[fl
     return base64.b64encode(packed).decode()
 
 
-def _floats(value: Any) -> list[float]:
+def _floats(value: Any) -> Sequence[float]:
     """An upstream's vector: a list of numbers, or base64 int8 (Perplexity's default)."""
     if isinstance(value, list):
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
-            raise TypeError
-        return [float(x) for x in value]
+        return array("d", value)  # TypeError for anything but numbers
     if isinstance(value, str):
         try:
-            return [float(x) for x in array("b", base64.b64decode(value, validate=True))]
+            return array("d", array("b", base64.b64decode(value, validate=True)))
         except (binascii.Error, ValueError):
             raise TypeError from None
     raise TypeError
@@ -273,7 +275,7 @@ def _items(data: Any, count: int) -> list[dict[str, Any]]:
     return data
 
 
-def vectors_of(answer: Any, request: EmbeddingsRequest) -> tuple[list[list[float]], int]:
+def vectors_of(answer: Any, request: EmbeddingsRequest) -> tuple[list[Sequence[float]], int]:
     """The upstream's vectors (one per text, in order) and its prompt tokens; TypeError when
     the answer is not one."""
     if not isinstance(answer, dict) or not isinstance(answer.get("usage"), dict):
@@ -322,9 +324,12 @@ class EmbeddingsAPI:
         if any(len(v) < dimensions for v in vectors):
             raise upstream_error("The model server sent vectors shorter than asked for.")
         cost = embeddings_cost(model.prices, tokens)
+        try:  # the answer is built before it is charged: a failure here charges nothing
+            body = self.body(model, request, vectors, dimensions, tokens, cost)
+        except (OverflowError, ValueError):
+            raise upstream_error("The model server sent a vector it cannot have meant.") from None
         await self.meter(store, key, model, tokens, cost, request_id, started)
-        await respond(send, 200, self.body(model, request, vectors, dimensions, tokens, cost),
-                      headers)  # fmt: skip
+        await respond(send, 200, body, headers)
         return 200
 
     @staticmethod
@@ -348,7 +353,7 @@ class EmbeddingsAPI:
 
     async def embed(
         self, model: ModelInfo, request: EmbeddingsRequest, request_id: str
-    ) -> tuple[list[list[float]], int]:
+    ) -> tuple[list[Sequence[float]], int]:
         if model.base_url.startswith("simulator:"):
             if request.documents is not None:
                 answer: Any = simulator.contextualized_embeddings(
@@ -382,7 +387,7 @@ class EmbeddingsAPI:
 
     @staticmethod
     def body(
-        model: ModelInfo, request: EmbeddingsRequest, vectors: list[list[float]],
+        model: ModelInfo, request: EmbeddingsRequest, vectors: list[Sequence[float]],
         dimensions: int, tokens: int, cost: Cost,
     ) -> bytes:  # fmt: skip
         encoded = [
