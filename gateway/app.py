@@ -1,9 +1,10 @@
 """The metering gateway: a lean ASGI app beside Django (see portal/asgi.py).
 
 Routes: POST /chat/completions and /v1/chat/completions (Perplexity and OpenAI base URLs),
-GET /v1/models and /models; the Agent API (gateway/agent.py) and the Search API
-(gateway/search.py). The request path touches no Django middleware or ORM; see gateway/store.py
-for the data access (and where each part of it lives) and the exactly-once argument.
+GET /v1/models and /models; the Agent API (gateway/agent.py), the Search API (gateway/search.py),
+embeddings (gateway/embeddings.py) and async chat completions (gateway/async_jobs.py). The request
+path touches no Django middleware or ORM; see gateway/store.py for the data access (and where each
+part of it lives) and the exactly-once argument.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.db import connections
 
 from billing.tasks import auto_top_up
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import agent, async_jobs, metrics, search, simulator
+from gateway import agent, async_jobs, embeddings, metrics, search, simulator
 from gateway.http import (
     SSE,
     Receive,
@@ -86,6 +87,7 @@ class GatewayApp:
         self.agent = agent.AgentAPI(self)
         self.search = search.SearchAPI(self)
         self.async_chat = async_jobs.AsyncChat(self)
+        self.embeddings = embeddings.EmbeddingsAPI(self)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -180,6 +182,11 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list
     ) -> int:
         path, method = scope["path"], scope["method"]
+        if path in embeddings.PATHS:  # gateway/embeddings.py
+            if method != "POST":
+                raise method_not_allowed(scope)
+            key = await self.authenticate(scope)
+            return await self.embeddings.handle(scope, receive, send, key, request_id, headers)
         if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
             raise method_not_allowed(scope)
         if path in search.PATHS:

@@ -48,6 +48,10 @@ class ModelInfo:
     apis: frozenset[str] = frozenset({"chat"})
     # What its upstream speaks: "chat_completions" (translated on the Agent API) or "responses".
     upstream_api: str = "chat_completions"
+    # Embeddings models: the vector length (the largest `dimensions`, and the default) and whether
+    # the model is contextualized (/v1/contextualizedembeddings).
+    dimensions: int = 0
+    contextualized: bool = False
 
     def serves(self, api: str) -> bool:
         return api in self.apis
@@ -164,7 +168,8 @@ class Catalogue:
 
 def _model(row: tuple) -> ModelInfo:
     """A row of CATALOGUE_SQL: id, name, base URL, API key variable, upstream model, APIs,
-    upstream API, the prices (usage.metrics.PRICES), rate limit."""
+    upstream API, the prices (usage.metrics.PRICES), rate limit, dimensions, contextualized."""
+    end = 7 + len(PRICES)
     return ModelInfo(
         id=row[0],
         name=row[1],
@@ -173,8 +178,10 @@ def _model(row: tuple) -> ModelInfo:
         upstream_model=row[4] or row[1],
         apis=frozenset(row[5].split(",")),
         upstream_api=row[6],
-        prices=Prices(*row[7:-1]),
-        rate_limit_rpm=row[-1],
+        prices=Prices(*row[7:end]),
+        rate_limit_rpm=row[end],
+        dimensions=row[end + 1],
+        contextualized=row[end + 2],
     )
 
 

@@ -9,6 +9,9 @@ gateway refuses; finer rules (input item shapes, known model and effort names) a
 The Search API (`gateway/search.py`): its parameters with the same limits as the parser.
 Async chat completions (`gateway/async_jobs.py`): `request` is a chat completions request as
 above (`stream: true` is a 400 there), plus an optional `idempotency_key`.
+Embeddings (gateway/embeddings.py): `model`, `input` (a text or up to 512; contextualized: up to
+512 documents of chunks), `dimensions` (≥ 128; the model's maximum is the gateway's 400) and
+`encoding_format`.
 The property-based tests in tests/gateway/test_fuzz.py generate requests from it.
 """
 
@@ -314,6 +317,111 @@ _JOB_SUMMARY: dict[str, Any] = {
 }
 
 
+# Embeddings (gateway/embeddings.py): no stricter than its checks (the per-model `dimensions`
+# maximum and the token limits are the gateway's 400s, not the description's).
+_EMBED_ERRORS = ("400", "401", "402", "404", "405", "413", "429", "502", "503", "504")
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
+
+
+def _embeddings_path(operation: str, summary: str, request: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation,
+            "summary": summary,
+            "security": _SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "One vector per text (per chunk, by document), with "
+                    "`usage.cost` in our prices.",
+                    "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/EmbeddingsResponse"}
+                        }
+                    },
+                },
+                **{code: _ERROR for code in _EMBED_ERRORS},
+            },
+        }
+    }
+
+
+_EMBEDDING_SCHEMAS: dict[str, Any] = {
+    "EmbeddingsRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "example": "pplx-embed-v1-4b"},
+            "input": {
+                "oneOf": [
+                    _TEXT,
+                    {"type": "array", "minItems": 1, "maxItems": 512, "items": _TEXT},
+                ],
+                "example": ["What is an embedding?"],
+            },
+            "dimensions": {"type": "integer", "minimum": 128, "nullable": True},
+            "encoding_format": {
+                "type": "string",
+                "enum": ["base64_int8", "base64_binary", "float", "base64"],
+                "nullable": True,
+            },
+        },
+    },
+    "ContextualizedEmbeddingsRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "example": "pplx-embed-context-v1-4b"},
+            "input": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 512,
+                "items": {"type": "array", "minItems": 1, "items": _TEXT},
+                "example": [["First chunk.", "Second chunk."]],
+            },
+            "dimensions": {"type": "integer", "minimum": 128, "nullable": True},
+            "encoding_format": {
+                "type": "string",
+                "enum": ["base64_int8", "base64_binary"],
+                "nullable": True,
+            },
+        },
+    },
+    "EmbeddingsResponse": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "required": ["prompt_tokens", "total_tokens", "cost"],
+                "properties": {
+                    "prompt_tokens": {"type": "integer"},
+                    "total_tokens": {"type": "integer"},
+                    "cost": {
+                        "type": "object",
+                        "required": ["currency", "input_cost", "total_cost"],
+                        "properties": {
+                            "currency": {"type": "string", "enum": ["USD"]},
+                            "input_cost": {"type": "number"},
+                            "total_cost": {"type": "number"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -348,6 +456,14 @@ SPEC: dict[str, Any] = {
         **_ASYNC_PATHS,
         "/search": _search_path("search"),
         "/v1/search": _search_path("v1_search"),
+        "/v1/embeddings": _embeddings_path(
+            "v1_embeddings", "Create embeddings (metered per input token)", "EmbeddingsRequest"
+        ),
+        "/v1/contextualizedembeddings": _embeddings_path(
+            "v1_contextualized_embeddings",
+            "Create contextualized embeddings: a vector per chunk, in its document's context",
+            "ContextualizedEmbeddingsRequest",
+        ),
     },
     "components": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
@@ -486,6 +602,7 @@ SPEC: dict[str, Any] = {
                 },
             },
             **_SEARCH_SCHEMAS,
+            **_EMBEDDING_SCHEMAS,
             "ModelList": {
                 "type": "object",
                 "required": ["object", "data"],

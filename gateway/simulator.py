@@ -17,12 +17,16 @@ words; a request with `previous_response_id` reads half its input from the cache
 And the Search API (`POST /search`) with `search`: deterministic pages per query (the same query
 and search type give the same titles, URLs, snippets and dates), a list of lists for a list
 query, profile pages for people search, the domain allow/deny list and the recency filter honoured.
+Embeddings (`embeddings`, `contextualized_embeddings`): float unit vectors seeded by the text and
+⌈characters ÷ 4⌉ prompt tokens per text, as an OpenAI-compatible embeddings server reports them.
 """
 
 from __future__ import annotations
 
+import array
 import datetime
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -331,3 +335,51 @@ def search(payload: dict[str, Any]) -> bytes:
         server_time = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return orjson.dumps({"id": f"srch_{uuid.uuid4().hex}", "results": results,
                          "server_time": server_time})  # fmt: skip
+
+
+# --- embeddings (POST /v1/embeddings, /v1/contextualizedembeddings) -------------------------------
+# As an OpenAI-compatible embeddings server answers with `encoding_format: "float"`: a unit vector
+# of the model's full length per text, pseudo-random but deterministic (seeded by the model and
+# the text; a contextualized chunk also by its whole document, so the same chunk in another
+# document has another vector), and prompt tokens ⌈characters ÷ 4⌉ per text (at least 1).
+
+
+def embedding_tokens(text: str) -> int:
+    return max(1, -(-len(text) // 4))
+
+
+def _unit_vector(seed: str, dimensions: int) -> list[float]:
+    raw = array.array("b", hashlib.shake_256(seed.encode()).digest(dimensions))
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def embeddings(model: str, texts: list[str], dimensions: int) -> dict[str, Any]:
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": _unit_vector(f"{model}\0{text}", dimensions),
+        }
+        for i, text in enumerate(texts)
+    ]
+    tokens = sum(embedding_tokens(t) for t in texts)
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+
+
+def contextualized_embeddings(
+    model: str, documents: list[list[str]], dimensions: int
+) -> dict[str, Any]:
+    data = []
+    for d, chunks in enumerate(documents):
+        context = hashlib.sha256("\0".join(chunks).encode()).hexdigest()
+        vectors = [
+            {"object": "embedding", "index": i,
+             "embedding": _unit_vector(f"{model}\0{context}\0{chunk}", dimensions)}
+            for i, chunk in enumerate(chunks)
+        ]  # fmt: skip
+        data.append({"object": "list", "index": d, "data": vectors})
+    tokens = sum(embedding_tokens(c) for chunks in documents for c in chunks)
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip

@@ -1,6 +1,7 @@
 """Load the catalogue from a TOML (or YAML) file; see usage/catalogue.toml.
 
-Four kinds of table: `[models.<name>]` (AIModel: prices, upstream, the APIs it is served on),
+Four kinds of table: `[models.<name>]` (AIModel: prices, upstream, the APIs it is served on;
+for an embeddings model also its `dimensions` and whether it is `contextualized`),
 `[tools.<type>]` (ToolPrice: the fee per invocation of an Agent API tool),
 `[presets.<name>]` (Preset: an effort preset, the model it runs on and its settings) and
 `[limits.<family>]` (RateLimit: an API family's requests per minute and/or per second at usage
@@ -37,6 +38,11 @@ PRICE_FIELDS = (
     "cache_read_per_m", "cache_write_per_m",
 )  # fmt: skip
 TEXT_FIELDS = ("upstream_base_url", "upstream_api_key_env", "upstream_model")
+# Settings of embeddings models only (api = "embeddings"): `dimensions` (the vector length, the
+# largest a request may ask for and the default; at least MIN_DIMENSIONS) and `contextualized`
+# (served on /v1/contextualizedembeddings; default false).
+EMBEDDING_KEYS = ("dimensions", "contextualized")
+MIN_DIMENSIONS = 128  # Perplexity's smallest Matryoshka size (docs/research §1.2)
 MODEL_KEYS = frozenset(
     {
         *PRICE_FIELDS,
@@ -46,6 +52,7 @@ MODEL_KEYS = frozenset(
         "request_fee_per_k",
         "rate_limit_rpm",
         "enabled",
+        *EMBEDDING_KEYS,
     }  # fmt: skip
 )
 TOOL_KEYS = frozenset({"fee", "enabled"})
@@ -295,7 +302,27 @@ def _model_fields(r: _Reader, name: str, spec: Any) -> dict[str, Any]:
     if not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 1:
         raise r.error("must be a whole number ≥ 1.", *at, "rate_limit_rpm")
     values["rate_limit_rpm"] = rpm
+    values.update(_embedding_fields(r, at, spec, canonical))
     return values
+
+
+def _embedding_fields(
+    r: _Reader, at: tuple[str, str], spec: dict[str, Any], api: str
+) -> dict[str, Any]:
+    """`dimensions` and `contextualized`: required (dimensions) for an embeddings model, refused
+    for any other."""
+    if api != "embeddings":
+        for key in EMBEDDING_KEYS:
+            if key in spec:
+                raise r.error('is only for embeddings models (api = "embeddings").', *at, key)
+        return {"dimensions": 0, "contextualized": False}
+    if "dimensions" not in spec:
+        raise r.error("an embeddings model needs its dimensions (the vector length).", *at)
+    dimensions = r.typed(spec["dimensions"], int, *at, "dimensions")
+    if dimensions < MIN_DIMENSIONS:
+        raise r.error(f"must be a whole number ≥ {MIN_DIMENSIONS}.", *at, "dimensions")
+    contextualized = r.typed(spec.get("contextualized", False), bool, *at, "contextualized")
+    return {"dimensions": dimensions, "contextualized": contextualized}
 
 
 def _tool_fields(r: _Reader, name: str, spec: Any) -> dict[str, Any]:

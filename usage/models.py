@@ -92,6 +92,15 @@ class AIModel(models.Model):
         help_text="Used only when the model's API family has no RateLimit (an operator's own "
         "model): the group's limit on this model is this × the tier's multiplier (usage.tiers).",
     )
+    # Embeddings models only (api = "embeddings"): the vector length (the largest `dimensions` a
+    # request may ask for, and the default), and whether the model embeds chunks in the context
+    # of their document (served on /v1/contextualizedembeddings, not /v1/embeddings).
+    dimensions = models.PositiveIntegerField(
+        "embedding dimensions (maximum and default)", default=0
+    )
+    contextualized = models.BooleanField(
+        default=False, help_text="A contextualized embeddings model (input: documents of chunks)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

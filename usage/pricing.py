@@ -4,7 +4,14 @@ Rounding rule: each component is computed exactly as units × price ÷ block (bl
 tokens or 1,000 searches/requests/invocations) and rounded once, half up, to a whole
 micro-dollar; the total is the sum of the rounded components. Tool fees are rounded per tool
 (invocations × fee ÷ 1,000), and the `tools` part is the sum of the rounded per-tool fees.
-Perplexity's list prices are whole micros per unit, so for them nothing is ever rounded.
+Perplexity's chat and Agent API list prices are whole micros per unit, so for them nothing is
+ever rounded. Its embeddings prices are not: $0.004 to $0.05 per 1M tokens is 0.004 to 0.05
+micro-dollars per token. The same rule applies to them, once per request (`embeddings_cost`):
+`pplx-embed-v1-0.6b` charges 0 µ$ for a request under 125 tokens, 1 µ$ for 125–374 tokens,
+4 µ$ for 1,000 and 480 µ$ for 120,000. Half-up rounding per request is unbiased on average (a
+request is as likely to be rounded down as up), charges nothing that was not used beyond half a
+micro-dollar, and keeps each request's reported `usage.cost` equal to what it was charged; a
+minimum charge per request, or a remainder carried from one request to the next, would not.
 
 Cached prompt tokens (OpenAI's rule, which both SDKs' usage objects follow): `prompt_tokens` /
 `input_tokens` counts EVERY input token, cache reads and cache writes included. The input part
@@ -26,7 +33,9 @@ from usage.metrics import COST_PARTS, PER_K, PER_M, PRICED, REQUEST_FEES
 
 __all__ = [
     "PER_K", "PER_M", "AgentCost", "AgentPrices", "AgentUsage", "Cost", "Prices", "ToolCharge",
-    "UnknownTool", "Usage", "agent_cost", "compute_cost", "request_fee", "uncached",
+    "UnknownTool", "Usage", "agent_cost", "compute_cost", "embeddings_cost", "embeddings_usage_cost",
+    "request_fee",
+    "uncached",
 ]  # fmt: skip
 
 
@@ -128,6 +137,30 @@ def _parts(prices: Prices, usage: Usage) -> dict[str, int]:
 def compute_cost(prices: Prices, usage: Usage) -> Cost:
     """Each part of usage.metrics.PRICED (units × price ÷ block), and the request fee."""
     return Cost(**_parts(prices, usage), request=request_fee(prices, usage.search_context_size))
+
+
+# --- embeddings --------------------------------------------------------------------------------
+
+
+def embeddings_cost(prices: Prices, prompt_tokens: int) -> Cost:
+    """The cost of an embeddings request: its input tokens at the input price, rounded half up
+    once to whole micro-dollars (see the module docstring); nothing else is priced."""
+    if prompt_tokens < 0:
+        raise ValueError("usage counts cannot be negative")
+    return Cost(
+        input=_cost(prompt_tokens, prices.input_per_m, PER_M),
+        output=0, citation=0, reasoning=0, search=0, request=0,
+    )  # fmt: skip
+
+
+def embeddings_usage_cost(cost: Cost) -> dict[str, Any]:
+    """The `usage.cost` of an embeddings response, in dollars (the perplexityai SDK's
+    `EmbeddingsUsageOutput.cost`: currency, input_cost, total_cost), equal to the micros charged."""
+    return {
+        "currency": "USD",
+        "input_cost": cost.input / PER_M,
+        "total_cost": cost.total / PER_M,
+    }
 
 
 # --- the Agent API -----------------------------------------------------------------------------

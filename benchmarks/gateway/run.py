@@ -62,9 +62,15 @@ AGENT_MODEL = "bench-agent"  # the Agent API: the same question on /v1/responses
 AGENT_BODY = {"model": AGENT_MODEL, "input": "What is six times seven?",
               "tools": [{"type": "web_search"}]}  # fmt: skip
 SEARCH_BODY = {"query": "What is six times seven?", "max_results": 10}  # the Search API (web)
+EMBED_MODEL = "bench-embed"  # embeddings: 4 texts, int8 out (the upstream sends floats)
+EMBED_BODY = {
+    "model": EMBED_MODEL,
+    "input": [f"Chunk {i} of a document to index." for i in range(4)],
+}
 PORTALS = ("portal", "portal-stream", "granian")  # targets that run our gateway
-METERED = (*PORTALS, "portal-responses", "portal-search")  # 200s reconciled with the ledger
-UNSTREAMED = ("portal-search",)  # targets that have no streamed form
+# Their 200s are reconciled with the ledger.
+METERED = (*PORTALS, "portal-responses", "portal-search", "portal-embeddings")
+UNSTREAMED = ("portal-search", "portal-embeddings")  # targets that have no streamed form
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -140,6 +146,18 @@ def prepare_database(upstream: str, groups: int, keys_per_group: int) -> tuple[l
     # The Search API's web type (the catalogue's search-web, $5/1K requests) on the fake upstream.
     AIModel.objects.filter(name="search-web").update(
         enabled=True, upstream_base_url=upstream, rate_limit_rpm=100_000_000
+    )
+    AIModel.objects.update_or_create(
+        name=EMBED_MODEL,
+        defaults={
+            "enabled": True,
+            "api": "embeddings",
+            "upstream_base_url": upstream,
+            "upstream_model": EMBED_MODEL,
+            "input_per_m": 4_000,  # pplx-embed-v1-0.6b's: 4 × 512 tokens cost 8 µ$
+            "dimensions": 1024,
+            "rate_limit_rpm": 100_000_000,
+        },
     )
     secrets = []
     run = time.strftime("%Y%m%d%H%M%S")
@@ -512,6 +530,12 @@ async def amain(ns: argparse.Namespace) -> None:
                     "portal-search", f"http://127.0.0.1:{port}/search", p,
                     [f"Bearer {s}" for s in secrets], SEARCH_BODY,
                 )  # fmt: skip
+            if name == "portal" and "portal-embeddings" in ns.targets:
+                # The same server, on /v1/embeddings (floats from the upstream, int8 out).
+                targets["portal-embeddings"] = Target(
+                    "portal-embeddings", f"http://127.0.0.1:{port}/v1/embeddings", p,
+                    [f"Bearer {s}" for s in secrets], EMBED_BODY,
+                )  # fmt: skip
 
         if litellm is not None:
             port = free_port()
@@ -746,6 +770,32 @@ def report(
                 f"{chat_sat.ok / chat_sat.seconds:,.0f} | "
                 f"{search_sat.ok / search_sat.seconds:,.0f} |"
             )
+    if ("portal-embeddings", False) in sat_results and ("portal", False) in sat_results:
+        chat_sat, embed_sat = (
+            sat_results[("portal", False)],
+            sat_results[("portal-embeddings", False)],
+        )
+        chat_cpu = chat_sat.cpu / max(chat_sat.ok, 1) * 1000
+        embed_cpu = embed_sat.cpu / max(embed_sat.ok, 1) * 1000
+        lines += [
+            "",
+            "### Embeddings vs chat completions (same server, same run)",
+            "",
+            "`portal-embeddings` is the `portal` server on `POST /v1/embeddings`: 4 texts, the",
+            "upstream answers 1,024 floats per text (OpenAI-compatible, like vLLM), the gateway",
+            "re-encodes them as base64 int8 and meters 2,048 tokens (8 µ$); not streamed.",
+            "",
+            "| rate | added p50 chat | added p50 embeddings | CPU ms/req chat | CPU ms/req embeddings | req/s embeddings |",
+            "|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for rate in ns.rates:
+            d = pct(open_results[("direct", rate, False)].latencies, 0.5)
+            chat = pct(open_results[("portal", rate, False)].latencies, 0.5) - d
+            embed = pct(open_results[("portal-embeddings", rate, False)].latencies, 0.5) - d
+            lines.append(
+                f"| {rate}/s | {chat:+.2f} | {embed:+.2f} | {chat_cpu:.3f} | {embed_cpu:.3f} | "
+                f"{embed_sat.ok / embed_sat.seconds:,.0f} |"
+            )
     if ledger:
         ok = (
             ledger["ok_responses"] == ledger["unique_ids"] == ledger["events_for_ids"]
@@ -808,9 +858,10 @@ def main() -> None:
     parser.add_argument("--soak-targets", nargs="+", default=["portal-stream"], choices=PORTALS)
     parser.add_argument(
         "--targets", nargs="+",
-        default=["proxy", "portal", "portal-responses", "portal-search", "portal-stream", "litellm"],
-        choices=["proxy", "portal", "portal-responses", "portal-search", "portal-stream", "granian",
-                 "litellm"],
+        default=["proxy", "portal", "portal-responses", "portal-search", "portal-embeddings",
+                 "portal-stream", "litellm"],
+        choices=["proxy", "portal", "portal-responses", "portal-search", "portal-embeddings",
+                 "portal-stream", "granian", "litellm"],
     )  # fmt: skip
     parser.add_argument(
         "--portal-env", nargs="*", default=[], metavar="K=V",

@@ -7,7 +7,8 @@ The upstream answers `POST /responses` (the Agent API: a Response with usage and
 invocation; streamed, 10 events with 4 text deltas), `POST /search` (the Search API: 10 results)
 and `POST /chat/completions` like Perplexity's API (OpenAI-shaped, with `usage`
 including `num_search_queries`), at once; with `"stream": true` it sends five SSE chunks, the last
-carrying usage, then `[DONE]`. The proxy forwards the body and streams the answer back: no auth,
+carrying usage, then `[DONE]`. `POST /embeddings` answers like an OpenAI-compatible embeddings
+server (vLLM): 1,024 floats and 512 prompt tokens per text. The proxy forwards the body and streams the answer back: no auth,
 no metering — the practical limit of a Python pass-through.
 """
 
@@ -170,6 +171,30 @@ async def search_handler(request: web.Request) -> web.Response:
     return web.Response(body=SEARCH_ANSWER, content_type="application/json")
 
 
+# Embeddings (POST /embeddings, OpenAI-compatible): float vectors of EMBED_DIMENSIONS and
+# EMBED_TOKENS prompt tokens per text; answers are built once per number of texts.
+EMBED_DIMENSIONS = 1024
+EMBED_TOKENS = 512
+EMBED_VECTOR = [((i * 7919) % 2001 - 1000) / 1000 for i in range(EMBED_DIMENSIONS)]
+_embed_answers: dict[int, bytes] = {}
+
+
+async def embeddings_handler(request: web.Request) -> web.Response:
+    payload = orjson.loads(await request.read())
+    texts = payload.get("input")
+    count = len(texts) if isinstance(texts, list) else 1
+    if count not in _embed_answers:
+        data = [
+            {"object": "embedding", "index": i, "embedding": EMBED_VECTOR} for i in range(count)
+        ]
+        tokens = EMBED_TOKENS * count
+        _embed_answers[count] = orjson.dumps(
+            {"object": "list", "data": data, "model": payload.get("model", "bench"),
+             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        )  # fmt: skip
+    return web.Response(body=_embed_answers[count], content_type="application/json")
+
+
 def reuse_port_socket(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -196,6 +221,8 @@ def upstream_app() -> web.Application:
     app.router.add_post("/responses", responses_handler)
     app.router.add_post("/v1/responses", responses_handler)
     app.router.add_post("/search", search_handler)
+    app.router.add_post("/embeddings", embeddings_handler)
+    app.router.add_post("/v1/embeddings", embeddings_handler)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import threading
 import time
@@ -217,6 +218,46 @@ async def _responses(fake: FakeUpstream, request: web.Request) -> web.StreamResp
     return resp
 
 
+# The fake embeddings server's vector: OpenAI-compatible servers answer with floats.
+FAKE_VECTOR = [0.5, -1.0, 0.25, *([0.0] * 125)]
+
+
+async def _embeddings(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    """An OpenAI-compatible /embeddings (vLLM, llama.cpp, TEI): float vectors and usage.
+    Modes "fail" (500), "bad" (not JSON), "short" (one vector too few)."""
+    body = await request.json()
+    fake.hits.append(body)
+    if fake.mode == "fail":
+        return web.json_response({"error": "boom"}, status=500)
+    if fake.mode == "bad":
+        return web.Response(text="not json", content_type="application/json")
+    texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    if fake.mode == "short":
+        texts = texts[1:]
+    data = [{"object": "embedding", "index": i, "embedding": FAKE_VECTOR}
+            for i in range(len(texts))][::-1]  # fmt: skip
+    return web.json_response({"object": "list", "data": data, "model": body["model"],
+                              "usage": {"prompt_tokens": fake.usage["prompt_tokens"],
+                                        "total_tokens": fake.usage["prompt_tokens"]}})  # fmt: skip
+
+
+async def _contextualized(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    """Perplexity's /contextualizedembeddings: base64_int8 vectors (its default) and usage."""
+    body = await request.json()
+    fake.hits.append(body)
+    vector = base64.b64encode(bytes([1, 2, 255, 127]) + bytes(124)).decode()  # [1, 2, -1, 127]
+    data = [
+        {"object": "list", "index": d,
+         "data": [{"object": "embedding", "index": c, "embedding": vector}
+                  for c in range(len(chunks))]}
+        for d, chunks in enumerate(body["input"])
+    ]  # fmt: skip
+    usage = {"prompt_tokens": fake.usage["prompt_tokens"], "total_tokens": 0,
+             "cost": {"currency": "USD", "input_cost": 99.0, "total_cost": 99.0}}  # fmt: skip
+    return web.json_response({"object": "list", "data": data, "model": body["model"],
+                              "usage": usage})  # fmt: skip
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     """An OpenAI-shaped model server on loopback whose behaviour a test can switch."""
@@ -226,6 +267,8 @@ def upstream() -> Iterator[FakeUpstream]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", functools.partial(_chat, fake))
     app.router.add_post("/v1/responses", functools.partial(_responses, fake))
+    app.router.add_post("/v1/embeddings", functools.partial(_embeddings, fake))
+    app.router.add_post("/v1/contextualizedembeddings", functools.partial(_contextualized, fake))
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
 

@@ -154,6 +154,16 @@ fee = 0.0025
         ('[limits."openai/gpt-5.4-mini"]\nrpm = 5', r"line 14: .*unknown API family"),
         ("[limits.search]\nburst = 10", r"line 14: limits\.search: needs rpm"),
         ("[limits.search]\nrps = 50\nburst = 10", r"line 16: limits\.search\.burst: must equal"),
+        ('[models."e-1"]\napi = "embeddings"', r"line 14: models\.e-1: .*needs its dimensions"),
+        (
+            '[models."e-1"]\napi = "embeddings"\ndimensions = 64',
+            r"line 16: models\.e-1\.dimensions: must be a whole number ≥ 128",
+        ),
+        (
+            '[models."e-1"]\napi = "embeddings"\ndimensions = 1024\ncontextualized = "yes"',
+            r"line 17: models\.e-1\.contextualized: must be true or false",
+        ),
+        ("[models.x]\ndimensions = 1024", r"line 15: models\.x\.dimensions: is only for embed"),
     ],
 )
 def test_sync_models_names_the_line_of_a_semantic_error(tmp_path, tail, message):
@@ -207,3 +217,36 @@ def test_sync_models_syncs_tools_and_presets(tmp_path):
     assert not ToolPrice.objects.get(name="fetch_url").enabled  # absent: disabled, kept
     assert Preset.objects.get(name="fast").model.name == "openai/gpt-5.4-mini"
     assert not Preset.objects.get(name="xhigh").enabled
+
+
+def test_embeddings_are_priced_per_request_rounded_half_up_once():
+    """Prices below a micro-dollar per token: $0.004 per 1M is 0.004 µ$ a token."""
+    from usage.pricing import embeddings_cost, embeddings_usage_cost
+
+    small = Prices(input_per_m=4_000)  # pplx-embed-v1-0.6b
+    assert [embeddings_cost(small, n).total for n in (0, 124, 125, 374, 375, 1_000, 120_000)] == [
+        0, 0, 1, 1, 2, 4, 480,
+    ]  # fmt: skip
+    big = Prices(input_per_m=50_000)  # pplx-embed-context-v1-4b
+    cost = embeddings_cost(big, 120_000)
+    assert (cost.input, cost.total) == (6_000, 6_000)
+    assert embeddings_usage_cost(cost) == {
+        "currency": "USD", "input_cost": 0.006, "total_cost": 0.006,
+    }  # fmt: skip
+    with pytest.raises(ValueError):
+        embeddings_cost(small, -1)
+
+
+@pytest.mark.django_db
+def test_the_catalogue_has_the_embeddings_models():
+    catalogue_sync()
+    rows = {
+        m.name: (m.api, m.input_per_m, m.dimensions, m.contextualized)
+        for m in AIModel.objects.filter(api="embeddings")
+    }
+    assert rows == {
+        "pplx-embed-v1-0.6b": ("embeddings", 4_000, 1024, False),
+        "pplx-embed-v1-4b": ("embeddings", 30_000, 2560, False),
+        "pplx-embed-context-v1-0.6b": ("embeddings", 8_000, 1024, True),
+        "pplx-embed-context-v1-4b": ("embeddings", 50_000, 2560, True),
+    }

@@ -1,4 +1,5 @@
-"""The demo seed (seed_usage) writes chat, Agent API and Search API usage priced by usage.pricing."""
+"""The demo seed (seed_usage) writes chat, Agent API, Search API and embeddings usage priced by
+usage.pricing."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ def test_seeded_usage_mixes_the_apis_with_tools_and_matches_the_ledger():
     group = GroupFactory()
     call_command("seed_usage", group=group.public_id, events=300, days=2, stdout=StringIO())
     events = UsageEvent.objects.filter(group=group)
-    assert set(events.values_list("api", flat=True)) == {"chat", "agent", "search"}
+    assert set(events.values_list("api", flat=True)) == {"chat", "agent", "search", "embeddings"}
     for e in events.filter(api="search").select_related("model")[:20]:  # the request fee only
         fee = {"search-fast": 1_000}.get(e.model.name, 5_000)
         assert (e.cost_micros, e.request_cost_micros, e.prompt_tokens) == (fee, fee, 0)
+    for e in events.filter(api="embeddings")[:20]:
+        assert (e.completion_tokens, e.tool_calls) == (0, {})
+        assert e.cost_micros == e.input_cost_micros
     agent = events.filter(api="agent").exclude(tool_calls={})
     assert agent.exists()
     for e in agent[:20]:

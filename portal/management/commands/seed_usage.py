@@ -16,7 +16,15 @@ from keys.models import APIKey
 from keys.services import api_key_create
 from usage.metrics import COST_COLUMNS, COUNTS
 from usage.models import AIModel, ToolPrice
-from usage.pricing import AgentPrices, AgentUsage, Prices, Usage, agent_cost, compute_cost
+from usage.pricing import (
+    AgentPrices,
+    AgentUsage,
+    Prices,
+    Usage,
+    agent_cost,
+    compute_cost,
+    embeddings_cost,
+)  # fmt: skip
 from usage.rollups import rollup_range
 from usage.search import SEARCH
 
@@ -129,6 +137,10 @@ def _request(rng: random.Random, m: AIModel, fees: dict[str, int], size: str):  
         return SEARCH, dict.fromkeys(COUNTS, 0), cost, {}
     prompt = rng.randint(5, 2_000)
     completion = rng.randint(20, 1_500)
+    if "embeddings" in m.apis:  # input tokens only, priced per request (usage.pricing)
+        tokens = rng.randint(100, 50_000)
+        counts = {**dict.fromkeys(COUNTS, 0), "prompt_tokens": tokens}
+        return "embeddings", counts, embeddings_cost(Prices.of(m), tokens), {}
     if "chat" not in m.apis:  # an Agent API model: cached input, tools
         cached = rng.randint(0, prompt // 2)
         used = {t: rng.randint(1, 3) for t in fees if rng.random() < 0.4}
