@@ -108,12 +108,14 @@ class AsyncChat:
             return await self.create(scope, receive, send, store, key, request_id, headers)
         if action == "get":
             assert job_id is not None
+            await self.app.admit_rate(store, key, "async_get", headers)
             row = await self.one(store, GET_SQL, (job_id, key.group_id))
             if row is None:
                 raise job_not_found(job_id)
             await respond(send, 200, orjson.dumps(dict(zip(JOB_FIELDS, row, strict=True))), headers)
             return 200
         if action == "list":
+            await self.app.admit_rate(store, key, "async_list", headers)
             return await self.list(scope, send, store, key, headers)
         raise method_not_allowed(scope)
 
@@ -142,7 +144,7 @@ class AsyncChat:
             if row is not None:  # the job this key already made: nothing new is admitted
                 await respond(send, 200, job_json(row), headers)
                 return 200
-        await self.app.admit(store, key, model, headers)
+        await self.app.admit(store, key, model, headers, family="async_create")
         params = (
             request_id, key.group_id, key.id, model.id, request["model"],
             orjson.dumps(request).decode(), idempotency_key, settings.ASYNC_REQUEUE_AFTER,

@@ -319,7 +319,7 @@ class EmbeddingsAPI:
                 f"{model.name}.",
                 param="dimensions",
             )
-        await self.app.admit(store, key, model, headers)
+        await self.app.admit(store, key, model, headers, family="embeddings")
         vectors, tokens = await self.embed(model, request, request_id)
         if any(len(v) < dimensions for v in vectors):
             raise upstream_error("The model server sent vectors shorter than asked for.")

@@ -204,7 +204,7 @@ class SearchAPI:
                 "search_type",
             )
         scope["portal.model"] = model.name
-        await self.app.admit(store, key, model, headers)
+        await self.app.admit(store, key, model, headers, family="search")
         started = time.perf_counter()
         answer = await self.fetch(model, request, request_id)
         cost = compute_cost(model.prices, Usage(search_context_size=request.context_size))
