@@ -211,3 +211,44 @@ def test_admit_rate_counts_without_a_credit_check_and_admit_takes_a_family(db):
         headers[b"x-ratelimit-reset-requests"].endswith(b"ms")
         or headers[b"x-ratelimit-reset-requests"] == b"1s"
     )
+
+
+def test_each_api_counts_in_its_own_family_and_refusals_are_not_billed(
+    gateway, funded_group, api_key
+):
+    """Search, embeddings and async create/get/list each count in their family (per group):
+    reaching one family's limit leaves the others open, and a 429 writes and charges nothing."""
+    limit("search", per_minute=[2] * 6)
+    limit("embeddings", per_minute=[1] * 6)
+    limit("async_create", per_minute=[1] * 6)
+    limit("async_get", per_minute=[1] * 6)
+    limit("async_list", per_minute=[1] * 6)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    fresh_window()
+
+    def post(path: str, body: dict) -> httpx.Response:
+        return httpx.post(f"{gateway.url}{path}", json=body, headers=auth, timeout=30)
+
+    search = [post("/search", {"query": f"q{i}", "search_type": t})
+              for i, t in enumerate(("web", "fast", "web"))]  # fmt: skip
+    assert [r.status_code for r in search] == [200, 200, 429]
+    assert search[2].json()["error"]["code"] == "rate_limit_exceeded"
+    assert search[2].headers["x-ratelimit-limit-requests"] == "2"
+    embed = [post("/v1/embeddings", {"model": "pplx-embed-v1-0.6b", "input": "x" * 4000}),
+             post("/v1/contextualizedembeddings",
+                  {"model": "pplx-embed-context-v1-0.6b", "input": [["x" * 4000]]})]  # fmt: skip
+    assert [r.status_code for r in embed] == [200, 429]  # one family for both endpoints
+    job = {"request": {"model": "sonar", "messages": [{"role": "user", "content": "Hi"}]}}
+    created = [post("/async/chat/completions", job), post("/async/chat/completions", job)]
+    assert [r.status_code for r in created] == [200, 429]
+    job_id = created[0].json()["id"]
+    got = [httpx.get(f"{gateway.url}/async/chat/completions/{job_id}", headers=auth)
+           for _ in range(2)]  # fmt: skip
+    assert [r.status_code for r in got] == [200, 429]
+    listed = [httpx.get(f"{gateway.url}/async/chat/completions", headers=auth) for _ in range(2)]
+    assert [r.status_code for r in listed] == [200, 429]
+    assert listed[1].headers["retry-after"]
+    # Billed: the two searches, the one embeddings request and the one job; no 429.
+    gateway.settled()
+    apis = sorted(UsageEvent.objects.values_list("api", flat=True))
+    assert apis == ["async", "embeddings", "search", "search"]
