@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import httpx
@@ -22,7 +23,7 @@ from gateway import agent as agent_module
 from keys.services import api_key_create
 from tests.factories import GroupFactory
 from tests.gateway.conftest import both_modes
-from usage.models import AIModel, UsageEvent
+from usage.models import AIModel, RateLimit, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -391,7 +392,7 @@ def test_agent_paths_and_unknown_paths_answer_json(gateway, funded_group, api_ke
     with gateway.client(api_key) as c:
         got = c.get(f"/v1/agent/{agent.json()['id']}")
         assert got.status_code == 200 and got.json()["id"] == agent.json()["id"]
-        for path in ("/v1/nope", "/chat/nope", "/async/chat/nope", "/search",
+        for path in ("/v1/nope", "/chat/nope", "/async/chat/nope", "/search/nope",
                      "/v1/responses/x/y/z"):  # fmt: skip
             response = c.get(path)
             assert response.status_code == 404, path
@@ -469,8 +470,11 @@ def test_concurrent_responses_are_all_stored_and_charged(gateway, funded_group, 
         async with client:
             return await asyncio.gather(*(one(client, i) for i in range(24)))
 
+    # 24 at once: above the Agent API's per-second limit at tier 1 (3/s), lifted for the test.
+    RateLimit.objects.filter(name="agent").update(per_minute=[1000] * 6, per_second=None)
     before = balance(funded_group)
-    results = asyncio.run(run())
+    with ThreadPoolExecutor(1) as pool:  # its own event loop (the suite may be running one)
+        results = pool.submit(asyncio.run, run()).result()
     client = openai_client(gateway, api_key)
     for rid, text, _ in results:
         stored = client.responses.retrieve(rid)

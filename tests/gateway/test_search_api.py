@@ -24,7 +24,7 @@ from keys.services import api_key_create
 from portal.launcher import free_port
 from tests.factories import GroupFactory
 from tests.gateway.conftest import both_modes
-from usage.models import AIModel, UsageEvent
+from usage.models import AIModel, RateLimit, UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -210,8 +210,8 @@ def test_a_group_without_credits_gets_a_402_and_is_not_billed(gateway):
 
 def test_a_rate_limited_search_is_a_429_and_not_billed(gateway, funded_group, api_key, monkeypatch):
     monkeypatch.setattr(catalogue, "CATALOGUE_TTL", 0)  # re-read on every request
-    # 1 × the tier's multiplier (3: the group bought $100, tier 1) a minute.
-    AIModel.objects.filter(name="search-web").update(rate_limit_rpm=1)
+    # The group's `search` family: 3 a minute at every tier (Perplexity's is 50 a second).
+    RateLimit.objects.filter(name="search").update(per_minute=[3] * 6, per_second=None)
     before = balance(funded_group)
     statuses = []
     with gateway.client(api_key) as c:
