@@ -333,3 +333,59 @@ class InvoiceLine(models.Model):
     def output_tokens(self) -> int:
         """What the invoice shows as output tokens: every token but the prompt's."""
         return tokens_of(self) - self.prompt_tokens
+
+
+# --- spend controls ---------------------------------------------------------------------------
+
+
+class BudgetWindow(models.TextChoices):
+    """The period a budget counts spend over; each starts at midnight in the group's time zone
+    (groups.APIGroup.time_zone): a day, a week from Monday, a calendar month, or for ever."""
+
+    DAILY = "daily", "Daily"
+    WEEKLY = "weekly", "Weekly"
+    MONTHLY = "monthly", "Monthly"
+    LIFETIME = "lifetime", "Lifetime"
+
+
+class BudgetEnforcement(models.TextChoices):
+    """Hard: requests are refused (402 budget_exceeded) once it is spent. Soft: alerts only."""
+
+    HARD = "hard", "Hard (refuse requests)"
+    SOFT = "soft", "Soft (alerts only)"
+
+
+class Budget(models.Model):
+    """A spend budget of a whole API group (api_key is None) or of one of its keys."""
+
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="budgets")
+    api_key = models.ForeignKey(
+        "keys.APIKey", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    amount_micros = models.BigIntegerField()
+    window = models.CharField(max_length=16, choices=BudgetWindow.choices)
+    enforcement = models.CharField(
+        max_length=8, choices=BudgetEnforcement.choices, default=BudgetEnforcement.HARD
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["group", "api_key", "window"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount_micros__gt=0), name="billing_budget_amount_gt_0"
+            ),
+            models.UniqueConstraint(
+                fields=["group", "api_key", "window"],
+                name="billing_budget_one_per_window",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.api_key.name if self.api_key_id else "group"
+        return f"{who}: {self.amount_micros / 1_000_000:.2f} {self.window} ({self.enforcement})"

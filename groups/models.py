@@ -33,6 +33,11 @@ class APIGroup(models.Model):
         help_text="Admins without an authenticator app are sent to set one up before they can "
         "use this group's pages.",
     )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        help_text="An IANA time zone (e.g. Europe/Paris): budget windows start at midnight here.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
