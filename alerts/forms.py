@@ -51,7 +51,7 @@ class AlertForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "ops@example.com, finance@example.com"}),
     )  # fmt: skip
     send_email = forms.BooleanField(required=False, initial=True, label="Send e-mail")
-    webhooks = forms.ModelMultipleChoiceField(
+    webhooks: forms.ModelMultipleChoiceField = forms.ModelMultipleChoiceField(
         queryset=None, required=False, widget=forms.CheckboxSelectMultiple,
         to_field_name="public_id", label="Post to these webhook endpoints",
     )  # fmt: skip

@@ -282,7 +282,7 @@ def alert_delete(*, alert: Alert, actor: Any = None, request: Any = None) -> Non
 
 
 def _budget_label(budget: Budget) -> str:
-    who = f"key “{budget.api_key.name}”" if budget.api_key_id else "group"
+    who = f"key “{budget.api_key.name}”" if budget.api_key is not None else "group"
     return (
         f"{budget.get_window_display().lower()} {who} budget of {format_usd(budget.amount_micros)}"
     )
