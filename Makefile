@@ -44,4 +44,4 @@ clean:
 # mypy's Django plugin loads the settings but connects to nothing: placeholder URLs suffice.
 typecheck: $(STAMP)
 	@DATABASE_URL=postgres://typecheck@localhost/typecheck REDIS_URL=redis://localhost:1/0 \
-	  $(VENV)/bin/mypy core accounts audit groups members keys billing usage gateway management portal
+	  $(VENV)/bin/mypy core accounts audit groups members keys billing usage alerts gateway management portal

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "keys",
     "billing",
     "usage",
+    "alerts",
     "gateway",
     "management",
 ]
@@ -213,6 +214,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(minute="*"),
     },
     # Hourly at :23: delete async jobs older than ASYNC_RESULT_TTL (their usage stays).
+    # Every minute: evaluate the spend alerts of groups that have enabled ones (budget
+    # percentages, balance levels); each crossing fires once per window (alerts/services.py).
+    "alerts-watch": {
+        "task": "alerts.tasks.alerts_watch",
+        "schedule": crontab(minute="*"),
+    },
+    # Every minute: send the webhook deliveries whose back-off has passed (1 min … 12 h).
+    "alerts-webhook-retries": {
+        "task": "alerts.tasks.webhooks_retry_due",
+        "schedule": crontab(minute="*"),
+    },
     "gateway-async-purge": {
         "task": "gateway.tasks.async_purge",
         "schedule": crontab(minute="23"),
@@ -329,6 +341,13 @@ if GATEWAY_METERING not in ("commit", "stream"):
     raise ImproperlyConfigured("GATEWAY_METERING must be “commit” or “stream”.")
 GATEWAY_SETTLE_INTERVAL = env.float("GATEWAY_SETTLE_INTERVAL", default=0.1)
 GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
+
+# --- Alerts and webhooks (alerts/) ---------------------------------------------------------
+# Webhook URLs must be https; plain http only to localhost/127.0.0.1, and only when this is on
+# (default: on outside production, where it also lets deliveries reach local test servers).
+ALERTS_WEBHOOK_ALLOW_HTTP = env.bool("ALERTS_WEBHOOK_ALLOW_HTTP", default=not PRODUCTION)
+# Seconds one webhook try may take (connect + response) before it counts as failed.
+ALERTS_WEBHOOK_TIMEOUT = env.float("ALERTS_WEBHOOK_TIMEOUT", default=10.0)
 # Async chat completions (/async/chat/completions, gateway/async_runner.py): results are kept
 # ASYNC_RESULT_TTL seconds (Perplexity: 7 days); a job's upstream call may take
 # ASYNC_UPSTREAM_TIMEOUT seconds, and a worker holds a job for that plus two minutes (its lease)

@@ -24,6 +24,7 @@ group_patterns = [
     path("keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
     path("usage/", include("usage.urls")),
+    path("alerts/", include("alerts.urls")),
     path("audit/", include("groups.audit_urls")),
 ]
 

@@ -76,6 +76,18 @@ def _billing_objects(group) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {"card": card, "payment": payment, "paid": paid, "invoice": invoice}
 
 
+def _alerts_objects(group) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from alerts.services import AlertInput, alert_create, webhook_endpoint_create
+
+    endpoint = webhook_endpoint_create(
+        group=group, name="Hook", url="http://localhost:9/h"
+    ).endpoint
+    alert = alert_create(group=group, data=AlertInput(
+        name="Low", kind="balance", balance_threshold_micros=1_000_000, webhooks=[endpoint],
+    ))  # fmt: skip
+    return {"alert": alert, "endpoint": endpoint}
+
+
 Objects = dict[str, Any]
 
 
@@ -121,6 +133,14 @@ def _invoice(o: Objects) -> dict[str, str]:
     return {"invoice_id": o["invoice"].public_id}
 
 
+def _alert(o: Objects) -> dict[str, str]:
+    return {"alert_id": o["alert"].public_id}
+
+
+def _endpoint(o: Objects) -> dict[str, str]:
+    return {"endpoint_id": o["endpoint"].public_id}
+
+
 ROUTES: dict[str, Route] = {
     "groups:home": Route(("GET",), member_can=("GET",)),
     "groups:details": Route(("GET", "POST"), member_can=("GET",)),
@@ -159,6 +179,14 @@ ROUTES: dict[str, Route] = {
     "usage:export_raw": Route(("GET",), member_can=("GET",)),
     "usage:key": Route(("GET",), member_can=("GET",), objects=_key),
     "audit:log": Route(("GET",)),
+    "alerts:page": Route(("GET",), member_can=("GET",)),
+    "alerts:create": Route(("POST",)),
+    "alerts:edit": Route(("GET", "POST"), objects=_alert),
+    "alerts:delete": Route(("POST",), objects=_alert),
+    "alerts:webhook_create": Route(("POST",)),
+    "alerts:webhook_edit": Route(("GET", "POST"), objects=_endpoint),
+    "alerts:webhook_delete": Route(("POST",), objects=_endpoint),
+    "alerts:webhook_test": Route(("POST",), objects=_endpoint),
 }
 
 
@@ -211,6 +239,7 @@ def build_world() -> Objects:
             group=group, email="i@example.com", role="member", actor=admin
         ).invitation,
         **_billing_objects(group),
+        **_alerts_objects(group),
         "other": {
             "group": other,
             "membership": Membership.objects.get(user=other_admin),
@@ -222,6 +251,7 @@ def build_world() -> Objects:
                 group=other, email="j@example.com", role="member", actor=other_admin
             ).invitation,
             **_billing_objects(other),
+            **_alerts_objects(other),
         },
     }
 

@@ -36,7 +36,16 @@ TRIED: dict[str, dict[str, int]] = {}
 
 def form_field_names() -> list[str]:
     names: set[str] = set()
-    for app in ("accounts", "groups", "members", "keys", "billing", "usage", "management"):
+    for app in (
+        "accounts",
+        "groups",
+        "members",
+        "keys",
+        "billing",
+        "usage",
+        "alerts",
+        "management",
+    ):
         try:
             module = importlib.import_module(f"{app}.forms")
         except ModuleNotFoundError:

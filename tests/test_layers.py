@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = ("core", "accounts", "audit", "groups", "members", "keys", "usage", "billing")
+APPS = ("core", "accounts", "audit", "groups", "members", "keys", "usage", "billing", "alerts")
 APPS += ("management", "gateway", "portal")
 # Where a deferred import is the point: Celery tasks (the circle above), AppConfig.ready() (the
 # app registry is loaded only then), data migrations, and the launcher's optional embedded
