@@ -91,6 +91,7 @@ from usage.models import AIModel
 from usage.periods import Period, PeriodError, resolve_period
 from usage.rollups import METRICS
 from usage.selectors import Totals, bucket_label, tool_names, usage_for, usage_rows
+from usage.tiers import FAMILIES
 
 
 class JsonParser(Parser):
@@ -316,6 +317,7 @@ def billing_get(request: ManagementRequest) -> dict[str, Any]:
         "limits": [
             {
                 "family": m.family,
+                "model": None if m.family in FAMILIES else m.family,
                 "requests_per_minute": m.rpm,
                 "requests_per_second": m.rps,
                 "published": m.source == "published",

@@ -258,6 +258,10 @@ class FamilyLimit(Out):
         description='The API family: a chat model\'s name ("sonar", …), "agent", "search", '
         '"embeddings", "async_create", "async_get" or "async_list".'
     )
+    model: str | None = Field(
+        description="Kept for clients of the earlier shape (a limit per model): the chat model's "
+        "name for a chat model's family, else null."
+    )
     requests_per_minute: int | None
     requests_per_second: int | None
     published: bool = Field(

@@ -298,9 +298,11 @@ def test_billing_shows_balance_tier_and_transactions(api, group):
     assert body["tier"]["number"] == 0 and body["blocked"] is False
     limits = {row["family"]: row for row in body["limits"]}  # the seeded catalogue's, at tier 0
     assert limits["sonar-deep-research"]["requests_per_minute"] == 5
+    # A chat model's family still names its model (the shape before per-family limits).
+    assert limits["sonar-deep-research"]["model"] == "sonar-deep-research"
     assert limits["search"] == {
-        "family": "search", "requests_per_minute": None, "requests_per_second": 50,
-        "published": True,
+        "family": "search", "model": None, "requests_per_minute": None,
+        "requests_per_second": 50, "published": True,
     }  # fmt: skip
     assert limits["embeddings"]["published"] is False
     entry = api.get("billing/transactions").json()["data"][0]
