@@ -212,6 +212,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "gateway.tasks.async_sweep",
         "schedule": crontab(minute="*"),
     },
+    # Every minute: forget old secrets whose rotation grace period is over and audit their end
+    # (the gateway already refuses them at the end: keys/cache.py).
+    "keys-grace-sweep": {
+        "task": "keys.tasks.key_grace_sweep",
+        "schedule": crontab(minute="*"),
+    },
     # Hourly at :23: delete async jobs older than ASYNC_RESULT_TTL (their usage stays).
     "gateway-async-purge": {
         "task": "gateway.tasks.async_purge",
