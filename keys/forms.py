@@ -127,7 +127,7 @@ class RegenerateForm(forms.Form):
     grace_seconds = forms.TypedChoiceField(
         required=False,
         coerce=int,
-        empty_value=0,
+        empty_value=None,
         choices=GRACE_CHOICES,
         initial=0,
         label="Keep the old secret working for",
