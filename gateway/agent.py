@@ -75,6 +75,7 @@ from gateway.responses.translate import (
     response_from_chat,
     tokens_from_chat,
 )
+from gateway.restrictions import check_tools
 from usage.metrics import COUNTS
 from usage.pricing import AgentCost, AgentPrices, AgentUsage, agent_cost
 
@@ -247,6 +248,7 @@ class AgentAPI:
                     f"The tool “{tool.type}” is not available on this API.",
                     param=f"tools[{i}].type",
                 )
+        check_tools(key, [tool.type for tool in request.tools])  # the key's allowed tools
         scope["portal.model"] = model.name
         history: list[dict[str, Any]] = []
         if request.previous_response_id:

@@ -40,6 +40,7 @@ from gateway.http import (
     upstream_timeout,
 )
 from gateway.openapi import SPEC_JSON
+from gateway.restrictions import check_api, check_client, check_model
 from gateway.store import (
     Admission,
     KeyInfo,
@@ -185,27 +186,29 @@ class GatewayApp:
         if path in embeddings.PATHS:  # gateway/embeddings.py
             if method != "POST":
                 raise method_not_allowed(scope)
-            key = await self.authenticate(scope)
+            key = await self.authenticate(scope, api="embeddings")
             return await self.embeddings.handle(scope, receive, send, key, request_id, headers)
         if path in MODEL_PATHS and method != "GET" or path in CHAT_PATHS and method != "POST":
             raise method_not_allowed(scope)
         if path in search.PATHS:
             if method != "POST":
                 raise method_not_allowed(scope)
-            key = await self.authenticate(scope)
+            key = await self.authenticate(scope, api="search")
             return await self.search.handle(scope, receive, send, key, request_id, headers)
         async_route = async_jobs.route(path, method)
         if async_route is not None:
             if async_route[0] == "method":
                 raise method_not_allowed(scope)
-            key = await self.authenticate(scope)
+            key = await self.authenticate(scope, api="async")
             return await self.async_chat.handle(
                 async_route, scope, receive, send, key, request_id, headers
             )
         route = agent.route(path, method)
         if route is None and path not in CHAT_PATHS and path not in MODEL_PATHS:
             raise not_found(path)
-        key = await self.authenticate(scope)
+        key = await self.authenticate(
+            scope, api="agent" if route is not None else "chat" if path in CHAT_PATHS else None
+        )
         if route is not None:
             return await self.agent.handle(route, scope, receive, send, key, request_id, headers)
         store = await self.store()
@@ -215,6 +218,7 @@ class GatewayApp:
                 {"id": name, "object": "model", "created": 0, "owned_by": "portal"}
                 for name, model in models.items()
                 if model.apis != {search.SEARCH}  # a search type is no model to call
+                and (key.models is None or name in key.models)  # the key's allowed models
             ]
             await respond(send, 200, orjson.dumps({"object": "list", "data": data}), headers)
             return 200
@@ -239,6 +243,7 @@ class GatewayApp:
         "embeddings", "async_create", …, or a chat model's name); None derives it from the model
         (a chat model's own family, else its API's).
         """
+        check_model(key, model, family)
         rate = store.catalogue.rate_limit(model, family)
         now = time.time()
         admission = await store.admit(key, rate, now)
@@ -258,7 +263,9 @@ class GatewayApp:
         if refusal is not None:
             raise refusal
 
-    async def authenticate(self, scope: Scope) -> KeyInfo:
+    async def authenticate(self, scope: Scope, api: str | None = None) -> KeyInfo:
+        """The caller's active key, allowed from the caller's address and, when `api` is given
+        (usage.metrics.APIS), for that API: 401 / 403 otherwise (docs/gateway.md)."""
         auth = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -288,6 +295,9 @@ class GatewayApp:
             ) from None
         if key is None:
             raise invalid_key("This API key is unknown, revoked or expired.")
+        check_client(key, client[0] if client else None)
+        if api is not None:
+            check_api(key, api)
         return key
 
     async def read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:

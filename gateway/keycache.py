@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -54,6 +55,27 @@ class KeyInfo:
     last_four: str
     expires_at: float | None
     monthly_limit_micros: int | None
+    # Restrictions (keys/restrictions.py), each None when the key has none ("all").
+    models: frozenset[str] | None = None
+    apis: frozenset[str] | None = None
+    tools: frozenset[str] | None = None
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
+
+
+def _allowlist(values: Any) -> frozenset[str] | None:
+    return frozenset(values) if values else None
+
+
+def _networks(values: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+    """The key's client IP ranges, parsed once per cache fill. An unparsable entry (never
+    written by the portal) is skipped: with none left, no address matches (fail closed)."""
+    if not values:
+        return None
+    networks = []
+    for value in values:
+        with contextlib.suppress(ValueError, TypeError):
+            networks.append(ipaddress.ip_network(value, strict=False))
+    return tuple(networks)
 
 
 def _key_info(state: dict[str, Any]) -> KeyInfo | None:
@@ -66,6 +88,10 @@ def _key_info(state: dict[str, Any]) -> KeyInfo | None:
         last_four=state["last_four"],
         expires_at=state["expires_at"],
         monthly_limit_micros=state["monthly_limit_micros"],
+        models=_allowlist(state.get("allowed_models")),
+        apis=_allowlist(state.get("allowed_apis")),
+        tools=_allowlist(state.get("allowed_tools")),
+        networks=_networks(state.get("allowed_ips")),
     )
 
 
@@ -145,7 +171,7 @@ class KeyCache:
 
     async def _key_from_db(self, secret_hash: str) -> dict[str, Any]:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(KEY_SQL, (secret_hash,))
+            cur = await conn.execute(KEY_SQL, {"hash": secret_hash})
             row = await cur.fetchone()
         if row is None:
             return {"active": False}
@@ -157,6 +183,10 @@ class KeyCache:
             "active": row[4] == "active",
             "expires_at": row[5].timestamp() if row[5] else None,
             "monthly_limit_micros": row[6],
+            "allowed_models": row[7] or [],
+            "allowed_apis": row[8] or [],
+            "allowed_tools": row[9] or [],
+            "allowed_ips": row[10] or [],
         }
 
     async def touch_key(self, key_id: int) -> None:

@@ -638,4 +638,16 @@ SPEC: dict[str, Any] = {
     },
 }
 
+
+def _key_restrictions(spec: dict[str, Any]) -> None:
+    """Every operation that takes a key may also be refused by the key's restrictions: 403
+    (`model_not_allowed`, `ip_not_allowed`; gateway/restrictions.py)."""
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            responses = operation.get("responses", {}) if isinstance(operation, dict) else {}
+            if "401" in responses:
+                responses.setdefault("403", _ERROR)
+
+
+_key_restrictions(SPEC)
 SPEC_JSON = orjson.dumps(SPEC)

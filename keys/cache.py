@@ -37,15 +37,30 @@ def redis_key(secret_hash: str) -> str:
     return f"portal:key:{secret_hash}"
 
 
-def key_state(key: APIKey) -> dict:
+def key_state(key: APIKey, *, previous: bool = False) -> dict:
+    """The cached state of the key's secret, or (`previous`) of its secret before the last
+    regeneration: the same key, active only until its grace period ends (`expires_at` is then
+    the earlier of the key's expiry and that end, so the gateway stops accepting it on time
+    without a change event)."""
+    expires_at = key.expires_at
+    active = key.status == KeyStatus.ACTIVE
+    if previous:
+        end = key.previous_expires_at
+        active = active and end is not None
+        if end is not None and (expires_at is None or end < expires_at):
+            expires_at = end
     return {
         "id": key.pk,
         "group_id": key.group_id,
         "name": key.name,
         "last_four": key.last_four,
-        "active": key.status == KeyStatus.ACTIVE,
-        "expires_at": key.expires_at.timestamp() if key.expires_at else None,
+        "active": active,
+        "expires_at": expires_at.timestamp() if expires_at else None,
         "monthly_limit_micros": key.monthly_limit_micros,
+        "allowed_models": list(key.allowed_models or ()),
+        "allowed_apis": list(key.allowed_apis or ()),
+        "allowed_tools": list(key.allowed_tools or ()),
+        "allowed_ips": list(key.allowed_ips or ()),
     }
 
 

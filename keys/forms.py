@@ -7,6 +7,7 @@ from django import forms
 from django.utils import timezone
 
 from core.money import parse_dollars
+from keys import restrictions
 from keys.services import MAX_MONTHLY_LIMIT_MICROS
 
 
@@ -57,3 +58,78 @@ class APIKeyForm(forms.Form):
         if micros > MAX_MONTHLY_LIMIT_MICROS:
             raise forms.ValidationError("That limit is larger than this portal supports.")
         return micros
+
+
+class RestrictionsForm(forms.Form):
+    """A key's allowlists (keys/restrictions.py); an empty field means "all"."""
+
+    models = forms.CharField(
+        required=False,
+        label="Allowed models",
+        help_text="Optional. Model names separated by commas, e.g. sonar, sonar-pro. Empty: all.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. sonar, sonar-pro"}),
+    )
+    apis = forms.MultipleChoiceField(
+        required=False,
+        label="Allowed APIs",
+        choices=[(api, restrictions.API_LABELS[api]) for api in restrictions.APIS],
+        help_text="Optional. None ticked: all.",
+        widget=forms.CheckboxSelectMultiple,
+    )
+    tools = forms.CharField(
+        required=False,
+        label="Allowed tools",
+        help_text="Optional. Agent API tool types, e.g. web_search, fetch_url. Empty: all.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. web_search"}),
+    )
+    ip_ranges = forms.CharField(
+        required=False,
+        label="Allowed client IP ranges",
+        help_text="Optional. CIDR ranges or addresses, IPv4 or IPv6, separated by commas or new "
+        "lines, e.g. 10.0.0.0/8. Empty: any address.",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "e.g. 10.0.0.0/8, 2001:db8::/32"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            data["restrictions"] = restrictions.clean(
+                models=data.get("models"),
+                apis=data.get("apis"),
+                tools=data.get("tools"),
+                ip_ranges=data.get("ip_ranges"),
+            )
+        except restrictions.RestrictionError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+        return data
+
+    @classmethod
+    def initial_for(cls, key: Any) -> dict[str, Any]:
+        r = restrictions.of_key(key)
+        return {
+            "models": ", ".join(r.models),
+            "apis": list(r.apis),
+            "tools": ", ".join(r.tools),
+            "ip_ranges": "\n".join(r.ip_ranges),
+        }
+
+
+GRACE_CHOICES = [
+    (0, "Stop at once"),
+    (15 * 60, "15 minutes"),
+    (3600, "1 hour"),
+    (6 * 3600, "6 hours"),
+    (24 * 3600, "24 hours"),
+]
+
+
+class RegenerateForm(forms.Form):
+    grace_seconds = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=GRACE_CHOICES,
+        initial=0,
+        label="Keep the old secret working for",
+        help_text="While your clients move to the new secret. Both work until then.",
+    )

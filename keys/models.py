@@ -52,6 +52,16 @@ class APIKey(SecretKey):
         null=True, blank=True, help_text="Spend limit per calendar month (UTC); empty: none."
     )
     regenerated_at = models.DateTimeField(null=True, blank=True)
+    # Restrictions (keys/restrictions.py): allowlists, each empty meaning "all".
+    allowed_models = models.JSONField(default=list, blank=True)
+    allowed_apis = models.JSONField(default=list, blank=True)
+    allowed_tools = models.JSONField(default=list, blank=True)
+    allowed_ips = models.JSONField(default=list, blank=True, help_text="CIDR ranges.")
+    # Rotation with a grace period: the secret before the last regeneration keeps working until
+    # previous_expires_at (the gateway caches that time with the key: no change event needed).
+    previous_secret_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    previous_last_four = models.CharField(max_length=4, blank=True, default="")
+    previous_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
@@ -74,6 +84,31 @@ class APIKey(SecretKey):
         if self.status == KeyStatus.REVOKED:
             return "revoked"
         return "expired" if self.is_expired else "active"
+
+    @property
+    def previous_secret_active(self) -> bool:
+        """The secret before the last regeneration still works (its grace period runs)."""
+        return (
+            self.previous_secret_hash is not None
+            and self.previous_expires_at is not None
+            and self.previous_expires_at > timezone.now()
+            and self.status == KeyStatus.ACTIVE
+        )
+
+    @property
+    def previous_masked(self) -> str:
+        return f"{self.prefix}…{self.previous_last_four}"
+
+    @property
+    def restriction_summary(self) -> list[tuple[str, str]]:
+        """The key's restrictions as (label, text) pairs for display; empty when it has none."""
+        parts = [
+            ("Models", self.allowed_models),
+            ("APIs", self.allowed_apis),
+            ("Tools", self.allowed_tools),
+            ("IPs", self.allowed_ips),
+        ]
+        return [(label, ", ".join(values)) for label, values in parts if values]
 
 
 class KeyChange(models.Model):

@@ -9,4 +9,5 @@ urlpatterns = [
     path("<str:key_id>/edit/", views.edit, name="edit"),
     path("<str:key_id>/revoke/", views.revoke, name="revoke"),
     path("<str:key_id>/regenerate/", views.regenerate, name="regenerate"),
+    path("<str:key_id>/restrictions/", views.restrictions, name="restrictions"),
 ]

@@ -3,16 +3,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.hooks import Hook
-from keys.forms import APIKeyForm
+from keys.forms import APIKeyForm, RegenerateForm, RestrictionsForm
 from keys.selectors import api_key_get_for_group, api_keys_for_group
 from keys.services import (
     APIKeyError,
     IssuedKey,
     api_key_create,
     api_key_regenerate,
+    api_key_restrict,
     api_key_revoke,
     api_key_update,
 )
@@ -122,11 +124,51 @@ def revoke(request: GroupRequest, key_id: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def regenerate(request: GroupRequest, key_id: str) -> HttpResponse:
     key = api_key_get_for_group(group=request.group, public_id=key_id)
-    if request.method == "POST":
+    form = RegenerateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
         try:
-            issued = api_key_regenerate(key=key, actor=request.user, request=request)
+            issued = api_key_regenerate(
+                key=key,
+                actor=request.user,
+                request=request,
+                grace_seconds=form.cleaned_data["grace_seconds"] or 0,
+            )
         except APIKeyError as exc:
             messages.error(request, str(exc))
             return redirect("keys:list", group_id=request.group.public_id)
         return _issued(request, issued, verb="regenerated")
-    return render(request, "keys/confirm.html", {"key": key, "action": "regenerate"})
+    return render(
+        request,
+        "keys/confirm.html",
+        {"key": key, "action": "regenerate", "form": form},
+        status=422 if form.errors else 200,
+    )
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def restrictions(request: GroupRequest, key_id: str) -> HttpResponse:
+    """Edit a key's allowed models, APIs, tools and client IP ranges (htmx: the form swaps in
+    place; saved, the page goes back to the list)."""
+    key = api_key_get_for_group(group=request.group, public_id=key_id)
+    form = RestrictionsForm(request.POST or None, initial=RestrictionsForm.initial_for(key))
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key_restrict(
+                key=key,
+                restrictions=form.cleaned_data["restrictions"],
+                actor=request.user,
+                request=request,
+            )
+        except APIKeyError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Saved the restrictions of “{key.name}”.")
+            url = reverse("keys:list", kwargs={"group_id": request.group.public_id})
+            if request.htmx:
+                return HttpResponse(headers={"HX-Redirect": url})
+            return redirect(url)
+    template = (
+        "keys/restrictions.html#restrictions-form" if request.htmx else "keys/restrictions.html"
+    )
+    return render(request, template, {"key": key, "form": form}, status=422 if form.errors else 200)

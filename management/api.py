@@ -20,6 +20,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import HttpError
@@ -38,12 +39,15 @@ from billing.selectors import (
 )
 from groups.services import api_group_update
 from keys.models import APIKey
+from keys.restrictions import RestrictionError, Restrictions
+from keys.restrictions import clean as clean_restrictions
 from keys.selectors import api_key_get_for_group, api_keys_for_group
 from keys.services import (
     MAX_MONTHLY_LIMIT_MICROS,
     APIKeyError,
     api_key_create,
     api_key_regenerate,
+    api_key_restrict,
     api_key_revoke,
     api_key_update,
 )
@@ -546,12 +550,26 @@ def keys_create(request: ManagementRequest, payload: s.ApiKeyCreate) -> Status:
             name=payload.name,
             expires_at=payload.expires_at,
             monthly_limit_micros=payload.monthly_limit_micros,
+            restrictions=_restrictions(payload.restrictions),
             actor=request.management_key,
             request=request,
         )
     except APIKeyError as exc:
         raise _domain_error(exc) from None
     return Status(201, {**api_key_json(issued.key), "secret": issued.secret})
+
+
+def _restrictions(payload: s.KeyRestrictionsIn | None) -> Restrictions:
+    """The restrictions sent, validated (422 naming `restrictions.<field>` otherwise)."""
+    if payload is None:
+        return Restrictions()
+    try:
+        return clean_restrictions(
+            models=payload.models, apis=payload.apis, tools=payload.tools,
+            ip_ranges=payload.ip_ranges,
+        )  # fmt: skip
+    except RestrictionError as exc:
+        raise invalid(str(exc), param=f"restrictions.{exc.field}") from None
 
 
 def _key(request: ManagementRequest, key_id: str) -> APIKey:
@@ -575,27 +593,40 @@ def key_get(request: ManagementRequest, key_id: str) -> dict[str, Any]:
     response=responses(s.ApiKey, writes=True),
     operation_id="updateKey",
     tags=["API keys"],
-    summary="Rename an API key or set its expiry and monthly limit",
-    description="null removes the expiry or the limit.",
+    summary="Rename an API key or set its expiry, monthly limit and restrictions",
+    description="null removes the expiry, the limit or the restrictions.",
 )
 def key_update(request: ManagementRequest, key_id: str, payload: s.ApiKeyUpdate) -> dict[str, Any]:
-    """Rename a key or set its expiry and monthly limit (null removes them)."""
+    """Rename a key or set its expiry, monthly limit and restrictions (null removes them); all
+    or nothing."""
     key = _key(request, key_id)
     sent = payload.model_fields_set
     try:
-        key = api_key_update(
-            key=key,
-            name=key.name if payload.name is None else payload.name,
-            expires_at=payload.expires_at if "expires_at" in sent else key.expires_at,
-            monthly_limit_micros=payload.monthly_limit_micros
-            if "monthly_limit_micros" in sent
-            else key.monthly_limit_micros,
-            actor=request.management_key,
-            request=request,
-        )
+        with transaction.atomic():
+            if "restrictions" in sent:
+                key = api_key_restrict(
+                    key=key, restrictions=_restrictions(payload.restrictions),
+                    actor=request.management_key, request=request,
+                )  # fmt: skip
+            key = _key_update(request, key, payload, sent)
     except APIKeyError as exc:
         raise _domain_error(exc) from None
     return api_key_json(key)
+
+
+def _key_update(
+    request: ManagementRequest, key: APIKey, payload: s.ApiKeyUpdate, sent: set[str]
+) -> APIKey:
+    return api_key_update(
+        key=key,
+        name=key.name if payload.name is None else payload.name,
+        expires_at=payload.expires_at if "expires_at" in sent else key.expires_at,
+        monthly_limit_micros=payload.monthly_limit_micros
+        if "monthly_limit_micros" in sent
+        else key.monthly_limit_micros,
+        actor=request.management_key,
+        request=request,
+    )
 
 
 @api.post(
@@ -617,14 +648,19 @@ def key_revoke(request: ManagementRequest, key_id: str, payload: s.NoBody) -> di
     operation_id="regenerateKey",
     tags=["API keys"],
     summary="Give an API key a new secret",
-    description="The old secret stops working at once; the new one is shown only this once.",
+    description="The old secret stops working at once, or after `grace_seconds` (at most 24 h; "
+    "an older secret still in its grace period stops at once); the new one is shown only this "
+    "once.",
     url_name="key_regenerate",
 )
-def key_regenerate(request: ManagementRequest, key_id: str, payload: s.NoBody) -> dict[str, Any]:
+def key_regenerate(
+    request: ManagementRequest, key_id: str, payload: s.ApiKeyRegenerate
+) -> dict[str, Any]:
     try:
         issued = api_key_regenerate(
-            key=_key(request, key_id), actor=request.management_key, request=request
-        )
+            key=_key(request, key_id), actor=request.management_key, request=request,
+            grace_seconds=payload.grace_seconds,
+        )  # fmt: skip
     except APIKeyError as exc:
         raise _domain_error(exc) from None
     return {**api_key_json(issued.key), "secret": issued.secret}

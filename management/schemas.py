@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from keys.services import MAX_MONTHLY_LIMIT_MICROS
+from keys import restrictions as key_restrictions
+from keys.services import MAX_GRACE_SECONDS, MAX_MONTHLY_LIMIT_MICROS
 from members.models import Role
 from usage.periods import PRESETS
 
@@ -99,16 +100,51 @@ class GroupUpdate(Body):
     ] = None  # type: ignore[assignment]
 
 
+RestrictionList = Annotated[list[str], Field(max_length=key_restrictions.MAX_ENTRIES)]
+
+
+class KeyRestrictionsIn(Body):
+    """Allowlists; an empty list (or a field left out) means "all"."""
+
+    models: RestrictionList = Field(default_factory=list, description="Model names.")
+    apis: list[ApiName] = Field(default_factory=list, description="APIs the key may call.")
+    tools: RestrictionList = Field(
+        default_factory=list, description="Agent API tool types, e.g. web_search."
+    )
+    ip_ranges: RestrictionList = Field(
+        default_factory=list,
+        description="Client IP ranges in CIDR notation (IPv4 or IPv6; one address is a /32 "
+        "or /128).",
+    )
+
+
+ApiName = Literal["chat", "agent", "search", "embeddings", "async"]
+assert ApiName.__args__ == key_restrictions.APIS  # type: ignore[attr-defined]
+
+
 class ApiKeyCreate(Body):
     name: Annotated[Text, Field(min_length=1, max_length=100)]
     expires_at: DateTime | None = None
     monthly_limit_micros: MonthlyLimit | None = None
+    restrictions: KeyRestrictionsIn | None = None
 
 
 class ApiKeyUpdate(Body):
     name: Annotated[Text, Field(min_length=1, max_length=100)] = None  # type: ignore[assignment]
     expires_at: DateTime | None = None
     monthly_limit_micros: MonthlyLimit | None = None
+    restrictions: KeyRestrictionsIn | None = Field(
+        default=None, description="Replaces all four lists; null removes every restriction."
+    )
+
+
+class ApiKeyRegenerate(Body):
+    grace_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the old secret keeps working (0: it stops at once; at most 24 h).",
+    )
 
 
 class MemberUpdate(Body):
@@ -385,6 +421,19 @@ class UsageGrouped(Out):
     has_more: bool
 
 
+class KeyRestrictions(Out):
+    models: list[str]
+    apis: list[str]
+    tools: list[str]
+    ip_ranges: list[str]
+
+
+class PreviousSecret(Out):
+    masked: str
+    last_four: str
+    expires_at: Timestamp
+
+
 class ApiKey(Out):
     object: Literal["api_key"]
     id: str
@@ -399,6 +448,10 @@ class ApiKey(Out):
     last_used_at: Timestamp | None
     regenerated_at: Timestamp | None
     revoked_at: Timestamp | None
+    restrictions: KeyRestrictions
+    previous_secret: PreviousSecret | None = Field(
+        description="The secret before the last regeneration, while its grace period runs."
+    )
 
 
 class ApiKeyWithSecret(ApiKey):

@@ -83,6 +83,19 @@ def api_key_json(key: APIKey) -> dict[str, Any]:
         "last_used_at": iso(key.last_used_at),
         "regenerated_at": iso(key.regenerated_at),
         "revoked_at": iso(key.revoked_at),
+        "restrictions": {
+            "models": list(key.allowed_models or ()),
+            "apis": list(key.allowed_apis or ()),
+            "tools": list(key.allowed_tools or ()),
+            "ip_ranges": list(key.allowed_ips or ()),
+        },
+        "previous_secret": {
+            "masked": key.previous_masked,
+            "last_four": key.previous_last_four,
+            "expires_at": iso(key.previous_expires_at),
+        }
+        if key.previous_secret_active
+        else None,
     }
 
 

@@ -213,6 +213,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "gateway.tasks.async_sweep",
         "schedule": crontab(minute="*"),
     },
+    # Every minute: forget old secrets whose rotation grace period is over and audit their end
+    # (the gateway already refuses them at the end: keys/cache.py).
+    "keys-grace-sweep": {
+        "task": "keys.tasks.key_grace_sweep",
+        "schedule": crontab(minute="*"),
+    },
     # Hourly at :23: delete async jobs older than ASYNC_RESULT_TTL (their usage stays).
     # Every minute: evaluate the spend alerts of groups that have enabled ones (budget
     # percentages, balance levels); each crossing fires once per window (alerts/services.py).

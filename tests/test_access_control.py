@@ -157,6 +157,7 @@ ROUTES: dict[str, Route] = {
     "keys:edit": Route(("GET", "POST"), objects=_key),
     "keys:revoke": Route(("GET", "POST"), objects=_key),
     "keys:regenerate": Route(("GET", "POST"), objects=_key),
+    "keys:restrictions": Route(("GET", "POST"), objects=_key),
     "management:create": Route(("POST",)),
     "management:revoke": Route(("GET", "POST"), objects=_management_key),
     "billing:overview": Route(("GET",), member_can=("GET",)),
