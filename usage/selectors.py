@@ -382,10 +382,8 @@ def usage_for(
         key=lambda b: (-b.totals.cost_micros, b.label),
     )
     by_tool = _by_tool(group, period, s, f)
-    by_end_user = by_dimension(group=group, period=period, dimension="end_user", f=f,
-                               totals=totals)  # fmt: skip
-    by_tag = by_dimension(
-        group=group, period=period, dimension="tag", f=f, totals=totals, tag_key=tag_key
+    by_end_user, by_tag = by_dimensions(
+        group=group, period=period, f=f, totals=totals, tag_key=tag_key, s=s
     )
     return Usage(
         period, totals, [b.label for b in buckets], series, by_model, by_key, by_api, by_tool,
@@ -399,58 +397,67 @@ def usage_for(
 DIMENSION_ROWS = 100
 
 
-def _dimension_sql(f: Filters, dimension: str, tag_key: str | None) -> str:
-    """End-user or tag sums by value: the dimension rollups for what is rolled up (only when no
-    other filter is set: they are summed by group alone), raw events after (or throughout)."""
+def _dimension_sql(f: Filters, tag_key: str | None) -> str:
+    """End-user and tag sums by (dimension, value): the dimension rollups for what is rolled up
+    (only when no other filter is set: they are summed by group alone), raw events after (or
+    throughout). With `tag_key`, only that key's tags."""
     cols = ", ".join(SUMS)
     raw_sums = ", ".join(f"e.{m}" for m in SUMS[1:])
-    prefix = " AND starts_with(value, %(tag_prefix)s)" if tag_key else ""
-    if dimension == "end_user":
-        raw = f"""SELECT e.end_user, 1, {raw_sums} FROM usage_usageevent e
-             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s
-               AND end_user IS NOT NULL{f.raw}"""
-    else:
-        only = " AND t.key = %(tag_key)s" if tag_key else ""
-        raw = f"""SELECT t.key || '=' || t.value, 1, {raw_sums}
-              FROM usage_usageevent e, jsonb_each_text(e.tags) AS t
-             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s
-               AND tags <> '{{}}'::jsonb{only}{f.raw}"""
+    prefix = (
+        " AND (dimension = 'end_user' OR starts_with(value, %(tag_prefix)s))" if tag_key else ""
+    )
+    only = " AND t.key = %(tag_key)s" if tag_key else ""
+    raw = """ FROM usage_usageevent e{join}
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s"""
     return f"""
-        SELECT value, {", ".join(f"sum({m})" for m in SUMS)} FROM (
-            SELECT value, {cols} FROM usage_usagedimensionrollup
-             WHERE group_id = %(group)s AND dimension = %(dimension)s AND period = 'hour'
+        SELECT dimension, value, {", ".join(f"sum({m})" for m in SUMS)} FROM (
+            SELECT dimension, value, {cols} FROM usage_usagedimensionrollup
+             WHERE group_id = %(group)s AND period = 'hour'
                AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){prefix}
             UNION ALL
-            SELECT value, {cols} FROM usage_usagedimensionrollup
-             WHERE group_id = %(group)s AND dimension = %(dimension)s AND period = 'day'
+            SELECT dimension, value, {cols} FROM usage_usagedimensionrollup
+             WHERE group_id = %(group)s AND period = 'day'
                AND start >= %(d0)s AND start < %(d1)s{prefix}
             UNION ALL
-            {raw}
-        ) AS x GROUP BY 1
+            SELECT 'end_user', e.end_user, 1, {raw_sums}{raw.format(join="")}
+               AND end_user IS NOT NULL{f.raw}
+            UNION ALL
+            SELECT 'tag', t.key || '=' || t.value, 1, {raw_sums}{raw.format(join=", jsonb_each_text(e.tags) AS t")}
+               AND tags <> '{{}}'::jsonb{only}{f.raw}
+        ) AS x GROUP BY 1, 2
     """
 
 
-def by_dimension(
-    *, group: Any, period: Period, dimension: str, f: Filters, totals: Totals,
-    tag_key: str | None = None,
-) -> list[Breakdown]:  # fmt: skip
-    """Usage by end user ("end_user") or by tag ("tag": "key=value" rows; with `tag_key`, only
-    that key's values), most expensive first, beyond DIMENSION_ROWS rows summed as "(other)".
+def by_dimensions(
+    *, group: Any, period: Period, f: Filters, totals: Totals, tag_key: str | None = None,
+    s: Spans | None = None,
+) -> tuple[list[Breakdown], list[Breakdown]]:  # fmt: skip
+    """Usage by end user and by tag ("key=value" rows; with `tag_key`, only that key's values),
+    most expensive first, beyond DIMENSION_ROWS rows summed as "(other)"; in one query.
 
     By end user, and by tag with a `tag_key`, a last row "(none)" holds the requests without a
     value (the totals minus the rows), so the rows add up to the totals exactly. Without a
     `tag_key`, a request counts under each of its tags and untagged ones are not listed.
     """
-    s = spans(period, f)
+    s = s or spans(period, f)
     if f.any:  # the dimension rollups are summed per group only: read the raw events
         s = Spans(period.start, period.start, period.start, period.start, period.end)
     params = {
-        **_params(group, period, s, f), "dimension": dimension, "tag_key": tag_key,
+        **_params(group, period, s, f), "tag_key": tag_key,
         "tag_prefix": f"{tag_key}=" if tag_key else None,
     }  # fmt: skip
+    found: dict[str, dict[str, Totals]] = {"end_user": {}, "tag": {}}
     with connection.cursor() as cursor:
-        cursor.execute(_dimension_sql(f, dimension, tag_key), params)
-        found = {value: Totals(*(int(v or 0) for v in values)) for value, *values in cursor}
+        cursor.execute(_dimension_sql(f, tag_key), params)
+        for dimension, value, *values in cursor:
+            found[dimension][value] = Totals(*(int(v or 0) for v in values))
+    return (
+        _dimension_rows(found["end_user"], totals),
+        _dimension_rows(found["tag"], totals if tag_key else None),
+    )
+
+
+def _dimension_rows(found: dict[str, Totals], totals: Totals | None) -> list[Breakdown]:
     rows = sorted(found.items(), key=lambda item: (-item[1].cost_micros, item[0]))
     kept = rows[:DIMENSION_ROWS]
     if len(rows) > DIMENSION_ROWS:
@@ -459,7 +466,7 @@ def by_dimension(
             other.add(vars(t))
         kept.append((OTHER, other))
     out = [Breakdown(value, "", t, obj=value) for value, t in kept]
-    if dimension == "end_user" or tag_key:
+    if totals is not None:
         rest = Totals(**vars(totals))
         for _, t in rows:
             rest.add({m: -getattr(t, m) for m in SUMS})
