@@ -308,9 +308,9 @@ class EmbeddingsAPI:
     ) -> int:  # fmt: skip
         started = time.perf_counter()
         contextualized = scope["path"] == CONTEXTUALIZED_PATH
-        body = await self.app.read_body(scope, receive)
-        request = parse_request(body, contextualized)
-        attribution.with_body(body)  # `user`
+        payload = await self.app.read_body(scope, receive)
+        request = parse_request(payload, contextualized)
+        attribution.with_body(payload)  # `user`
         store = await self.app.store()
         model = self.choose(await store.models(), request)
         scope["portal.model"] = model.name

@@ -49,15 +49,13 @@ def tag_rule() -> str:
 def parse_tags_header(raw: str) -> dict[str, str]:
     """`team=search, env=prod` → {"team": "search", "env": "prod"}; AttributionError otherwise.
 
-    Spaces around items are allowed; an empty header is no tags; a key given twice is refused.
+    Spaces around items are allowed; an empty item (or header) and a key given twice are refused.
     """
     tags: dict[str, str] = {}
-    if not raw.strip(" \t"):
-        return tags
     if len(raw) > MAX_TAGS * (MAX_TAG_KEY + MAX_TAG_VALUE + 3):
         raise AttributionError(f"The {TAGS_HEADER} header is too long: {tag_rule()}.", TAGS_HEADER)
     for item in raw.split(","):
-        item = item.strip(" \t")
+        item = item.strip(" ")
         key, eq, value = item.partition("=")
         if (
             not eq

@@ -104,6 +104,8 @@ def test_search_embeddings_and_async_carry_them(gateway, funded_group, api_key):
     ("header", "body", "param"),
     [
         ("team", {}, "X-Portal-Tags"),
+        ("", {}, "X-Portal-Tags"),
+        ("team=a\tb", {}, "X-Portal-Tags"),
         ("team=", {}, "X-Portal-Tags"),
         ("team=a b", {}, "X-Portal-Tags"),
         ("team=a,team=b", {}, "X-Portal-Tags"),
