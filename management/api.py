@@ -473,7 +473,7 @@ def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[st
     response=responses(s.UsageGrouped),
     operation_id="getUsageGrouped",
     tags=["Usage"],
-    summary="Usage totals grouped by model, key, API, tool, day or hour",
+    summary="Usage totals grouped by model, key, API, tool, end user, tag, day or hour",
     url_name="usage_grouped",
 )
 def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery]) -> dict[str, Any]:
