@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.api_errors import GatewayError, invalid_request, unavailable
-from gateway import metrics, simulator
+from gateway import attribution, metrics, simulator
 from gateway.catalogue import ModelInfo, PresetInfo
 from gateway.http import (
     SSE,
@@ -230,6 +230,7 @@ class AgentAPI:
         request_id: str, headers: list,
     ) -> int:  # fmt: skip
         request = parse_request(await self.app.read_body(scope, receive))
+        attribution.with_body(request.raw, metadata=True)  # `user`, `metadata` pairs as tags
         if request.background and request.stream:
             raise invalid_request(
                 "“background” and “stream” cannot be combined here: a background response is "

@@ -26,7 +26,7 @@ from django.db import connections
 
 from billing.tasks import auto_top_up
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import agent, async_jobs, embeddings, metrics, search, simulator
+from gateway import agent, async_jobs, attribution, embeddings, metrics, search, simulator
 from gateway.http import (
     SSE,
     Receive,
@@ -183,6 +183,7 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list
     ) -> int:
         path, method = scope["path"], scope["method"]
+        attribution.begin(scope)  # X-Portal-Tags: a malformed header is a 400 before anything
         if path in embeddings.PATHS:  # gateway/embeddings.py
             if method != "POST":
                 raise method_not_allowed(scope)
@@ -223,6 +224,7 @@ class GatewayApp:
             await respond(send, 200, orjson.dumps({"object": "list", "data": data}), headers)
             return 200
         payload = await self.read_json(scope, receive)
+        attribution.with_body(payload)  # `user` / `safety_identifier`
         model = models.get(payload["model"])
         if model is None or not agent.sold_on_chat(model):
             raise model_not_found(payload["model"])

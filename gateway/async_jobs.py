@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import connections
 
 from core.api_errors import GatewayError, invalid_request
+from gateway import attribution
 from gateway.agent import sold_on_chat
 from gateway.http import Receive, Scope, Send, method_not_allowed, model_not_found, respond
 from gateway.keycache import KeyInfo
@@ -133,6 +134,7 @@ class AsyncChat:
     ) -> int:  # fmt: skip
         body = await self.app.read_body(scope, receive)
         request = parse_create(body)
+        who = attribution.with_body(request, prefix="request.")  # `request.user`
         idempotency_key = body.get("idempotency_key")
         models = await store.models()
         model = models.get(request["model"])
@@ -148,6 +150,7 @@ class AsyncChat:
         params = (
             request_id, key.group_id, key.id, model.id, request["model"],
             orjson.dumps(request).decode(), idempotency_key, settings.ASYNC_REQUEUE_AFTER,
+            who.end_user, orjson.dumps(who.tags).decode(),
         )  # fmt: skip
         row = await self.one(store, CREATE_SQL, params)
         if row is None:  # a concurrent create with the same idempotency key won

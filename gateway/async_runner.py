@@ -44,7 +44,7 @@ from core.redis import safe_delete
 from gateway import simulator
 from gateway.admission import month_start
 from gateway.app import UPSTREAM_AUTH_STATUSES, parse_usage, passthrough_error
-from gateway.metering import METER_DEFAULTS, METER_FIELDS, METER_SQL
+from gateway.metering import JSON_FIELDS, METER_DEFAULTS, METER_FIELDS, METER_SQL
 from gateway.models import AsyncJob, AsyncStatus
 from gateway.tasks import run_async_job
 from usage.metrics import counts_of
@@ -176,6 +176,8 @@ def record(job: AsyncJob, data: dict[str, Any], usage: dict[str, Any], started: 
         "streamed": False,
         "latency_ms": int((time.perf_counter() - started) * 1000),
         "created": time.time(),
+        "end_user": job.end_user,  # checked and stored at create (gateway/async_jobs.py)
+        "tags": job.tags,
     }
     columns = [[_value(row, name)] for name in METER_FIELDS]
     with transaction.atomic():
@@ -189,7 +191,7 @@ def record(job: AsyncJob, data: dict[str, Any], usage: dict[str, Any], started: 
 
 def _value(row: dict[str, Any], name: str) -> Any:
     value = row.get(name, METER_DEFAULTS.get(name))
-    return orjson.dumps(value).decode() if name == "tool_calls" else value
+    return orjson.dumps(value).decode() if name in JSON_FIELDS else value
 
 
 def finish(job: AsyncJob) -> None:

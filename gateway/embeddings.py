@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.api_errors import GatewayError, invalid_request
-from gateway import metrics, simulator
+from gateway import attribution, metrics, simulator
 from gateway.catalogue import ModelInfo
 from gateway.http import Receive, Scope, Send, respond, upstream_error
 from gateway.keycache import KeyInfo
@@ -308,7 +308,9 @@ class EmbeddingsAPI:
     ) -> int:  # fmt: skip
         started = time.perf_counter()
         contextualized = scope["path"] == CONTEXTUALIZED_PATH
-        request = parse_request(await self.app.read_body(scope, receive), contextualized)
+        payload = await self.app.read_body(scope, receive)
+        request = parse_request(payload, contextualized)
+        attribution.with_body(payload)  # `user`
         store = await self.app.store()
         model = self.choose(await store.models(), request)
         scope["portal.model"] = model.name

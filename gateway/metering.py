@@ -25,7 +25,7 @@ import redis
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
-from gateway import metrics
+from gateway import attribution, metrics
 from gateway.admission import Admissions, settle_keys
 from gateway.batching import Batcher
 from gateway.keycache import KeyInfo
@@ -53,6 +53,9 @@ METER_COLUMNS = (
     ("context_size", "search_context_size", "varchar"),
     *((part, column, "bigint") for part, column in zip(COST_PARTS, COST_COLUMNS, strict=True)),
     ("tool_calls", "tool_calls", "text"),
+    # Who the request was for (gateway/attribution.py): the end user and tags, as given.
+    ("end_user", "end_user", "varchar"),
+    ("tags", "tags", "text"),
     ("total", "cost_micros", "bigint"),
     ("streamed", "streamed", "boolean"),
     ("latency_ms", "latency_ms", "integer"),
@@ -66,8 +69,11 @@ METER_DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(CACHE_COUNTS, 0),
     **dict.fromkeys(("cache_read", "cache_write", "tools"), 0),
     "tool_calls": {},
+    "end_user": None,
+    "tags": {},
 }
-METER_CASTS = {"tool_calls": "::jsonb"}
+METER_CASTS = {"tool_calls": "::jsonb", "tags": "::jsonb"}
+JSON_FIELDS = frozenset(METER_CASTS)
 METER_SQL = sql(
     "meter",
     columns=", ".join(column for _, column, _ in METER_COLUMNS[:-1]),
@@ -108,7 +114,12 @@ class Metering:
         is appended to the usage stream (same batching); should Redis fail, it is committed to
         PostgreSQL instead, and the stream copy, if the failed call had written one, inserts
         nothing when it is settled.
+
+        The request's end user and tags (gateway/attribution.py) are stamped on it here, unless
+        it names them itself.
         """
+        if "end_user" not in params:
+            params.update(attribution.current().params())
         if self.write_behind:
             try:
                 await self._streamings.submit((key, params))
@@ -163,6 +174,6 @@ class Metering:
 def _value(row: dict[str, Any], name: str) -> Any:
     """A field of a metered request as METER_SQL takes it (METER_DEFAULTS for those left out)."""
     value = row[name] if name in row or name not in METER_DEFAULTS else METER_DEFAULTS[name]
-    if name == "tool_calls":
+    if name in JSON_FIELDS:
         return orjson.dumps(value).decode()
     return value

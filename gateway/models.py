@@ -8,6 +8,7 @@ completed job's charge is its usage event (request id = the job id) and that eve
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Value
 
 
 class AsyncStatus(models.TextChoices):
@@ -43,6 +44,11 @@ class AsyncJob(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Runs started (worker claims).")
     # CREATED: not re-queued by the sweeper before this; IN_PROGRESS: the runner's lease.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # The end user (`request.user`) and X-Portal-Tags of the create, for its usage event.
+    end_user = models.CharField(max_length=128, null=True, blank=True, db_default=None)
+    tags = models.JSONField(
+        default=dict, db_default=Value({}, output_field=models.JSONField()), blank=True
+    )
 
     class Meta:
         indexes = [

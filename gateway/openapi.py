@@ -31,9 +31,35 @@ _SSE: dict[str, Any] = {
 }
 _NAME: dict[str, Any] = {"type": "string", "minLength": 1, "nullable": True}
 
+# Usage by end user and tag (usage/attribution.py): every metered POST takes this header.
+_TAG = "[A-Za-z0-9_.:-]"
+_TAGS_HEADER: dict[str, Any] = {
+    "name": "X-Portal-Tags",
+    "in": "header",
+    "required": False,
+    "description": "Tags for usage reports: up to 10 comma-separated key=value pairs (keys 1–32, "
+    "values 1–64 characters of A–Z a–z 0–9 _ . : -). Malformed: a 400 naming the header, "
+    "nothing charged.",
+    "schema": {
+        "type": "string",
+        "pattern": f"^ *{_TAG}{{1,32}}={_TAG}{{1,64}}( *, *{_TAG}{{1,32}}={_TAG}{{1,64}}){{0,9}} *$",
+        "example": "team=search,env=prod",
+    },
+}
+_END_USER: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+    "nullable": True,
+    "description": "The end user the request is for (stored as given: send an opaque id); "
+    "usage reports filter and group by it.",
+}
+
 _CHAT: dict[str, Any] = {
     "summary": "Create a chat completion (metered)",
     "security": [{"bearerAuth": []}],
+    "parameters": [_TAGS_HEADER],
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
@@ -69,6 +95,7 @@ _AGENT: dict[str, Any] = {
     "on and is retrieved with GET /v1/responses/{response_id}. `background` and `stream` "
     "together are a 400.",
     "security": _SECURED,
+    "parameters": [_TAGS_HEADER],
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentRequest"}}},
@@ -135,6 +162,7 @@ def _search_path(name: str) -> dict[str, Any]:
             "result lists, one per query. `max_results` is 1–20, up to 50 with `search_type` "
             "people. The answer carries `usage.cost` in our prices.",
             "security": _SECURED,
+            "parameters": [_TAGS_HEADER],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -251,6 +279,7 @@ _ASYNC_PATHS: dict[str, Any] = {
             "until COMPLETED or FAILED. The same `idempotency_key` in the same group gives back the "
             "same job. `request.stream: true` is a 400.",
             "security": _SECURED,
+            "parameters": [_TAGS_HEADER],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -329,6 +358,7 @@ def _embeddings_path(operation: str, summary: str, request: str) -> dict[str, An
             "operationId": operation,
             "summary": summary,
             "security": _SECURED,
+            "parameters": [_TAGS_HEADER],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -366,6 +396,7 @@ _EMBEDDING_SCHEMAS: dict[str, Any] = {
                 "example": ["What is an embedding?"],
             },
             "dimensions": {"type": "integer", "minimum": 128, "nullable": True},
+            "user": _END_USER,
             "encoding_format": {
                 "type": "string",
                 "enum": ["base64_int8", "base64_binary", "float", "base64"],
@@ -386,6 +417,7 @@ _EMBEDDING_SCHEMAS: dict[str, Any] = {
                 "example": [["First chunk.", "Second chunk."]],
             },
             "dimensions": {"type": "integer", "minimum": 128, "nullable": True},
+            "user": _END_USER,
             "encoding_format": {
                 "type": "string",
                 "enum": ["base64_int8", "base64_binary"],
@@ -488,6 +520,8 @@ SPEC: dict[str, Any] = {
                     "stream": {"type": "boolean"},
                     # The gateway adds include_usage to it, so it must be an object (or null).
                     "stream_options": {"type": "object", "nullable": True},
+                    "user": _END_USER,
+                    "safety_identifier": _END_USER,
                 },
             },
             "AgentRequest": {
@@ -531,10 +565,18 @@ SPEC: dict[str, Any] = {
                     "metadata": {
                         "type": "object",
                         "nullable": True,
-                        "maxProperties": 16,
-                        "additionalProperties": {"type": "string", "maxLength": 512},
+                        "maxProperties": 10,
+                        "description": "Tags for usage reports, with the X-Portal-Tags header's "
+                        "(same rules; the same key twice with different values is a 400).",
+                        "additionalProperties": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 64,
+                            "pattern": f"^{_TAG}+$",
+                        },
                     },
-                    "user": _NAME,
+                    "user": _END_USER,
+                    "safety_identifier": _END_USER,
                 },
             },
             "AsyncRequest": {

@@ -91,6 +91,7 @@ from members.services import (
     membership_change_role,
     membership_remove,
 )
+from usage.attribution import MAX_TAG_KEY, AttributionError, parse_tag_filter, valid_tag_part
 from usage.models import AIModel
 from usage.periods import Period, PeriodError, resolve_period
 from usage.rollups import METRICS
@@ -367,6 +368,8 @@ class UsageQuery:
     model: AIModel | None
     api: str | None = None
     tool: str | None = None
+    end_user: str | None = None
+    tag: tuple[str, str] | None = None
 
     def filters(self) -> dict[str, Any]:
         """The keyword filters of usage.selectors.usage_for and usage_rows."""
@@ -375,6 +378,8 @@ class UsageQuery:
             "model_id": self.model.pk if self.model else None,
             "api": self.api,
             "tool": self.tool,
+            "end_user": self.end_user,
+            "tag": self.tag,
         }
 
 
@@ -410,7 +415,15 @@ def _usage_query(request: ManagementRequest, query: s.UsageQuery) -> UsageQuery:
             raise invalid(f"There is no model “{model_name}”.", param="model")
     if query.tool is not None and query.tool not in tool_names():
         raise invalid(f"There is no tool “{query.tool}”.", param="tool")
-    return UsageQuery(period, key, model, query.api, query.tool)
+    if query.end_user is not None and not query.end_user.isprintable():
+        raise invalid("“end_user” must be printable characters.", param="end_user")
+    tag = None
+    if query.tag is not None:
+        try:
+            tag = parse_tag_filter(query.tag)
+        except AttributionError as exc:
+            raise invalid(exc.message, param="tag") from None
+    return UsageQuery(period, key, model, query.api, query.tool, query.end_user, tag)
 
 
 def _period_json(q: UsageQuery) -> dict[str, Any]:
@@ -424,6 +437,8 @@ def _period_json(q: UsageQuery) -> dict[str, Any]:
         "model": q.model.name if q.model else None,
         "api": q.api,
         "tool": q.tool,
+        "end_user": q.end_user,
+        "tag": f"{q.tag[0]}={q.tag[1]}" if q.tag else None,
     }
 
 
@@ -464,7 +479,7 @@ def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[st
     response=responses(s.UsageGrouped),
     operation_id="getUsageGrouped",
     tags=["Usage"],
-    summary="Usage totals grouped by model, key, API, tool, day or hour",
+    summary="Usage totals grouped by model, key, API, tool, end user, tag, day or hour",
     url_name="usage_grouped",
 )
 def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery]) -> dict[str, Any]:
@@ -473,9 +488,18 @@ def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery])
     by = query.by
     q = _usage_query(request, query)
     data: list[dict[str, Any]] = []
-    if by in ("model", "key", "api", "tool"):
-        usage = usage_for(group=request.group, period=q.period, **q.filters())
-        if by == "model":
+    tag_key = getattr(query, "tag_key", None)
+    if tag_key is not None and not valid_tag_part(tag_key, MAX_TAG_KEY):
+        raise invalid("“tag_key” is not a tag key.", param="tag_key")
+    if by in ("model", "key", "api", "tool", "end_user", "tag"):
+        usage = usage_for(group=request.group, period=q.period, tag_key=tag_key, **q.filters())
+        if by == "end_user":
+            data = [
+                {"end_user": b.label, "totals": totals_json(b.totals)} for b in usage.by_end_user
+            ]
+        elif by == "tag":
+            data = [{"tag": b.label, "totals": totals_json(b.totals)} for b in usage.by_tag]
+        elif by == "model":
             data = [{"model": b.label, "totals": totals_json(b.totals)} for b in usage.by_model]
         elif by == "api":
             data = [{"api": b.obj, "totals": totals_json(b.totals)} for b in usage.by_api]

@@ -227,13 +227,34 @@ class UsageQuery(BaseModel):
             "such as web_search); their totals include every tool fee they paid.",
         ),
     ] = None  # type: ignore[assignment]
+    end_user: Annotated[
+        QueryText,
+        Field(max_length=128, description="Only the requests sent with this end user (`user`)."),
+    ] = None  # type: ignore[assignment]
+    tag: Annotated[
+        QueryText,
+        Field(
+            max_length=97,
+            description="Only the requests carrying this tag, as key=value (X-Portal-Tags, "
+            "Agent API metadata).",
+        ),
+    ] = None  # type: ignore[assignment]
 
 
-GroupBy = Literal["model", "key", "api", "tool", "day", "hour"]
+GroupBy = Literal["model", "key", "api", "tool", "day", "hour", "end_user", "tag"]
 
 
 class UsageGroupedQuery(UsageQuery):
     by: GroupBy = Field(description="How to group.")
+    tag_key: Annotated[
+        QueryText,
+        Field(
+            max_length=32,
+            description="By tag: only this tag key's values, and a last row “(none)” for the "
+            "requests without it (the rows then add up to the totals). Without it, a request "
+            "counts under each of its tags.",
+        ),
+    ] = None  # type: ignore[assignment]
 
 
 class MembersQuery(PageQuery):
@@ -362,6 +383,8 @@ class UsagePeriod(Out):
     model: str | None
     api: Literal["chat", "agent", "search", "embeddings", "async"] | None  # usage.metrics.APIS
     tool: str | None
+    end_user: str | None = None
+    tag: str | None = None
 
 
 class UsageBucket(Out):
@@ -407,6 +430,16 @@ class UsageGroup(Out):
     bucket: str | None = Field(
         None,
         description="A date (by day) or the start of an hour (by hour), in the requested time zone.",
+    )
+    end_user: str | None = Field(
+        None,
+        description="By end user: its `user`; “(other)” beyond the daily cap, “(none)” for the "
+        "requests without one.",
+    )
+    tag: str | None = Field(
+        None,
+        description="By tag: key=value; “key=(other)” or “(other)” beyond the daily caps, "
+        "“(none)” (with tag_key) for the requests without that key.",
     )
     totals: Totals | None = Field(
         description="The requests' totals; null by tool (its fees are in `tool`)."

@@ -364,6 +364,13 @@ ASYNC_UPSTREAM_TIMEOUT = env.float("ASYNC_UPSTREAM_TIMEOUT", default=1800.0)
 ASYNC_JOB_LEASE = env.int("ASYNC_JOB_LEASE", default=int(ASYNC_UPSTREAM_TIMEOUT) + 120)
 ASYNC_JOB_MAX_ATTEMPTS = env.int("ASYNC_JOB_MAX_ATTEMPTS", default=3)
 ASYNC_REQUEUE_AFTER = env.int("ASYNC_REQUEUE_AFTER", default=120)
+# Usage by end user and tag (usage/attribution.py, usage/rollups.py): per group and UTC day, the
+# first USAGE_END_USERS_PER_DAY end users, USAGE_TAG_KEYS_PER_DAY tag keys and USAGE_TAGS_PER_DAY
+# tag pairs seen roll up under their own names; later ones roll up as "(other)" (the raw usage
+# events keep every value). This bounds the rollup rows a client can cause.
+USAGE_END_USERS_PER_DAY = env.int("USAGE_END_USERS_PER_DAY", default=100)
+USAGE_TAG_KEYS_PER_DAY = env.int("USAGE_TAG_KEYS_PER_DAY", default=20)
+USAGE_TAGS_PER_DAY = env.int("USAGE_TAGS_PER_DAY", default=200)
 # Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
 # from the loopback interface (see gateway/metrics.py). Required in production: behind a proxy on
 # the same host every request would come from loopback.

@@ -267,11 +267,25 @@ class UsageEvent(models.Model):
     streamed = models.BooleanField(default=False)
     latency_ms = models.IntegerField(default=0)
     created_at = models.DateTimeField()
+    # Who the request was for (usage.attribution): the end user (`user`) and tags, as given.
+    end_user = models.CharField(max_length=128, null=True, blank=True, db_default=None)
+    tags = models.JSONField(
+        default=dict,
+        db_default=Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text='{"team": "search", "env": "prod"}',
+    )
 
     class Meta:
         indexes = [
             models.Index(fields=["group", "created_at"], name="usage_event_group_time_idx"),
             models.Index(fields=["api_key", "created_at"], name="usage_event_key_time_idx"),
+            # Only requests that name an end user pay for this index.
+            models.Index(
+                fields=["group", "end_user", "created_at"],
+                name="usage_event_end_user_idx",
+                condition=models.Q(end_user__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -366,4 +380,55 @@ class UsageGroupHour(UsageSums):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["group", "start"], name="usage_group_hour_unique")
+        ]
+
+
+class Dimension(models.TextChoices):
+    """What a UsageDimensionRollup row is summed by (usage.attribution)."""
+
+    END_USER = "end_user", "End user"
+    TAG = "tag", "Tag"  # value "key=value"; "key=(other)" or "(other)" beyond the caps
+    TAG_KEY = "tag_key", "Tag key"  # UsageDimensionName only
+
+
+class UsageDimensionRollup(UsageSums):
+    """Usage summed per hour or UTC day × group × end user, and × tag pair, kept with the other
+    rollups (usage.rollups). Bounded: per group and UTC day only the names UsageDimensionName
+    admits get rows of their own; everything else is summed under "(other)". A request counts
+    once under its end user (none: no row), and once under each of its tags."""
+
+    period = models.CharField(max_length=4)
+    start = models.DateTimeField()
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
+    dimension = models.CharField(max_length=8, choices=Dimension.choices)
+    value = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "group", "start", "dimension", "value"],
+                name="usage_dimension_rollup_unique",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["group", "period", "start"], name="usage_dimension_rollup_idx")
+        ]
+
+
+class UsageDimensionName(models.Model):
+    """The end users, tag keys and tag pairs that roll up under their own names, per group and
+    UTC day: the first ones seen, up to settings.USAGE_END_USERS_PER_DAY, USAGE_TAG_KEYS_PER_DAY
+    and USAGE_TAGS_PER_DAY. Only ever added to, so a value's bucket never changes."""
+
+    group = models.ForeignKey("groups.APIGroup", on_delete=models.CASCADE, related_name="+")
+    day = models.DateTimeField()
+    dimension = models.CharField(max_length=8, choices=Dimension.choices)
+    value = models.CharField(max_length=200)
+    first_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "day", "dimension", "value"], name="usage_dimension_name_unique"
+            )
         ]

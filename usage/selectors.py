@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import QuerySet
 
 from keys.models import APIKey
+from usage.attribution import NONE, OTHER
 from usage.metrics import API_LABELS, SUMS, TOKENS_SQL, tokens_of
 from usage.models import AIModel, ToolPrice, UsageEvent
 from usage.periods import Period
@@ -63,6 +65,8 @@ class Usage:
     by_key: list[Breakdown] = field(default_factory=list)
     by_api: list[Breakdown] = field(default_factory=list)
     by_tool: list[ToolUse] = field(default_factory=list)
+    by_end_user: list[Breakdown] = field(default_factory=list)
+    by_tag: list[Breakdown] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +90,18 @@ class Filters:
     model_id: int | None = None
     api: str | None = None
     tool: str | None = None
+    end_user: str | None = None  # the requests of this end user (usage.attribution)
+    tag: tuple[str, str] | None = None  # the requests carrying this tag (key, value)
+
+    @property
+    def raw_only(self) -> bool:
+        """Numbers only the raw events can answer (the rollups do not keep which requests
+        called a tool, or were for an end user or carried a tag together with the rest)."""
+        return self.tool is not None or self.end_user is not None or self.tag is not None
+
+    @property
+    def any(self) -> bool:
+        return self.raw_only or bool(self._common())
 
     def _common(self) -> str:
         sql = ""
@@ -100,15 +116,24 @@ class Filters:
     @property
     def rolled(self) -> str:
         """The WHERE tail for rollup tables."""
-        return self._common() + (" AND false" if self.tool is not None else "")
+        return self._common() + (" AND false" if self.raw_only else "")
 
     @property
     def raw(self) -> str:
         """The WHERE tail for usage events."""
-        return self._common() + (" AND tool_calls ? %(tool)s" if self.tool is not None else "")
+        sql = self._common() + (" AND tool_calls ? %(tool)s" if self.tool is not None else "")
+        if self.end_user is not None:
+            sql += " AND end_user = %(end_user)s"
+        if self.tag is not None:
+            sql += " AND tags @> %(tag)s::jsonb"
+        return sql
 
     def params(self) -> dict[str, Any]:
-        return {"key": self.key_id, "model": self.model_id, "api": self.api, "tool": self.tool}
+        return {
+            "key": self.key_id, "model": self.model_id, "api": self.api, "tool": self.tool,
+            "end_user": self.end_user,
+            "tag": orjson.dumps({self.tag[0]: self.tag[1]}).decode() if self.tag else None,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,7 +151,7 @@ def spans(period: Period, filters: Filters | None = None) -> Spans:
     """Cut the period between the rollups and the raw events; a tool filter reads raw events
     only (Filters)."""
     start, end = period.start, period.end
-    if filters is not None and filters.tool is not None:
+    if filters is not None and filters.raw_only:
         return Spans(start, start, start, start, end)
     through = rolled_through()
     cutoff = max(start, min(end, floor_hour(through))) if through else start
@@ -179,14 +204,15 @@ def _export_bucket(period: Period) -> str:
 
 def usage_rows(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None, tool: str | None = None,
+    api: str | None = None, tool: str | None = None, end_user: str | None = None,
+    tag: tuple[str, str] | None = None,
 ) -> list:  # fmt: skip
     """(bucket, key id, model id, API, metrics…) rows for CSV export; buckets on the viewer's
     clock.
 
     Daily rollups are UTC days, so for exports by day in another zone the hourly rollups are read.
     """
-    f = Filters(key_id, model_id, api, tool)
+    f = Filters(key_id, model_id, api, tool, end_user, tag)
     s = _export_spans(period, f)
     sql = _breakdown_sql(
         f, f"{_export_bucket(period)} AS b, api_key_id, model_id, api", "1, 2, 3, 4"
@@ -198,10 +224,11 @@ def usage_rows(
 
 def tool_rows(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None, tool: str | None = None,
+    api: str | None = None, tool: str | None = None, end_user: str | None = None,
+    tag: tuple[str, str] | None = None,
 ) -> list:  # fmt: skip
     """(bucket, key id, model id, API, tool, invocations, cost micros) rows for CSV export."""
-    f = Filters(key_id, model_id, api, tool)
+    f = Filters(key_id, model_id, api, tool, end_user, tag)
     s = _export_spans(period, f)
     sql = _tool_sql(
         f, f"{_export_bucket(period)} AS b, api_key_id, model_id, api, tool", "1, 2, 3, 4, 5"
@@ -304,14 +331,15 @@ def _by_tool(group: Any, period: Period, s: Any, f: Filters) -> list[ToolUse]:
 
 def usage_for(
     *, group: Any, period: Period, key_id: int | None = None, model_id: int | None = None,
-    api: str | None = None, tool: str | None = None,
+    api: str | None = None, tool: str | None = None, end_user: str | None = None,
+    tag: tuple[str, str] | None = None, tag_key: str | None = None,
 ) -> Usage:  # fmt: skip
     """Totals, chart series and breakdowns for the dashboard, in three small queries.
 
     With a tool, every number is about the requests that called that tool (their tokens, their
     cost, the invocations of every tool they called), read from the raw events.
     """
-    f = Filters(key_id, model_id, api, tool)
+    f = Filters(key_id, model_id, api, tool, end_user, tag)
     s = spans(period, f)
     buckets = period.buckets()
     series = _chart_series(group, period, s, f, buckets)
@@ -354,9 +382,97 @@ def usage_for(
         key=lambda b: (-b.totals.cost_micros, b.label),
     )
     by_tool = _by_tool(group, period, s, f)
-    return Usage(
-        period, totals, [b.label for b in buckets], series, by_model, by_key, by_api, by_tool
+    by_end_user, by_tag = by_dimensions(
+        group=group, period=period, f=f, totals=totals, tag_key=tag_key, s=s
     )
+    return Usage(
+        period, totals, [b.label for b in buckets], series, by_model, by_key, by_api, by_tool,
+        by_end_user, by_tag,
+    )  # fmt: skip
+
+
+# A breakdown by end user or tag lists at most this many rows; the rest are summed as "(other)"
+# (the rollups hold at most the capped names, but the last minutes' raw events and a filtered
+# view read raw values).
+DIMENSION_ROWS = 100
+
+
+def _dimension_sql(f: Filters, tag_key: str | None) -> str:
+    """End-user and tag sums by (dimension, value): the dimension rollups for what is rolled up
+    (only when no other filter is set: they are summed by group alone), raw events after (or
+    throughout). With `tag_key`, only that key's tags."""
+    cols = ", ".join(SUMS)
+    raw_sums = ", ".join(f"e.{m}" for m in SUMS[1:])
+    prefix = (
+        " AND (dimension = 'end_user' OR starts_with(value, %(tag_prefix)s))" if tag_key else ""
+    )
+    only = " AND t.key = %(tag_key)s" if tag_key else ""
+    raw = """ FROM usage_usageevent e{join}
+             WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s"""
+    return f"""
+        SELECT dimension, value, {", ".join(f"sum({m})" for m in SUMS)} FROM (
+            SELECT dimension, value, {cols} FROM usage_usagedimensionrollup
+             WHERE group_id = %(group)s AND period = 'hour'
+               AND ((start >= %(h0)s AND start < %(d0)s) OR (start >= %(d1)s AND start < %(cutoff)s)){prefix}
+            UNION ALL
+            SELECT dimension, value, {cols} FROM usage_usagedimensionrollup
+             WHERE group_id = %(group)s AND period = 'day'
+               AND start >= %(d0)s AND start < %(d1)s{prefix}
+            UNION ALL
+            SELECT 'end_user', e.end_user, 1, {raw_sums}{raw.format(join="")}
+               AND end_user IS NOT NULL{f.raw}
+            UNION ALL
+            SELECT 'tag', t.key || '=' || t.value, 1, {raw_sums}{raw.format(join=", jsonb_each_text(e.tags) AS t")}
+               AND tags <> '{{}}'::jsonb{only}{f.raw}
+        ) AS x GROUP BY 1, 2
+    """
+
+
+def by_dimensions(
+    *, group: Any, period: Period, f: Filters, totals: Totals, tag_key: str | None = None,
+    s: Spans | None = None,
+) -> tuple[list[Breakdown], list[Breakdown]]:  # fmt: skip
+    """Usage by end user and by tag ("key=value" rows; with `tag_key`, only that key's values),
+    most expensive first, beyond DIMENSION_ROWS rows summed as "(other)"; in one query.
+
+    By end user, and by tag with a `tag_key`, a last row "(none)" holds the requests without a
+    value (the totals minus the rows), so the rows add up to the totals exactly. Without a
+    `tag_key`, a request counts under each of its tags and untagged ones are not listed.
+    """
+    s = s or spans(period, f)
+    if f.any:  # the dimension rollups are summed per group only: read the raw events
+        s = Spans(period.start, period.start, period.start, period.start, period.end)
+    params = {
+        **_params(group, period, s, f), "tag_key": tag_key,
+        "tag_prefix": f"{tag_key}=" if tag_key else None,
+    }  # fmt: skip
+    found: dict[str, dict[str, Totals]] = {"end_user": {}, "tag": {}}
+    with connection.cursor() as cursor:
+        cursor.execute(_dimension_sql(f, tag_key), params)
+        for dimension, value, *values in cursor:
+            found[dimension][value] = Totals(*(int(v or 0) for v in values))
+    return (
+        _dimension_rows(found["end_user"], totals),
+        _dimension_rows(found["tag"], totals if tag_key else None),
+    )
+
+
+def _dimension_rows(found: dict[str, Totals], totals: Totals | None) -> list[Breakdown]:
+    rows = sorted(found.items(), key=lambda item: (-item[1].cost_micros, item[0]))
+    kept = rows[:DIMENSION_ROWS]
+    if len(rows) > DIMENSION_ROWS:
+        other = Totals()
+        for _, t in rows[DIMENSION_ROWS:]:
+            other.add(vars(t))
+        kept.append((OTHER, other))
+    out = [Breakdown(value, "", t, obj=value) for value, t in kept]
+    if totals is not None:
+        rest = Totals(**vars(totals))
+        for _, t in rows:
+            rest.add({m: -getattr(t, m) for m in SUMS})
+        if rest.requests:
+            out.append(Breakdown(NONE, "", rest, obj=None))
+    return out
 
 
 def bucket_label(bucket: Any, period: Period) -> str:
@@ -383,6 +499,8 @@ def usage_events_for(
     model: AIModel | None = None,
     api: str | None = None,
     tool: str | None = None,
+    end_user: str | None = None,
+    tag: tuple[str, str] | None = None,
 ) -> QuerySet[UsageEvent]:
     """The group's usage events in the period, of one key, one model and one API if given, and
     that called one tool if given."""
@@ -397,6 +515,10 @@ def usage_events_for(
         events = events.filter(api=api)
     if tool is not None:
         events = events.filter(tool_calls__has_key=tool)
+    if end_user is not None:
+        events = events.filter(end_user=end_user)
+    if tag is not None:
+        events = events.filter(tags__contains={tag[0]: tag[1]})
     return events
 
 

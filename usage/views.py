@@ -12,6 +12,14 @@ from core.csv_export import csv_response
 from keys.models import APIKey
 from keys.selectors import api_key_find_for_group, api_key_get_for_group, api_keys_for_group
 from members.permissions import GroupRequest, member_required
+from usage.attribution import (
+    MAX_END_USER,
+    MAX_TAG_KEY,
+    OTHER,
+    AttributionError,
+    parse_tag_filter,
+    valid_tag_part,
+)
 from usage.metrics import API_LABELS, APIS, COUNTS, SUMS
 from usage.periods import DEFAULT_PRESET, PRESETS, PeriodError, resolve_period
 from usage.selectors import (
@@ -58,10 +66,25 @@ def _filters(request: GroupRequest, fixed_key: APIKey | None = None) -> dict[str
     if tool is not None and tool not in tool_names():
         errors.append(f"There is no tool “{tool[:50]}”; showing all tools.")
         tool = None
+    end_user = q.get("end_user") or None
+    if end_user is not None and (len(end_user) > MAX_END_USER or not end_user.isprintable()):
+        errors.append("That is not an end user (“user”); showing all end users.")
+        end_user = None
+    tag = None
+    if q.get("tag"):
+        try:
+            tag = parse_tag_filter(q["tag"])
+        except AttributionError as exc:
+            errors.append(f"{exc.message} Showing all tags.")
+    tag_key = q.get("tag_key") or None
+    if tag_key is not None and not valid_tag_part(tag_key, MAX_TAG_KEY):
+        errors.append("That is not a tag key; listing every tag.")
+        tag_key = None
     metric = q.get("metric") if q.get("metric") in METRIC_CHOICES else "requests"
     return {
         "period": period, "key": key, "model": model, "api": api, "tool": tool,
-        "metric": metric, "errors": errors,
+        "end_user": end_user, "tag": tag, "tag_key": tag_key,
+        "tag_text": f"{tag[0]}={tag[1]}" if tag else "", "metric": metric, "errors": errors,
     }  # fmt: skip
 
 
@@ -74,16 +97,23 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         model_id=f["model"].pk if f["model"] else None,
         api=f["api"],
         tool=f["tool"],
+        end_user=f["end_user"],
+        tag=f["tag"],
+        tag_key=f["tag_key"],
     )
     by_tool_links = []
     for t in usage.by_tool:  # each tool's row opens the view filtered by it (a plain link)
         query = request.GET.copy()
         query["tool"] = t.tool
         by_tool_links.append((t, query.urlencode()))
+    by_end_user = [(b, _link(request, "end_user", b.obj)) for b in usage.by_end_user]
+    by_tag = [(b, _link(request, "tag", b.obj)) for b in usage.by_tag]
     return {
         **f,
         "usage": usage,
         "by_tool": by_tool_links,
+        "by_end_user": by_end_user,
+        "by_tag": by_tag,
         "chart": {
             "labels": usage.labels,
             "series": {
@@ -102,6 +132,15 @@ def _usage_context(request: GroupRequest, fixed_key: APIKey | None = None) -> di
         "fixed_key": fixed_key,
         "query": request.GET.urlencode(),
     }
+
+
+def _link(request: GroupRequest, name: str, value: str | None) -> str | None:
+    """The query string of the view filtered by this end user or tag (none for the buckets)."""
+    if value is None or value == OTHER or value.endswith("=" + OTHER):
+        return None
+    query = request.GET.copy()
+    query[name] = value
+    return query.urlencode()
 
 
 def _render(request: GroupRequest, context: dict[str, Any]) -> HttpResponse:
@@ -135,6 +174,7 @@ def export(request: GroupRequest) -> HttpResponse:
     filters = {
         "group": request.group, "period": period, "key_id": f["key"].pk if f["key"] else None,
         "model_id": f["model"].pk if f["model"] else None, "api": f["api"], "tool": f["tool"],
+        "end_user": f["end_user"], "tag": f["tag"],
     }  # fmt: skip
     data = usage_rows(**filters)
     tools: dict[tuple, list[str]] = {}
@@ -148,7 +188,7 @@ def export(request: GroupRequest) -> HttpResponse:
     models = ai_model_names()
     header = [
         "bucket", "api_key", "key", "model", "api", *SUMS[:-1], "cost_usd", "tool_calls",
-        "tool_invocations", "tool_fees_usd",
+        "tool_invocations", "tool_fees_usd", "end_user", "tag",
     ]  # fmt: skip
 
     def rows() -> Iterator[list[Any]]:
@@ -163,7 +203,7 @@ def export(request: GroupRequest) -> HttpResponse:
                 bucket_label(bucket, period), key.name if key else key_id, key.masked if key else "",
                 models.get(model_id, model_id), api, *(m[x] for x in SUMS[:-1]),
                 _usd(m["cost_micros"]), "; ".join(tools.get((bucket, key_id, model_id, api), [])),
-                invocations, _usd(fees),
+                invocations, _usd(fees), f["end_user"] or "", f["tag_text"],
             ]  # fmt: skip
 
     return csv_response(
@@ -180,14 +220,14 @@ def export_raw(request: GroupRequest) -> HttpResponse:
     period = f["period"]
     events = usage_events_for(
         group=request.group, period=period, key=f["key"], model=f["model"], api=f["api"],
-        tool=f["tool"],
+        tool=f["tool"], end_user=f["end_user"], tag=f["tag"],
     )  # fmt: skip
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
     fields = [
         "request_id", "created_at", "api_key_id", "model_id", "api", *COUNTS,
-        "search_context_size", "cost_micros", "streamed", "latency_ms", "tools_cost_micros",
-        "tool_calls",
+        "search_context_size", "cost_micros", "streamed", "latency_ms", "end_user", "tags",
+        "tools_cost_micros", "tool_calls",
     ]  # fmt: skip
     counts = slice(4, 6 + len(COUNTS))  # the API, the counts and the context size, as they are
     cost = counts.stop
@@ -204,8 +244,9 @@ def export_raw(request: GroupRequest) -> HttpResponse:
             invocations = sum(int(c["invocations"]) for c in e[-1].values())
             yield [
                 e[0], e[1].astimezone(period.tz).isoformat(), key.name if key else e[2], key.masked if key else "",
-                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 : -2], tool_calls,
-                invocations, _usd(e[-2]),
+                models.get(e[3], e[3]), *e[counts], _usd(e[cost]), *e[cost + 1 : -4], e[-4] or "",
+                ",".join(f"{k}={v}" for k, v in sorted(e[-3].items())), tool_calls, invocations,
+                _usd(e[-2]),
             ]  # fmt: skip
 
     return csv_response(

@@ -57,15 +57,23 @@ def month(group, user):  # type: ignore[no-untyped-def]
         key = k1 if i % 3 else k2
         at = OCT + timedelta(hours=17 * i + 1, minutes=i)
         if i % 2:
-            usage(group, key, sonar, at, cost=1_234 + 97 * i, prompt=i + 3, completion=2 * i)
+            event = usage(group, key, sonar, at, cost=1_234 + 97 * i, prompt=i + 3,
+                          completion=2 * i)  # fmt: skip
         else:
             tools = {}
             if i % 4 == 0:
                 tools["web_search"] = 1 + i % 3
             if i % 6 == 0:
                 tools["fetch_url"] = 1 + i % 5
-            agent_usage(group, key, agent, at, prompt=1_000 + 37 * i, completion=211 + i,
-                        cached=(i * 13) % 400, tools=tools)  # fmt: skip
+            event = agent_usage(group, key, agent, at, prompt=1_000 + 37 * i,
+                                completion=211 + i, cached=(i * 13) % 400, tools=tools)  # fmt: skip
+        # End users and tags (issue 19, part 7): some requests have neither, some several tags.
+        tags = {"team": ("search", "ads", "infra")[i % 3]} if i % 4 else {}
+        if i % 7 == 0:
+            tags["env"] = "prod"
+        UsageEvent.objects.filter(pk=event.pk).update(
+            end_user=f"user-{i % 5}" if i % 6 else None, tags=tags
+        )
     rolled = OCT + timedelta(days=20)
     rollup_range(OCT, rolled)
     RollupState.objects.update_or_create(pk=1, defaults={"rolled_through": rolled})
@@ -240,3 +248,75 @@ def test_unknown_tools_and_apis_are_refused_clearly(month, admin_client):
         assert response.status_code == 422, query
         assert response.json()["error"]["param"] == next(iter(query)), query
     assert api.get("usage/grouped", by="tools").status_code == 422
+
+
+def test_end_user_and_tag_breakdowns_and_filters_agree_to_the_micro_dollar(month, admin_client):
+    """Page, CSV and Management API by end user and by tag (key) add up to the unfiltered totals,
+    and each filter's numbers are the raw events' of that end user or tag."""
+    g = month["group"]
+    events = list(UsageEvent.objects.filter(group=g))
+    total = sum(e.cost_micros for e in events)
+    by_user: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_team: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e in events:
+        for acc in (by_user[e.end_user or "(none)"],
+                    by_team[f"team={e.tags['team']}" if "team" in e.tags else "(none)"]):  # fmt: skip
+            acc[0] += 1
+            acc[1] += e.cost_micros
+    assert len(by_user) == 6 and len(by_team) == 4 and "(none)" in by_user
+
+    page = admin_client.get(f"/g/{g.public_id}/usage/", {**RANGE, "tag_key": "team"})
+    assert page.status_code == 200
+    dash = page.context["usage"]
+    assert {b.label: [b.totals.requests, b.totals.cost_micros] for b in dash.by_end_user} == by_user
+    assert {b.label: [b.totals.requests, b.totals.cost_micros] for b in dash.by_tag} == by_team
+    assert sum(b.totals.cost_micros for b in dash.by_end_user) == total
+    html = page.content.decode()
+    assert "end_user=user-1" in html and "tag=team%3Dads" in html  # rows link to their filter
+
+    api = Api(admin_client, month["mgmt"].secret)
+    rows = api.get("usage/grouped", by="end_user", **RANGE).json()["data"]
+    assert {r["end_user"]: [r["totals"]["requests"], r["totals"]["cost_micros"]]
+            for r in rows} == by_user  # fmt: skip
+    rows = api.get("usage/grouped", by="tag", tag_key="team", **RANGE).json()["data"]
+    assert {r["tag"]: [r["totals"]["requests"], r["totals"]["cost_micros"]]
+            for r in rows} == by_team  # fmt: skip
+    pairs = api.get("usage/grouped", by="tag", **RANGE).json()["data"]
+    prod = [e for e in events if e.tags.get("env") == "prod"]
+    assert {r["tag"]: r["totals"]["cost_micros"] for r in pairs}["env=prod"] == sum(
+        e.cost_micros for e in prod
+    )
+
+    # Filters: page, both CSVs and the Management API give the raw events' numbers.
+    for query, chosen in (
+        ({"end_user": "user-2"}, [e for e in events if e.end_user == "user-2"]),
+        ({"tag": "team=ads"}, [e for e in events if e.tags.get("team") == "ads"]),
+        ({"tag": "env=prod", "end_user": "user-0"},
+         [e for e in prod if e.end_user == "user-0"]),
+    ):  # fmt: skip
+        cost = sum(e.cost_micros for e in chosen)
+        assert chosen, query
+        dash = admin_client.get(f"/g/{g.public_id}/usage/", {**RANGE, **query}).context["usage"]
+        assert (dash.totals.requests, dash.totals.cost_micros) == (len(chosen), cost)
+        assert sum(dash.series["cost_micros"]) == cost
+        view = csv_rows(admin_client, f"/g/{g.public_id}/usage/export.csv", **query)
+        assert sum(micros(r["cost_usd"]) for r in view) == cost
+        assert {r["end_user"] for r in view} == {query.get("end_user", "")}
+        assert {r["tag"] for r in view} == {query.get("tag", "")}
+        raw = csv_rows(admin_client, f"/g/{g.public_id}/usage/events.csv", **query)
+        assert sorted(r["request_id"] for r in raw) == sorted(e.request_id for e in chosen)
+        body = api.get("usage", **query, **RANGE).json()
+        assert (body["totals"]["requests"], body["totals"]["cost_micros"]) == (len(chosen), cost)
+        assert body["period"]["end_user"] == query.get("end_user")
+        by_key = api.get("usage/grouped", by="key", **query, **RANGE).json()["data"]
+        assert sum(r["totals"]["cost_micros"] for r in by_key) == cost
+    raw = csv_rows(admin_client, f"/g/{g.public_id}/usage/events.csv")
+    assert {(r["end_user"], r["tags"]) for r in raw} >= {
+        ("", ""),
+        ("user-0", "env=prod,team=infra"),
+    }
+
+    bad = api.get("usage", tag="team", **RANGE)
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "tag"
+    page = admin_client.get(f"/g/{g.public_id}/usage/", {**RANGE, "tag": "no spaces=x"})
+    assert page.status_code == 400 and page.context["usage"].totals.requests == 42

@@ -205,6 +205,8 @@ def test_csv_exports_are_exact(world, admin_client):
         "",
         "0",
         "0.000000",
+        "",  # end_user: the filter's (none)
+        "",  # tag: the filter's (none)
     ]
     raw = b"".join(
         admin_client.get(f"/g/{g.public_id}/usage/events.csv?range=24h").streaming_content
@@ -225,7 +227,8 @@ def test_query_count_is_fixed(world, admin_client, django_assert_max_num_queries
     rollup_range(now - timedelta(days=3), now)
     set_rolled_through(now - timedelta(hours=2))
     url = f"/g/{g.public_id}/usage/?range=7d"
-    with django_assert_max_num_queries(15) as captured:  # the filters' lists: keys, models, tools
+    # the filters' lists: keys, models, tools; one for the end-user and tag breakdowns
+    with django_assert_max_num_queries(16) as captured:
         assert admin_client.get(url).status_code == 200
     count = len(captured)
     with django_assert_max_num_queries(count):

@@ -92,7 +92,7 @@ def test_the_raw_csv_export_keeps_its_columns(admin_client, group):  # type: ign
         "request_id", "time", "key", "api_key", "model", "api", "prompt_tokens",
         "completion_tokens", "citation_tokens", "reasoning_tokens", "search_queries",
         "cache_read_tokens", "cache_write_tokens", "search_context_size", "cost_usd", "streamed",
-        "latency_ms", "tool_calls", "tool_invocations", "tool_fees_usd",
+        "latency_ms", "end_user", "tags", "tool_calls", "tool_invocations", "tool_fees_usd",
     ]  # fmt: skip
 
 
