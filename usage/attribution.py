@@ -78,29 +78,38 @@ def parse_tags_header(raw: str) -> dict[str, str]:
     return tags
 
 
+MAX_METADATA = 16  # OpenAI's metadata rules: 16 pairs, keys ≤ 64, values ≤ 512 characters
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+
+
 def merge_metadata(tags: dict[str, str], metadata: Any, param: str = "metadata") -> dict[str, str]:
-    """The header's tags with the Agent API's `metadata` pairs (which follow the same rules); a
-    key set to two different values is refused."""
+    """The header's tags with the Agent API's `metadata` pairs that are tags too.
+
+    `metadata` itself follows OpenAI's rules (an object of at most 16 string pairs, keys up to 64
+    and values up to 512 characters; otherwise a 400 naming it). Its pairs that also fit the tag
+    rules become tags, the header's winning a key both set, up to MAX_TAGS in all; the others
+    (free text such as {"note": "call back Monday"}) are still sent upstream, just not tags.
+    """
     if metadata is None:
         return tags
-    if not isinstance(metadata, dict):
-        raise AttributionError(f"“{param}” must be an object of string pairs (tags).", param)
+    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA:
+        raise AttributionError(
+            f"“{param}” must be an object of at most {MAX_METADATA} string pairs.", param
+        )
     merged = dict(tags)
     for key, value in metadata.items():
-        if not isinstance(value, str) or not valid_tag_part(key, MAX_TAG_KEY) \
-                or not valid_tag_part(value, MAX_TAG_VALUE):  # fmt: skip
+        if not isinstance(value, str) or not 0 < len(key) <= MAX_METADATA_KEY \
+                or len(value) > MAX_METADATA_VALUE:  # fmt: skip
             raise AttributionError(
-                f"“{param}” pairs are tags: {tag_rule()}.", f"{param}.{str(key)[:MAX_TAG_KEY]}"
+                f"“{param}” pairs are strings: keys of 1–{MAX_METADATA_KEY} and values of up "
+                f"to {MAX_METADATA_VALUE} characters.",
+                f"{param}.{str(key)[:MAX_METADATA_KEY]}",
             )
-        if merged.get(key, value) != value:
-            raise AttributionError(
-                f"The tag “{key}” is set both by the {TAGS_HEADER} header and by “{param}”, "
-                "to different values.",
-                f"{param}.{key}",
-            )
-        merged[key] = value
-    if len(merged) > MAX_TAGS:
-        raise AttributionError(f"Too many tags (header and “{param}”): {tag_rule()}.", param)
+        if key in merged or len(merged) >= MAX_TAGS:
+            continue
+        if valid_tag_part(key, MAX_TAG_KEY) and valid_tag_part(value, MAX_TAG_VALUE):
+            merged[key] = value
     return merged
 
 

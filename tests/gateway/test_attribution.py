@@ -136,21 +136,34 @@ def test_bad_tags_or_user_are_a_400_naming_them_and_not_billed(
     assert not UsageEvent.objects.exists() and not LedgerEntry.objects.filter(kind="usage").exists()
 
 
+def test_free_text_metadata_is_kept_but_not_a_tag_and_the_header_wins(
+    gateway, funded_group, api_key
+):
+    """OpenAI-valid metadata is never refused: pairs that fit the tag rules become tags (the
+    header's value wins a key both set), free text is not a tag."""
+    client = oai(gateway, api_key)
+    client.responses.create(
+        model="perplexity/sonar", input="hi",
+        metadata={"note": "call back on Monday, please", "team": "a", "env": "prod"},
+        extra_headers={"X-Portal-Tags": "team=b"},
+    )  # fmt: skip
+    gateway.settled()
+    assert UsageEvent.objects.get().tags == {"team": "b", "env": "prod"}
+
+
 def test_bad_metadata_tags_on_the_agent_api_are_a_400_and_not_billed(
     gateway, funded_group, api_key
 ):
     client = oai(gateway, api_key)
-    with pytest.raises(openai.BadRequestError) as exc:
-        client.responses.create(
-            model="perplexity/sonar", input="hi", metadata={"note": "free text"}
-        )
+    with pytest.raises(openai.BadRequestError) as exc:  # beyond OpenAI's own metadata rules
+        client.responses.create(model="perplexity/sonar", input="hi", metadata={"note": "x" * 513})
     assert exc.value.body["param"] == "metadata.note"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as exc:
         client.responses.create(
-            model="perplexity/sonar", input="hi", metadata={"team": "a"},
-            extra_headers={"X-Portal-Tags": "team=b"},
+            model="perplexity/sonar", input="hi",
+            metadata={f"k{i}": "v" for i in range(17)},
         )  # fmt: skip
-    assert exc.value.body["param"] == "metadata.team"  # type: ignore[index]
+    assert exc.value.body["param"] == "metadata"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as exc:
         oai(gateway, api_key).embeddings.create(
             input="x", model="pplx-embed-v1-4b", extra_headers={"X-Portal-Tags": "bad"}
