@@ -17,7 +17,7 @@ The balance stays one number, the sum of the ledger's entries. Lots only attribu
   first (the money going back was paid in most recently), then promotional lots in the usage
   order; what no lot covers becomes deficit. They are attributed when posted.
 - A promotional lot stops being drawn at its `expires_at`: usage dated after that moment goes to
-  other lots. Once `CREDIT_EXPIRY_GRACE_SECONDS` have passed (so usage metered late but dated
+  other lots (usage dated exactly at it still draws it). Once `CREDIT_EXPIRY_GRACE_SECONDS` have passed (so usage metered late but dated
   before the moment is attributed to it first), its remaining leaves the balance as one ledger
   entry of kind `expiry`, reference `expiry:lot:<id>` (so at most once).
 
@@ -95,7 +95,7 @@ def attribute(
     pending = account.used_micros - account.lots_used_micros
     drawable = [lot for lot in lots if lot.expired_at is None]
     closing = sorted(
-        (lot for lot in drawable if lot.expires_at is not None and lot.expires_at <= now),
+        (lot for lot in drawable if lot.expires_at is not None and lot.expires_at < now),
         key=lambda lot: (lot.expires_at, lot.pk or 0),
     )
     settled = account.lots_settled_at
@@ -107,7 +107,7 @@ def attribute(
         account.lots_deficit_micros += draw(drawable, pending - after, usage_order)
         pending = after
         drawable.remove(lot)
-        if lot.expires_at <= now - grace():
+        if lot.expires_at < now - grace():
             due.append(lot)
     account.lots_deficit_micros += draw(drawable, pending, usage_order)
     account.lots_used_micros = account.used_micros
@@ -129,7 +129,7 @@ def open_lots(account: CreditAccount, *, now: datetime) -> list[CreditLot]:
     """The lots that can still be drawn or closed: some left, or an expiry not yet booked."""
     return list(
         account.lots.filter(
-            Q(remaining_micros__gt=0) | Q(expires_at__lte=now), expired_at__isnull=True
+            Q(remaining_micros__gt=0) | Q(expires_at__lt=now), expired_at__isnull=True
         )
     )
 
@@ -192,7 +192,7 @@ def lots_book_entry(*, entry: LedgerEntry, expires_at: datetime | None = None) -
         lots = [
             lot
             for lot in open_lots(account, now=now)
-            if lot.remaining_micros > 0 and (lot.expires_at is None or lot.expires_at > now)
+            if lot.remaining_micros > 0 and (lot.expires_at is None or lot.expires_at >= now)
         ]
         was = {lot.pk: lot.remaining_micros for lot in lots}
         account.lots_deficit_micros += draw(lots, -entry.amount_micros, refund_order)
@@ -225,7 +225,7 @@ def credit_lots_expire_due(*, now: datetime | None = None) -> int:
     a closed lot is never closed again, and its expiry entry's reference is unique."""
     now = now or timezone.now()
     account_ids = (
-        CreditLot.objects.filter(expired_at__isnull=True, expires_at__lte=now - grace())
+        CreditLot.objects.filter(expired_at__isnull=True, expires_at__lt=now - grace())
         .values_list("account_id", flat=True)
         .distinct()
     )
