@@ -153,8 +153,9 @@ class CreditLot(models.Model):
         return f"{self.kind} lot {self.remaining_micros}/{self.original_micros}"
 
     @property
-    def used_micros(self) -> int:
-        return self.original_micros - self.remaining_micros
+    def expired_micros(self) -> int:
+        """What left the balance at expiry (0 if it was used up first)."""
+        return -self.expiry_entry.amount_micros if self.expiry_entry else 0
 
 
 class BillingProfile(models.Model):
