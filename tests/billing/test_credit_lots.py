@@ -392,3 +392,23 @@ def test_billing_page_lots_of_another_group_are_not_shown(member_client, group):
                   kind="promotional", expires_at=timezone.now() + timedelta(days=3))  # fmt: skip
     html = member_client.get(f"/g/{group.public_id}/billing/").content.decode()
     assert "Theirs" not in html and "$9.87" not in html
+
+
+def test_a_debit_written_like_the_gateway_writes_it_is_attributed_at_the_next_settlement(group):
+    from django.db import connection
+
+    grant = credits_grant(group=group, amount_micros=2_000_000, reason="Trial", reference="tr",
+                          kind="promotional", expires_at=timezone.now() + timedelta(days=1))  # fmt: skip
+    account = account_of(group)
+    with connection.cursor() as cursor:  # meter.sql's INSERT: no lot work on the hot path
+        cursor.execute(
+            "INSERT INTO billing_ledgerentry (account_id, kind, amount_micros, reference,"
+            " description, created_at) VALUES (%s, 'usage', -750000, 'usage:gw', '', now())",
+            [account.pk],
+        )
+    account.refresh_from_db()
+    assert account.used_micros - account.lots_used_micros == 750_000
+    assert CreditLot.objects.get(entry=grant.entry).remaining_micros == 2_000_000  # not yet
+    settle(group, timezone.now())
+    assert CreditLot.objects.get(entry=grant.entry).remaining_micros == 1_250_000
+    assert account_of(group).balance_micros == 1_250_000
