@@ -23,6 +23,7 @@ class EntryKind(models.TextChoices):
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
     PROMOTIONAL = "promotional", "Promotional credit"
+    EXPIRY = "expiry", "Expired credit"
 
 
 class CreditAccount(models.Model):
@@ -32,6 +33,14 @@ class CreditAccount(models.Model):
     # Maintained by the database trigger; never written by application code.
     balance_micros = models.BigIntegerField(default=0, editable=False)
     purchased_micros = models.BigIntegerField(default=0, editable=False)
+    # Credit lots (billing/credits.py). The trigger adds every usage debit to `used_micros` (a
+    # positive running total) in the UPDATE it already makes, so the gateway's metering does no
+    # extra work; `lots_used_micros` is how much of it has been attributed to lots, off the hot
+    # path. `lots_deficit_micros` is usage no lot covered (a balance below zero).
+    used_micros = models.BigIntegerField(default=0, editable=False)
+    lots_used_micros = models.BigIntegerField(default=0)
+    lots_deficit_micros = models.BigIntegerField(default=0)
+    lots_settled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -68,7 +77,7 @@ class LedgerEntry(models.Model):
                     models.Q(
                         kind__in=["purchase", "auto_top_up", "promotional"], amount_micros__gt=0
                     )
-                    | models.Q(kind__in=["usage", "refund"], amount_micros__lt=0)
+                    | models.Q(kind__in=["usage", "refund", "expiry"], amount_micros__lt=0)
                     | models.Q(kind="adjustment")
                 ),
                 name="billing_entry_sign_matches_kind",
@@ -77,6 +86,76 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_micros} ({self.reference})"
+
+
+class LotKind(models.TextChoices):
+    PROMOTIONAL = "promotional", "Promotional credit"
+    PAID = "paid", "Paid credit"
+
+
+class CreditLot(models.Model):
+    """One credit's share of the balance: a promotional grant (may expire) or paid credit (a
+    purchase, an auto top-up or a positive adjustment; never expires).
+
+    Lots only attribute the balance, they never hold it: balance = sum of ledger entries stays
+    the one number, and sum(remaining) - the account's deficit - its unattributed usage equals it
+    (billing/credits.py). Usage draws promotional lots first, soonest-expiring first, then paid
+    lots, oldest first.
+    """
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="lots")
+    # The ledger entry that brought the credit in (none for the opening lot of a balance that
+    # existed before lots did).
+    entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="lot"
+    )
+    kind = models.CharField(max_length=12, choices=LotKind.choices)
+    original_micros = models.BigIntegerField()
+    remaining_micros = models.BigIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set when the 7-day reminder was sent (or found needless: nothing left to expire).
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    # Set when the lot was closed at its expiry; its remaining, if any, left as `expiry_entry`.
+    expired_at = models.DateTimeField(null=True, blank=True)
+    expiry_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="expired_lot"
+    )
+
+    class Meta:
+        ordering = ["account", "created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=models.Q(expired_at__isnull=True, expires_at__isnull=False),
+                name="billing_lot_expiring_idx",
+            ),
+            models.Index(
+                fields=["account", "created_at"],
+                condition=models.Q(remaining_micros__gt=0),
+                name="billing_lot_open_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(original_micros__gt=0)
+                & models.Q(remaining_micros__gte=0)
+                & models.Q(remaining_micros__lte=models.F("original_micros")),
+                name="billing_lot_amounts",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="promotional") | models.Q(expires_at__isnull=True),
+                name="billing_lot_only_promotional_expires",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} lot {self.remaining_micros}/{self.original_micros}"
+
+    @property
+    def expired_micros(self) -> int:
+        """What left the balance at expiry (0 if it was used up first)."""
+        return -self.expiry_entry.amount_micros if self.expiry_entry else 0
 
 
 class BillingProfile(models.Model):

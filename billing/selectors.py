@@ -1,19 +1,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
+from billing.credits import lots_projected
 from billing.models import (
     BillingProfile,
     CreditAccount,
+    CreditLot,
     EntryKind,
     Invoice,
     LedgerEntry,
+    LotKind,
     Payment,
     PaymentKind,
     PaymentMethod,
@@ -146,3 +150,46 @@ def invoices_for_group(*, group: Any) -> QuerySet[Invoice]:
 def invoice_get_for_group(*, group: Any, public_id: str) -> Invoice:
     """The group's invoice or credit note with this id; 404 for any other group's."""
     return get_object_or_404(invoices_for_group(group=group), public_id=public_id)
+
+
+@dataclass(frozen=True)
+class CreditLots:
+    """What a balance is made of: promotional grants (each with its remaining amount and
+    expiry) and paid credit, with the usage not yet attributed attributed as the next
+    settlement will (billing/credits.py)."""
+
+    grants: list[CreditLot]
+    promotional_remaining_micros: int
+    paid_remaining_micros: int
+
+
+GRANTS_SHOWN_AFTER_END = timedelta(days=90)
+
+
+def credit_lots_for_account(*, account: CreditAccount) -> CreditLots:
+    """Open lots as projected now, plus promotional grants ended (used up or expired) in the
+    last 90 days; grants newest first."""
+    now = timezone.now()
+    lots = lots_projected(account=account, now=now)
+    open_ids = {lot.pk for lot in lots}
+    ended = (
+        CreditLot.objects.filter(account=account, kind=LotKind.PROMOTIONAL)
+        .exclude(pk__in=open_ids)
+        .filter(created_at__gte=now - GRANTS_SHOWN_AFTER_END)
+        .select_related("entry", "expiry_entry")
+    )
+    by_pk = {
+        lot.pk: lot
+        for lot in CreditLot.objects.filter(pk__in=open_ids).select_related("entry", "expiry_entry")
+    }
+    for lot in lots:  # keep the projected remaining, with the related rows loaded
+        by_pk[lot.pk].remaining_micros = lot.remaining_micros
+    grants = [lot for lot in by_pk.values() if lot.kind == LotKind.PROMOTIONAL] + list(ended)
+    grants.sort(key=lambda lot: (lot.created_at, lot.pk), reverse=True)
+    return CreditLots(
+        grants=grants,
+        promotional_remaining_micros=sum(
+            lot.remaining_micros for lot in lots if lot.kind == LotKind.PROMOTIONAL
+        ),
+        paid_remaining_micros=sum(lot.remaining_micros for lot in lots if lot.kind == LotKind.PAID),
+    )

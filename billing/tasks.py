@@ -162,6 +162,35 @@ def sync_customer(group_id: int) -> None:
 
 
 @shared_task
+def credit_lots_tick() -> dict[str, int]:
+    """Close expired promotional credit lots and send expiry reminders (runs every minute)."""
+    from billing.credits import credit_lot_reminders_due, credit_lots_expire_due
+
+    return {"expired": credit_lots_expire_due(), "reminded": credit_lot_reminders_due()}
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_credit_expiry_reminder(lot_id: int) -> None:
+    from billing.models import CreditLot
+
+    lot = CreditLot.objects.select_related("account__group", "entry").get(pk=lot_id)
+    group = lot.account.group
+    assert lot.expires_at is not None
+    when = f"{lot.expires_at:%B %-d, %Y at %H:%M} UTC"
+    left = format_usd(lot.remaining_micros)
+    reason = f" ({lot.entry.description})" if lot.entry and lot.entry.description else ""
+    send_mail(
+        f"{group.name}: {left} of promotional credit expires on {lot.expires_at:%B %-d}",
+        f"The promotional credit of {format_usd(lot.original_micros)} granted to {group.name}"
+        f"{reason} expires on {when}. {left} of it is left; what is still unused then is "
+        "removed from the balance.\n\nAPI usage spends promotional credit before paid credit, "
+        f"the soonest-expiring first. Billing:\n{_billing_url(group)}\n",
+        None,
+        _admin_emails(group),
+    )
+
+
+@shared_task
 def ledger_reconcile() -> list[int]:
     """Check balance = sum of entries for every account; log and return the ids that differ."""
     broken = list(

@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.security import reauthentication_required
@@ -21,6 +22,7 @@ from billing.models import Payment, PaymentStatus
 from billing.selectors import (
     billing_profile_get,
     credit_account_get,
+    credit_lots_for_account,
     invoice_get_for_group,
     invoices_for_group,
     ledger_transactions,
@@ -93,6 +95,8 @@ def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResp
         "tier": tier_info(account=account),
         "page": page,
         "usage_days": usage_by_day(account=account),
+        "lots": credit_lots_for_account(account=account),
+        "now": timezone.now(),
         "cards": payment_methods_for_group(group=group),
         "pending_payment": payment_awaiting_action(group=group),
         "processing": purchases_processing(group=group),

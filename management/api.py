@@ -32,6 +32,7 @@ from billing import pdf
 from billing.models import Invoice
 from billing.selectors import (
     credit_account_get,
+    credit_lots_for_account,
     invoice_get_for_group,
     invoices_for_group,
     ledger_transactions,
@@ -65,6 +66,7 @@ from management.http import (
 from management.selectors import ai_model_by_name, billing_profile_for, group_details_form
 from management.serializers import (
     api_key_json,
+    credit_lot_json,
     group_json,
     invitation_json,
     invoice_detail_json,
@@ -351,6 +353,28 @@ def transactions_list(request: ManagementRequest, page: Query[s.PageQuery]) -> d
     account = credit_account_get(group=request.group)
     entries = ledger_transactions(account=account)
     return paginate(entries, page, ledger_entry_json, time_field="created_at")
+
+
+@api.get(
+    "/billing/credit-lots",
+    response=responses(s.CreditLots),
+    operation_id="getCreditLots",
+    tags=["Billing"],
+    summary="Promotional grants and paid credit remaining",
+    description="What the balance is made of: each promotional grant's remaining amount and "
+    "expiry, and the paid credit remaining. Usage spends promotional credit first (the "
+    "soonest-expiring first), then paid credit, oldest first.",
+    url_name="credit_lots",
+)
+def credit_lots_get(request: ManagementRequest) -> dict[str, Any]:
+    """As the Billing page's "Credits by grant" (read-only)."""
+    lots = credit_lots_for_account(account=credit_account_get(group=request.group))
+    return {
+        "object": "credit_lots",
+        **money("promotional_remaining", lots.promotional_remaining_micros),
+        **money("paid_remaining", lots.paid_remaining_micros),
+        "grants": [credit_lot_json(lot) for lot in lots.grants],
+    }
 
 
 # --- usage -----------------------------------------------------------------------------------

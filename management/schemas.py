@@ -359,6 +359,32 @@ class LedgerEntry(Out):
     created_at: Timestamp
 
 
+class CreditLot(Out):
+    object: Literal["credit_lot"]
+    kind: str = Field(description='"promotional" (may expire) or "paid" (never expires).')
+    reference: str | None = Field(description="The ledger entry that granted it.")
+    description: str
+    original_micros: Micros
+    original_display: Display
+    remaining_micros: Micros
+    remaining_display: Display
+    expires_at: Timestamp | None
+    expired_at: Timestamp | None
+    expired_micros: Micros = Field(description="What left the balance when it expired.")
+    created_at: Timestamp
+
+
+class CreditLots(Out):
+    object: Literal["credit_lots"]
+    promotional_remaining_micros: Micros
+    promotional_remaining_display: Display
+    paid_remaining_micros: Micros
+    paid_remaining_display: Display
+    grants: list[CreditLot] = Field(
+        description="Promotional grants: open ones, and those ended in the last 90 days."
+    )
+
+
 class Totals(Out):
     requests: int
     prompt_tokens: int

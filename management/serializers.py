@@ -7,7 +7,7 @@ from typing import Any
 
 from django.urls import reverse
 
-from billing.models import Invoice, InvoiceLine, LedgerEntry
+from billing.models import CreditLot, Invoice, InvoiceLine, LedgerEntry
 from core.money import format_cents, format_usd
 from groups.models import APIGroup
 from keys.models import APIKey
@@ -194,4 +194,19 @@ def invoice_detail_json(invoice: Invoice) -> dict[str, Any]:
         },
         "reason": invoice.reason,
         "lines": [invoice_line_json(line) for line in invoice.lines.all()],
+    }
+
+
+def credit_lot_json(lot: CreditLot) -> dict[str, Any]:
+    return {
+        "object": "credit_lot",
+        "kind": lot.kind,
+        "reference": lot.entry.reference if lot.entry else None,
+        "description": lot.entry.description if lot.entry else "",
+        **money("original", lot.original_micros),
+        **money("remaining", lot.remaining_micros),
+        "expires_at": iso(lot.expires_at),
+        "expired_at": iso(lot.expired_at),
+        "expired_micros": lot.expired_micros,
+        "created_at": iso(lot.created_at),
     }

@@ -219,7 +219,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "keys.tasks.key_grace_sweep",
         "schedule": crontab(minute="*"),
     },
-    # Hourly at :23: delete async jobs older than ASYNC_RESULT_TTL (their usage stays).
+    # Every minute: close promotional credit lots whose expiry has passed (their remaining
+    # leaves the balance as an `expiry` entry) and send the 7-day expiry reminders
+    # (billing/credits.py).
+    "billing-credit-lots": {
+        "task": "billing.tasks.credit_lots_tick",
+        "schedule": crontab(minute="*"),
+    },
     # Every minute: evaluate the spend alerts of groups that have enabled ones (budget
     # percentages, balance levels); each crossing fires once per window (alerts/services.py).
     "alerts-watch": {
@@ -231,6 +237,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "alerts.tasks.webhooks_retry_due",
         "schedule": crontab(minute="*"),
     },
+    # Hourly at :23: delete async jobs older than ASYNC_RESULT_TTL (their usage stays).
     "gateway-async-purge": {
         "task": "gateway.tasks.async_purge",
         "schedule": crontab(minute="23"),
@@ -316,6 +323,10 @@ AUTO_TOP_UP_RETRY_HOURS = [
 # At most this many automatic top-ups per group in any 24 hours (a runaway spend, or settings
 # that slipped past the form, cannot charge the card every minute); Admins are told once a day.
 AUTO_TOPUP_DAILY_LIMIT = env.int("AUTO_TOPUP_DAILY_LIMIT", default=5)
+# A promotional lot stops being drawn at its expiry; its remaining leaves the balance this long
+# after, so usage dated before the expiry but metered late (batched or write-behind metering) is
+# attributed to it first (billing/credits.py).
+CREDIT_EXPIRY_GRACE_SECONDS = env.int("CREDIT_EXPIRY_GRACE_SECONDS", default=120)
 
 # --- Product settings ----------------------------------------------------------------------
 API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="pplx-")

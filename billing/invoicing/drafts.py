@@ -64,6 +64,7 @@ _SECTION_OF = {
     EntryKind.REFUND: LineSection.REFUND,
     EntryKind.PROMOTIONAL: LineSection.OTHER,
     EntryKind.ADJUSTMENT: LineSection.OTHER,
+    EntryKind.EXPIRY: LineSection.OTHER,
 }
 
 
@@ -310,7 +311,9 @@ def draft_read(group: APIGroup, period: BillingPeriod) -> Draft | None:
         usage=period_usage + late_micros,
         purchases=moves.get(EntryKind.PURCHASE, 0) + moves.get(EntryKind.AUTO_TOP_UP, 0),
         refunds=moves.get(EntryKind.REFUND, 0),
-        other=moves.get(EntryKind.PROMOTIONAL, 0) + moves.get(EntryKind.ADJUSTMENT, 0),
+        other=moves.get(EntryKind.PROMOTIONAL, 0)
+        + moves.get(EntryKind.ADJUSTMENT, 0)
+        + moves.get(EntryKind.EXPIRY, 0),
         closing=balance_end,
         # The balance the previous invoice closed with (before the late debits billed here).
         opening=balance_end - sum(moves.values()) + late_micros,

@@ -410,7 +410,7 @@ def test_openapi_document_and_reference_page_cover_every_route(client):
     assert doc["openapi"].startswith("3.")
     assert doc["components"]["securitySchemes"]["ManagementKeyAuth"]["scheme"] == "bearer"
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
-    assert len(documented) == 23
+    assert len(documented) == 24
     routes = {
         "/v1/management/" + str(p.pattern).replace("<key_id>", "{key_id}")
         for p in get_resolver("management.api_urls").url_patterns
@@ -569,3 +569,23 @@ def test_scripts_need_no_csrf_token(mgmt):
     api = Api(Client(enforce_csrf_checks=True), mgmt["admin"].secret)
     assert api("POST", "keys", {"name": "From cron"}).status_code == 201
     assert api("PATCH", "group", {"city": "Berlin"}).status_code == 200
+
+
+def test_credit_lots_list_each_grant_and_paid_credit(api, group):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.services import credits_grant, ledger_post
+
+    ledger_post(group=group, amount_micros=4_000_000, kind="purchase", reference="pi_lots")
+    expires = timezone.now() + timedelta(days=14)
+    credits_grant(group=group, amount_micros=3_000_000, reason="Beta", reference="beta",
+                  kind="promotional", expires_at=expires)  # fmt: skip
+    ledger_post(group=group, amount_micros=-1_000_000, kind="usage", reference="usage:lots")
+    body = api.get("billing/credit-lots").json()
+    assert body["object"] == "credit_lots"
+    assert body["paid_remaining_micros"] == 4_000_000
+    [grant] = [g for g in body["grants"] if g["reference"] == "beta"]
+    assert grant["remaining_micros"] == 2_000_000 and grant["original_display"] == "$3.00"
+    assert grant["expires_at"] == expires.isoformat() and grant["description"] == "Beta"

@@ -45,6 +45,7 @@ CASES: dict[str, Case] = {
     "updateGroup": Case("PATCH", "group", body={"description": "Set through the API"}),
     "getBilling": Case("GET", "billing"),
     "listTransactions": Case("GET", "billing/transactions"),
+    "getCreditLots": Case("GET", "billing/credit-lots"),
     "getUsage": Case("GET", "usage?range=7d"),
     "getUsageGrouped": Case("GET", "usage/grouped?by=model"),
     "listKeys": Case("GET", "keys"),
