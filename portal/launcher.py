@@ -7,7 +7,7 @@
   Django's connection settings back into a DATABASE_URL for a child process.
 - The portal's own commands: `web_command` (uvicorn with the Dockerfile's flags — the Dockerfile
   and the Procfile spell the same line out, and tests/portal/test_launcher.py holds them to it),
-  `worker_command`, `beat_command`.
+  `worker_command` (every Celery queue unless told which), `beat_command`.
 - Processes: each child runs in a session (process group) of its own; `stop_group` sends the
   group SIGTERM, then SIGKILL to whatever is left after the grace period.
 
@@ -47,6 +47,9 @@ WEB_OPTIONS: dict[str, Any] = {
     "proxy_headers": False,
     "timeout_keep_alive": 75,
 }
+# The Celery queues (portal/settings.py's CELERY_TASK_QUEUES, held to it by
+# tests/portal/test_celery_queues.py); `make run`'s one worker takes them all.
+CELERY_QUEUES = ("billing", "email", "rollups", "gateway", "default")
 T = TypeVar("T")
 
 # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
@@ -146,13 +149,24 @@ def web_config(app: Any, port: int, **overrides: Any) -> Any:
 
 
 def worker_command(
-    *, concurrency: int = 2, loglevel: str = "INFO", pool: str | None = None, heartbeat: bool = True
+    *,
+    concurrency: int = 2,
+    loglevel: str = "INFO",
+    pool: str | None = None,
+    heartbeat: bool = True,
+    queues: Iterable[str] = CELERY_QUEUES,
+    name: str | None = None,
 ) -> list[str]:
-    """`celery -A portal worker` as the Procfile runs it (`pool="solo"`: one task at a time)."""
+    """`celery -A portal worker` as the Procfile runs it (`pool="solo"`: one task at a time).
+
+    By default it takes every queue (`make run`: one worker); `queues=["billing"]` makes a worker
+    of one queue (docker-compose's `scale` profile), `name` its node name (`billing@%h`).
+    """
     return [
         str(BIN / "celery"), "-A", "portal", "worker", "--loglevel", loglevel,
         *(["--pool", pool] if pool else ["--concurrency", str(concurrency)]),
         "--without-gossip", "--without-mingle", *([] if heartbeat else ["--without-heartbeat"]),
+        "-Q", ",".join(queues), *(["--hostname", name] if name else []),
     ]  # fmt: skip
 
 

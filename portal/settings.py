@@ -17,6 +17,7 @@ import environ
 from celery.schedules import crontab
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = Path(os.environ.get("PORTAL_LOCAL") or BASE_DIR / ".local")  # as portal.devstack
@@ -162,7 +163,9 @@ CACHES = {
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # --- Celery --------------------------------------------------------------------------------
-CELERY_BROKER_URL = REDIS_URL
+# The broker is a single Redis (or Sentinel): kombu's Redis transport does not speak Redis
+# Cluster, so a deployment whose REDIS_URL becomes a cluster keeps the broker on a Redis of its own.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -176,6 +179,54 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=TESTING)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Queues (docs/scaling.md, "Celery queues"): a worker takes the queues it is given (`-Q`); one
+# worker may take them all (`make run`, docker-compose's `worker`), or one per queue (the `scale`
+# profile), so that a flood on one queue never delays the others: an e-mail backlog never delays
+# a top-up. portal/launcher.py's CELERY_QUEUES (the Procfile's `-Q`) lists the same names.
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name), routing_key=name)
+    for name in ("billing", "email", "rollups", "gateway", "default")
+)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Within a queue, Redis serves priority 0 (the default) before 3, 6 and 9 (kombu's steps): the
+# month-end fan-out of one invoice task per group is queued at 9, so a top-up or a purchase queued
+# behind thousands of invoices still runs next.
+_BULK = 9
+# Every task, by name, and its queue. tests/portal/test_celery_queues.py fails for a task that is
+# not here (so a new task cannot be forgotten on `default`) and for a name that is no task.
+CELERY_TASK_ROUTES: dict[str, dict[str, str | int]] = {
+    # billing: money moves and what follows a payment. Short; must run within seconds.
+    "billing.tasks.auto_top_up": {"queue": "billing"},
+    "billing.tasks.charge_payment": {"queue": "billing"},
+    "billing.tasks.credit_watch": {"queue": "billing"},
+    "billing.tasks.sync_customer": {"queue": "billing"},
+    "billing.tasks.credit_lots_tick": {"queue": "billing"},
+    "billing.tasks.generate_invoices_due": {"queue": "billing", "priority": _BULK},
+    "billing.tasks.generate_invoice": {"queue": "billing", "priority": _BULK},
+    "billing.tasks.invoice_mirror_to_stripe": {"queue": "billing", "priority": _BULK},
+    # email: every message that leaves by SMTP, and the alerts' webhook deliveries (HTTP posts to
+    # customers' endpoints): slow, retried, bursty, never on a money path.
+    "billing.tasks.email_admins_about_payment": {"queue": "email"},
+    "billing.tasks.email_admins_about_dispute": {"queue": "email"},
+    "billing.tasks.email_admins_top_up_capped": {"queue": "email"},
+    "billing.tasks.email_low_balance": {"queue": "email"},
+    "billing.tasks.email_credit_expiry_reminder": {"queue": "email"},
+    "members.tasks.send_invitation_email": {"queue": "email"},
+    "alerts.tasks.email_alert": {"queue": "email"},
+    "alerts.tasks.deliver_webhook": {"queue": "email"},
+    "alerts.tasks.webhooks_retry_due": {"queue": "email"},
+    # rollups: the usage rollups (and the partitions and retention of usage events): long scans.
+    "usage.tasks.rollup_usage": {"queue": "rollups"},
+    # gateway: async chat completions jobs (minutes each, upstream-bound) and their sweeps.
+    "gateway.tasks.run_async_job": {"queue": "gateway"},
+    "gateway.tasks.async_sweep": {"queue": "gateway"},
+    "gateway.tasks.async_purge": {"queue": "gateway"},
+    # default: housekeeping, audits and alert evaluation (its deliveries go on `email`).
+    "portal.tasks.housekeeping": {"queue": "default"},
+    "keys.tasks.key_grace_sweep": {"queue": "default"},
+    "billing.tasks.ledger_reconcile": {"queue": "default"},
+    "alerts.tasks.alerts_watch": {"queue": "default"},
+}
 # Every periodic job lives here, each with a comment saying when it runs.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # Every 10 minutes: delete expired sessions.
