@@ -228,3 +228,13 @@ def invoice_mirror_to_stripe(invoice_id: int) -> str:
     from billing.invoice_stripe import invoice_mirror
 
     return invoice_mirror(Invoice.objects.get(pk=invoice_id))
+
+
+@shared_task
+def usage_retention() -> dict[str, object]:
+    """Drop the raw usage months past USAGE_RAW_RETENTION_MONTHS whose rollups and invoices are
+    final (billing/usage_retention.py); nothing when the setting is unset."""
+    from billing.usage_retention import apply_retention
+
+    run = apply_retention()
+    return {"dropped": run.dropped, "kept": run.kept}

@@ -8,16 +8,17 @@ chat completion) → in ONE transaction, meter it (gateway/sql/meter.sql, reques
 api "async") and save the response with our usage.cost → mark it COMPLETED. An upstream failure
 marks it FAILED with the reason; nothing was metered, so nothing is charged.
 
-Exactly once: the usage event's request id is the job id and METER_SQL inserts nothing for an id
-already recorded, and the response is saved in the transaction that meters it, so "has a
-response" ⇔ "was charged". A worker that dies
+Exactly once: the usage event's request id is the job id, the metering transaction locks the
+job's row and meters only while it has no response (METER_SQL also inserts nothing for an event
+already recorded, and the debit's reference is unique), and the response is saved in the
+transaction that meters it, so "has a response" ⇔ "was charged". A worker that dies
 - before that commit: the job stays IN_PROGRESS, uncharged; once its lease is over the sweeper
   queues it again (a new claim, attempts + 1), and after ASYNC_JOB_MAX_ATTEMPTS runs it is FAILED;
 - after it (before COMPLETED): the next claim (the redelivered task, or the sweeper) sees the
   response, calls no upstream, charges nothing and marks it COMPLETED.
 Two runs at once (a lease that ran out while the first was still waiting on its upstream) both
-reach the metering transaction; the second one's insert waits for the first's commit and then
-inserts nothing, and its response is not saved (`response IS NULL` no longer holds). No job is
+reach the metering transaction; the second one waits for the first's commit on the job's row lock,
+then sees the response and meters and saves nothing. No job is
 lost: a CREATED job that no worker took (the broker was down when it was queued) is queued again
 by the sweeper once its lease_until (ASYNC_REQUEUE_AFTER after creation) has passed.
 """
@@ -181,6 +182,17 @@ def record(job: AsyncJob, data: dict[str, Any], usage: dict[str, Any], started: 
     }
     columns = [[_value(row, name)] for name in METER_FIELDS]
     with transaction.atomic():
+        # The job's row lock makes two runs of one job take turns here: the second sees the
+        # first's response and meters nothing. Its `created` differs from the first run's, so
+        # the usage event's unique (request_id, created_at) alone would not catch it (the
+        # debit's unique reference would, as an error).
+        uncharged = (
+            AsyncJob.objects.select_for_update()
+            .filter(pk=job.id, response__isnull=True)
+            .values_list("pk", flat=True)
+        )
+        if not list(uncharged):
+            return
         with connection.cursor() as cur:
             cur.execute(METER_SQL, columns)
         AsyncJob.objects.filter(pk=job.id, response__isnull=True).update(response=data)

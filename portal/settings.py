@@ -239,6 +239,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "billing.tasks.ledger_reconcile",
         "schedule": crontab(minute="17"),
     },
+    # Daily at 03:41 UTC: create the usage events' monthly partitions ahead (this month and the
+    # next USAGE_PARTITIONS_AHEAD; usage/partitions.py).
+    "usage-partitions-ahead": {
+        "task": "usage.tasks.usage_partitions_ahead",
+        "schedule": crontab(minute="41", hour="3"),
+    },
+    # Daily at 04:41 UTC: drop the raw usage months older than USAGE_RAW_RETENTION_MONTHS whose
+    # rollups and invoices are final (never before; billing/usage_retention.py). Off when unset.
+    "usage-retention": {
+        "task": "billing.tasks.usage_retention",
+        "schedule": crontab(minute="41", hour="4"),
+    },
     # Every minute: recompute the last two hours of usage rollups for the dashboards.
     "usage-rollup": {
         "task": "usage.tasks.rollup_usage",
@@ -433,6 +445,15 @@ ASYNC_REQUEUE_AFTER = env.int("ASYNC_REQUEUE_AFTER", default=120)
 USAGE_END_USERS_PER_DAY = env.int("USAGE_END_USERS_PER_DAY", default=100)
 USAGE_TAG_KEYS_PER_DAY = env.int("USAGE_TAG_KEYS_PER_DAY", default=20)
 USAGE_TAGS_PER_DAY = env.int("USAGE_TAGS_PER_DAY", default=200)
+# Usage events are partitioned by month (usage/partitions.py): the beat task creates the current
+# month's partition and the next USAGE_PARTITIONS_AHEAD months' (a default partition takes anything
+# else). USAGE_RAW_RETENTION_MONTHS: drop the raw events of months that ended more than that many
+# months ago, once their rollups are complete and every invoice covering them is issued
+# (billing/usage_retention.py); unset keeps them for ever.
+USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=3)
+USAGE_RAW_RETENTION_MONTHS: int | None = env.int("USAGE_RAW_RETENTION_MONTHS", default=None)
+if USAGE_RAW_RETENTION_MONTHS is not None and USAGE_RAW_RETENTION_MONTHS < 1:
+    raise ImproperlyConfigured("USAGE_RAW_RETENTION_MONTHS must be at least 1 (or unset).")
 # Prometheus metrics at /metrics: readable with `Authorization: Bearer <token>` when set, else only
 # from the loopback interface (see gateway/metrics.py). Required in production: behind a proxy on
 # the same host every request would come from loopback.

@@ -226,9 +226,13 @@ class RateLimit(models.Model):
 
 
 class UsageEvent(models.Model):
-    """One successful, metered gateway request. Written once per request id by the gateway."""
+    """One successful, metered gateway request. Written once per request id by the gateway.
 
-    request_id = models.CharField(max_length=64, unique=True)
+    The table is partitioned by month on `created_at` (usage/partitions.py, migration 0011): its
+    unique key is (request_id, created_at), and a retried metering of a request carries the same
+    `created_at` (docs/gateway.md, "Exactly once")."""
+
+    request_id = models.CharField(max_length=64)
     group = models.ForeignKey("groups.APIGroup", on_delete=models.PROTECT, related_name="+")
     api_key = models.ForeignKey("keys.APIKey", on_delete=models.PROTECT, related_name="+")
     model = models.ForeignKey(AIModel, on_delete=models.PROTECT, related_name="+")
@@ -290,7 +294,12 @@ class UsageEvent(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(cost_micros__gte=0), name="usage_event_cost_ge_0"
-            )
+            ),
+            # The exactly-once key (gateway/sql/meter.sql); on a partitioned table a unique key
+            # must contain the partition key.
+            models.UniqueConstraint(
+                fields=["request_id", "created_at"], name="usage_event_request_once"
+            ),
         ]
 
 
@@ -369,6 +378,11 @@ class RollupState(models.Model):
     """Everything created before `rolled_through` is in the rollups (one row)."""
 
     rolled_through = models.DateTimeField(null=True)
+    raw_from = models.DateTimeField(
+        null=True,
+        help_text="Raw usage events created before it were dropped (retention); "
+        "rollups and invoices keep them.",
+    )
 
 
 class UsageGroupHour(UsageSums):

@@ -196,6 +196,12 @@ def floor_day(moment: datetime) -> datetime:
 
 def rollup_range(since: datetime, until: datetime) -> None:
     """Recompute the hourly and daily rollups overlapping [since, until)."""
+    # Before raw_from the raw events were dropped (retention): the rollups there are final.
+    raw_from = raw_events_from()
+    if raw_from is not None:
+        since = max(since, raw_from)
+        if since >= until:
+            return
     hour_from = floor_hour(since)
     hour_to = floor_hour(until - timedelta(microseconds=1)) + timedelta(hours=1)
     day_from = floor_day(since)
@@ -225,3 +231,9 @@ def rollup_recent(now: datetime | None = None) -> datetime:
 
 def rolled_through() -> datetime | None:
     return RollupState.objects.filter(pk=1).values_list("rolled_through", flat=True).first()
+
+
+def raw_events_from() -> datetime | None:
+    """Raw usage events created before this were dropped (billing/usage_retention.py); None
+    when every raw event is kept."""
+    return RollupState.objects.filter(pk=1).values_list("raw_from", flat=True).first()

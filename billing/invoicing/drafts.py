@@ -23,6 +23,7 @@ from groups.models import APIGroup
 from keys.models import APIKey
 from usage.metrics import COUNTS
 from usage.models import AIModel
+from usage.rollups import raw_events_from
 from usage.search import display_name
 
 
@@ -170,9 +171,12 @@ def _late_usage(
         return [], []
     periods: list[BillingPeriod] = []
     p = period
+    # Raw events before raw_from were dropped (billing/usage_retention.py, only once every
+    # invoice that covers them was issued): there is no late usage to look for there.
+    raw_from = raw_events_from()
     for _ in range(lookback):
         p = p.previous()
-        if p.start < first:
+        if p.start < first or (raw_from is not None and p.start < raw_from):
             break
         periods.append(p)
     if not periods:

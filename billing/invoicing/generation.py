@@ -28,6 +28,7 @@ from billing.tasks import invoice_mirror_to_stripe
 from core import faults
 from core.money import micros_to_cents
 from groups.models import APIGroup, new_public_id
+from usage.rollups import raw_events_from
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ def invoice_generate(*, group: APIGroup, period: BillingPeriod) -> GenerateResul
     """Issue the group's invoice for a closed period, once. None when there was no activity."""
     if period.end > timezone.now():
         raise InvoiceError(f"The period {period.key} has not ended yet.")
+    raw_from = raw_events_from()
+    if raw_from is not None and period.start < raw_from:
+        raise InvoiceError(
+            f"The raw usage of {period.key} was dropped (USAGE_RAW_RETENTION_MONTHS); "
+            "its invoices were issued before."
+        )
     with _group_lock(group.pk):
         existing = Invoice.objects.filter(
             group=group, kind=InvoiceKind.INVOICE, period_key=period.key

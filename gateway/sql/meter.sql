@@ -3,11 +3,16 @@
 -- account order, so the ledger trigger locks credit accounts in one global order and concurrent
 -- batches cannot deadlock. One array parameter per column; the column lists are filled in from
 -- gateway.metering.METER_COLUMNS (built from usage.metrics).
+-- The conflict has no target: the event's unique key is (request_id, created_at) on the monthly
+-- partitioned table (usage/partitions.py) and was (request_id) before it, so this statement works
+-- on both during a deploy. A retried metering carries the same created_at; the debit's unique
+-- reference ('usage:' || request_id) allows one debit per request whatever happens (an error,
+-- never a second debit). docs/gateway.md, "Exactly once".
 WITH ev AS (
     INSERT INTO usage_usageevent ({columns}, created_at)
     SELECT {values}, to_timestamp(r.created)
     FROM unnest({arrays}) AS r({names})
-    ON CONFLICT (request_id) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING request_id, group_id, cost_micros, created_at
 )
 INSERT INTO billing_ledgerentry (account_id, kind, amount_micros, reference, description, created_at)
