@@ -217,6 +217,8 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str | int]] = {
     "alerts.tasks.webhooks_retry_due": {"queue": "email"},
     # rollups: the usage rollups (and the partitions and retention of usage events): long scans.
     "usage.tasks.rollup_usage": {"queue": "rollups"},
+    "usage.tasks.usage_partitions_ahead": {"queue": "rollups"},
+    "billing.tasks.usage_retention": {"queue": "rollups"},
     # gateway: async chat completions jobs (minutes each, upstream-bound) and their sweeps.
     "gateway.tasks.run_async_job": {"queue": "gateway"},
     "gateway.tasks.async_sweep": {"queue": "gateway"},
