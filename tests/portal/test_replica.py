@@ -29,9 +29,7 @@ from django.utils import timezone
 
 from core import replica
 from portal.launcher import BASE_DIR, PYTHON, PostgresCluster, wait_for
-
-REASON = PostgresCluster.replication_unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no streaming replica: {REASON}")
+from tests.portal.test_settings import PRODUCTION_ENV, run_manage
 
 
 @dataclass
@@ -73,6 +71,9 @@ class Pair:
 
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory) -> Iterator[Pair]:  # type: ignore[no-untyped-def]
+    reason = PostgresCluster.replication_unavailable()
+    if reason is not None:
+        pytest.skip(f"no streaming replica can be started here: {reason}")
     base = tmp_path_factory.mktemp("replica")
     (base / "primary").mkdir()
     (base / "standby").mkdir()
@@ -367,3 +368,21 @@ def test_without_a_replica_everything_reads_the_default_database(db):
         assert alias == replica.DEFAULT
         assert replica.read_alias() == replica.DEFAULT
     assert replica.replica_lag() is None
+
+
+def test_the_setting_adds_the_alias_the_router_and_the_pin_and_passes_the_deploy_check():
+    code = (
+        "from django.conf import settings as s; r = s.DATABASES.get('replica') or {};"
+        "print(r.get('HOST'), r.get('PORT'), r.get('OPTIONS'), s.DATABASE_ROUTERS,"
+        " 'core.replica.ReplicaPinMiddleware' in s.MIDDLEWARE)"
+    )
+    env = PRODUCTION_ENV | {"DATABASE_REPLICA_URL": "postgres://ro:pw@replica.internal:5433/portal"}
+    with_replica = run_manage("shell", "--no-imports", "-c", code, env=env)
+    assert with_replica.returncode == 0, with_replica.stderr
+    assert with_replica.stdout.split("\n")[0] == (
+        "replica.internal 5433 {'connect_timeout': 1} ['core.replica.ReplicaRouter'] True"
+    )
+    without = run_manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    assert without.stdout.split("\n")[0] == "None None None [] False"
+    deploy = run_manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
