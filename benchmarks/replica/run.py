@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -96,6 +97,7 @@ def main() -> None:
                     server.stop()
                 except Exception as exc:
                     print(f"could not stop a server: {exc}")
+        shutil.rmtree(base, ignore_errors=True)
     report(ns, results)
 
 
