@@ -38,6 +38,7 @@ from billing.selectors import (
 from billing.stripe_api import StripeFailure
 from billing.tasks import auto_top_up as auto_top_up_task
 from core.money import format_usd
+from core.replica import reading_from_replica
 from members.permissions import GroupRequest, admin_required, member_required
 
 
@@ -320,6 +321,7 @@ def low_balance(request: GroupRequest) -> HttpResponse:
 
 @member_required
 @require_GET
+@reading_from_replica()
 def invoices(request: GroupRequest) -> HttpResponse:
     """Invoice history: invoices and credit notes, and receipts of credit purchases."""
     tab = "receipts" if request.GET.get("tab") == "receipts" else "invoices"

@@ -21,10 +21,12 @@ import aiohttp
 import orjson
 import psycopg
 import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
 from billing.tasks import auto_top_up
+from core import replica
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
 from gateway import agent, async_jobs, attribution, embeddings, metrics, search, simulator
 from gateway.http import (
@@ -176,6 +178,8 @@ class GatewayApp:
         if status != 200:
             await respond(send, 404, b'{"detail": "Not found."}', [])
             return
+        if replica.configured():  # the read replica's lag, measured at most every few seconds
+            await sync_to_async(replica.replica_lag)()
         body, content_type = metrics.exposition()
         await respond(send, 200, body, [], content_type.encode())
 

@@ -15,6 +15,7 @@ import functools
 import json
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from billing.selectors import (
     ledger_transactions,
     tier_info,
 )
+from core.replica import reading_from_replica
 from groups.services import api_group_update
 from keys.models import APIKey
 from keys.restrictions import RestrictionError, Restrictions
@@ -262,6 +264,22 @@ HOURLY_MAX_SPAN = timedelta(days=31)
 # Hourly buckets are offered for spans up to this long (744 buckets), like a month's chart.
 
 
+# --- reads from the replica ------------------------------------------------------------------
+
+
+def _replica_reads(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A GET endpoint reads the read replica, if one is configured and usable (core/replica.py);
+    the key was authenticated on the primary before. The wrapper lives here so that
+    django-ninja resolves the handler's annotations in this module."""
+    run = reading_from_replica()(handler)
+
+    @functools.wraps(handler)
+    def wrapper(request: ManagementRequest, *args: Any, **kwargs: Any) -> Any:
+        return run(request, *args, **kwargs)
+
+    return wrapper
+
+
 # --- group -----------------------------------------------------------------------------------
 
 
@@ -348,6 +366,7 @@ def billing_get(request: ManagementRequest) -> dict[str, Any]:
     description="Credit purchases, top-ups, refunds and adjustments (usage is in /usage).",
     url_name="transactions",
 )
+@_replica_reads
 def transactions_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     """Ledger entries other than per-request usage, as on the Billing page; newest first."""
     account = credit_account_get(group=request.group)
@@ -475,6 +494,7 @@ def _period_json(q: UsageQuery) -> dict[str, Any]:
     description="The numbers of the Usage Metrics page, to the micro-dollar.",
     url_name="usage",
 )
+@_replica_reads
 def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[str, Any]:
     """Totals and the time series of the Usage Metrics page (usage.selectors.usage_for)."""
     q = _usage_query(request, query)
@@ -506,6 +526,7 @@ def usage_get(request: ManagementRequest, query: Query[s.UsageQuery]) -> dict[st
     summary="Usage totals grouped by model, key, API, tool, end user, tag, day or hour",
     url_name="usage_grouped",
 )
+@_replica_reads
 def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery]) -> dict[str, Any]:
     """Totals grouped by model, key or API, tool invocations and fees by tool (the dashboard's
     tables), or totals by day or hour."""
@@ -577,6 +598,7 @@ def usage_grouped(request: ManagementRequest, query: Query[s.UsageGroupedQuery])
     summary="List API keys",
     url_name="keys",
 )
+@_replica_reads
 def keys_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     keys = api_keys_for_group(group=request.group)
     return paginate(keys, page, api_key_json, time_field="created_at")
@@ -632,6 +654,7 @@ def _key(request: ManagementRequest, key_id: str) -> APIKey:
     summary="Get an API key",
     url_name="key",
 )
+@_replica_reads
 def key_get(request: ManagementRequest, key_id: str) -> dict[str, Any]:
     return api_key_json(_key(request, key_id))
 
@@ -725,6 +748,7 @@ def key_regenerate(
     summary="List members",
     url_name="members",
 )
+@_replica_reads
 def members_list(request: ManagementRequest, query: Query[s.MembersQuery]) -> dict[str, Any]:
     members = memberships_for_group(group=request.group, role=query.role or "")
     return paginate(members, query, member_json, time_field="created_at")
@@ -742,6 +766,7 @@ def _member(request: ManagementRequest, member_id: str) -> Any:
     summary="Get a member",
     url_name="member",
 )
+@_replica_reads
 def member_get(request: ManagementRequest, member_id: str) -> dict[str, Any]:
     return member_json(_member(request, member_id))
 
@@ -797,6 +822,7 @@ def member_remove(request: ManagementRequest, member_id: str) -> dict[str, Any]:
     summary="List pending invitations",
     url_name="invitations",
 )
+@_replica_reads
 def invitations_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     """Pending invitations (as on the Members page), newest first."""
     invitations = pending_invitations(group=request.group)
@@ -845,6 +871,7 @@ def _invitation(request: ManagementRequest, invitation_id: str) -> Invitation:
     summary="Get an invitation",
     url_name="invitation",
 )
+@_replica_reads
 def invitation_get(request: ManagementRequest, invitation_id: str) -> dict[str, Any]:
     return invitation_json(_invitation(request, invitation_id))
 
@@ -880,6 +907,7 @@ def invitation_revoke_handler(
     summary="List invoices and credit notes",
     url_name="invoices",
 )
+@_replica_reads
 def invoices_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
     """Invoices and credit notes, newest first (the Invoice history page's list)."""
     invoices = invoices_for_group(group=request.group)
@@ -898,6 +926,7 @@ def _invoice(request: ManagementRequest, invoice_id: str) -> Invoice:
     summary="Get an invoice with its lines",
     url_name="invoice",
 )
+@_replica_reads
 def invoice_get(request: ManagementRequest, invoice_id: str) -> dict[str, Any]:
     return invoice_detail_json(_invoice(request, invoice_id))
 
@@ -921,6 +950,7 @@ _PDF = {
     openapi_extra=_PDF,
     url_name="invoice_pdf",
 )
+@_replica_reads
 def invoice_pdf_get(request: ManagementRequest, invoice_id: str) -> HttpResponse:
     doc = _invoice(request, invoice_id)
     return pdf.pdf_response(pdf.invoice_pdf(doc), f"{doc.number}.pdf")

@@ -361,9 +361,16 @@ def postgres(database: str, local: Path) -> Iterator[str]:
 
 class PostgresCluster:
     """A PostgreSQL cluster of its own in `base`/pgdata, on loopback TCP, to stop and start at will
-    (pgserver's binaries; fsync off: it is thrown away)."""
+    (pgserver's binaries; fsync off: it is thrown away).
 
-    def __init__(self, base: Path, database: str = "portal") -> None:
+    `standby_of=primary`: a streaming replica (hot standby) of that running cluster instead of a
+    new one, copied with `pg_basebackup -R` (standby.signal + primary_conninfo); it follows the
+    primary from its first start. `replication_unavailable()` says why that cannot work here.
+    """
+
+    def __init__(
+        self, base: Path, database: str = "portal", *, standby_of: PostgresCluster | None = None
+    ) -> None:
         from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
 
         self.bin = POSTGRES_BIN_PATH
@@ -383,8 +390,28 @@ class PostgresCluster:
         self.data.mkdir()
         if self.user:
             shutil.chown(self.data, self.user, self.user)
-        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "utf8")
+        if standby_of is None:
+            self._run(
+                "initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "utf8"
+            )
+        else:
+            self.data.chmod(0o700)  # PostgreSQL refuses a data directory others may read
+            self._run(
+                "pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1", "-p",
+                str(standby_of.port), "-U", "postgres", "-X", "stream", "-R", "-c", "fast",
+            )  # fmt: skip
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    @staticmethod
+    def replication_unavailable() -> str | None:
+        """Why a streaming replica cannot be made with these binaries, or None if it can."""
+        try:
+            from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+        except ImportError:
+            return "pgserver (the PostgreSQL binaries) is not installed"
+        if not (Path(POSTGRES_BIN_PATH) / "pg_basebackup").exists():
+            return f"pg_basebackup is missing from {POSTGRES_BIN_PATH}"
+        return None
 
     def _run(self, exe: str, *args: str) -> None:
         if self.user:

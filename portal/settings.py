@@ -146,6 +146,36 @@ _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"test_{_db['NAME']
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Optional read replica (a PostgreSQL hot standby of DATABASE_URL): only the reads that chose it
+# go there (core/replica.py: Usage Metrics and its CSV exports, invoice history, the Management
+# API's GET endpoints); everything else, and every write, stays on the primary.
+DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "")
+# Past this lag (seconds) — or when the replica does not answer — those reads go to the primary.
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=10.0)
+# Each process measures the lag at most this often (the measurement is exported on /metrics).
+DATABASE_REPLICA_LAG_CACHE_SECONDS = env.float("DATABASE_REPLICA_LAG_CACHE_SECONDS", default=2.0)
+# After a successful write request, that client reads the primary this long (read-your-writes):
+# by then the replica has what it wrote, or is past the lag bound and not read.
+DATABASE_REPLICA_PIN_SECONDS = env.float(
+    "DATABASE_REPLICA_PIN_SECONDS",
+    default=DATABASE_REPLICA_MAX_LAG_SECONDS + DATABASE_REPLICA_LAG_CACHE_SECONDS,
+)
+DATABASE_ROUTERS: list[str] = []
+if DATABASE_REPLICA_URL:
+    _replica = environ.Env.db_url_config(DATABASE_REPLICA_URL)
+    _replica["HOST"] = unquote(_replica.get("HOST") or "")
+    _replica["CONN_MAX_AGE"] = _db["CONN_MAX_AGE"]
+    _replica["CONN_HEALTH_CHECKS"] = True
+    # A replica that is gone must cost a page little: a short connect timeout, then the primary.
+    _replica.setdefault("OPTIONS", {})["connect_timeout"] = env.int(
+        "DB_REPLICA_CONNECT_TIMEOUT", default=1
+    )
+    # Under Django's test runner the alias reads the test database itself.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+    DATABASE_ROUTERS = ["core.replica.ReplicaRouter"]
+    MIDDLEWARE.append("core.replica.ReplicaPinMiddleware")  # read-your-writes
+
 REDIS_URL = _required("REDIS_URL", "")
 if not REDIS_URL:
     raise ImproperlyConfigured(

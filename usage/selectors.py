@@ -12,9 +12,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import connection
 from django.db.models import QuerySet
 
+from core.replica import read_connection
 from keys.models import APIKey
 from usage.attribution import NONE, OTHER
 from usage.metrics import API_LABELS, SUMS, TOKENS_SQL, tokens_of
@@ -217,7 +217,7 @@ def usage_rows(
     sql = _breakdown_sql(
         f, f"{_export_bucket(period)} AS b, api_key_id, model_id, api", "1, 2, 3, 4"
     )
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
@@ -233,7 +233,7 @@ def tool_rows(
     sql = _tool_sql(
         f, f"{_export_bucket(period)} AS b, api_key_id, model_id, api, tool", "1, 2, 3, 4, 5"
     )
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
@@ -266,7 +266,7 @@ def _totals_by_key_and_model(group: Any, period: Period, s: Spans, f: Filters) -
         "GROUPING(api_key_id, model_id, api) AS grouping, api_key_id, model_id, api",
         "GROUPING SETS ((api_key_id), (model_id), (api))",
     )
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
@@ -293,7 +293,7 @@ def _series(group: Any, period: Period, s: Spans, f: Filters) -> list:
              WHERE group_id = %(group)s AND created_at >= %(cutoff)s AND created_at < %(end)s{f.raw}
         ) AS x GROUP BY 1
     """
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, _params(group, period, s, f))
         return cursor.fetchall()
 
@@ -321,7 +321,7 @@ def _chart_series(
 def _by_tool(group: Any, period: Period, s: Any, f: Filters) -> list[ToolUse]:
     """Invocations and fees per tool, most expensive first."""
     sql = _tool_sql(f, "tool", "1")
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, _params(group, period, s, f))
         return sorted(
             (ToolUse(tool, int(n or 0), int(c or 0)) for tool, n, c in cursor.fetchall()),
@@ -447,7 +447,7 @@ def by_dimensions(
         "tag_prefix": f"{tag_key}=" if tag_key else None,
     }  # fmt: skip
     found: dict[str, dict[str, Totals]] = {"end_user": {}, "tag": {}}
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(_dimension_sql(f, tag_key), params)
         for dimension, value, *values in cursor:
             found[dimension][value] = Totals(*(int(v or 0) for v in values))

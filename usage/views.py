@@ -9,6 +9,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
 from core.csv_export import csv_response
+from core.replica import read_alias, reading_from_replica
 from keys.models import APIKey
 from keys.selectors import api_key_find_for_group, api_key_get_for_group, api_keys_for_group
 from members.permissions import GroupRequest, member_required
@@ -150,6 +151,7 @@ def _render(request: GroupRequest, context: dict[str, Any]) -> HttpResponse:
 
 @member_required
 @require_GET
+@reading_from_replica()
 def dashboard(request: GroupRequest) -> HttpResponse:
     """Usage Metrics: totals, trend, breakdowns by model and key; every member may see it."""
     return _render(request, _usage_context(request))
@@ -157,6 +159,7 @@ def dashboard(request: GroupRequest) -> HttpResponse:
 
 @member_required
 @require_GET
+@reading_from_replica()
 def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
     """Spend per API key: one key's usage over time and by model."""
     key = api_key_get_for_group(group=request.group, public_id=key_id)
@@ -165,6 +168,7 @@ def key_usage(request: GroupRequest, key_id: str) -> HttpResponse:
 
 @member_required
 @require_GET
+@reading_from_replica()
 def export(request: GroupRequest) -> HttpResponse:
     """CSV of the filtered view: one row per bucket × key × model × API; `cost_usd` includes
     the tool fees, `tool_calls` details them per tool (tool=invocations:fee_usd; …),
@@ -213,6 +217,7 @@ def export(request: GroupRequest) -> HttpResponse:
 
 @member_required
 @require_GET
+@reading_from_replica()
 def export_raw(request: GroupRequest) -> HttpResponse:
     """Every usage event of the range as CSV, streamed from a server-side cursor; the last
     columns are the tool calls (tool=invocations:fee_usd; …), their invocations and fees."""
@@ -222,6 +227,7 @@ def export_raw(request: GroupRequest) -> HttpResponse:
         group=request.group, period=period, key=f["key"], model=f["model"], api=f["api"],
         tool=f["tool"], end_user=f["end_user"], tag=f["tag"],
     )  # fmt: skip
+    events = events.using(read_alias())  # streamed after the view returns: pin the database now
     keys = {k.pk: k for k in api_keys_for_group(group=request.group)}
     models = ai_model_names()
     fields = [
