@@ -211,6 +211,8 @@ class Admissions:
         row = await self._admissions.submit((item, tail, counters_of))
         bal, paid, spent, n1, n2, refused, tier, verdict, reserved = row[:9]
         spends: list[Any] = list(row[9:]) + [None] * (len(budgets) - len(row[9:]))
+        if bal is None and verdict != UNKNOWN:  # no credit check (admit_rate): the tier only
+            bal, paid = await self._load_account(key.group_id)
         if verdict == UNKNOWN:  # something was not cached: fill it, then decide
             if bal is None:
                 bal, paid = await self._load_account(key.group_id)
