@@ -43,7 +43,7 @@ def _validate(amount_micros: Any, window: Any, enforcement: Any) -> None:
 
 def _describe(budget: Budget) -> dict[str, Any]:
     return {
-        "key": budget.api_key.name if budget.api_key_id else None,
+        "key": budget.api_key.name if budget.api_key is not None else None,
         "amount_micros": budget.amount_micros,
         "window": budget.window,
         "enforcement": budget.enforcement,

@@ -76,7 +76,9 @@ class BudgetForm(forms.Form):
         if keys is None:  # a group budget
             del self.fields["key"]
         else:
-            self.fields["key"].choices = [(k.public_id, k.name) for k in keys]
+            field = self.fields["key"]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = [(k.public_id, k.name) for k in keys]
 
     def clean_amount(self) -> int:
         amount = self.cleaned_data.get("amount")

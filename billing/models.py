@@ -387,5 +387,5 @@ class Budget(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.api_key.name if self.api_key_id else "group"
+        who = self.api_key.name if self.api_key is not None else "group"
         return f"{who}: {self.amount_micros / 1_000_000:.2f} {self.window} ({self.enforcement})"

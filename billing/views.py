@@ -477,7 +477,7 @@ def budget_edit(request: GroupRequest, budget_id: int) -> HttpResponse:
             return _budgets_panel(request, scope, status=422)
         messages.success(request, "Budget saved.")
         return _budgets_panel(request, scope)
-    messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+    messages.error(request, "; ".join(str(e) for errors in form.errors.values() for e in errors))
     return _budgets_panel(request, scope, status=422)
 
 

@@ -189,12 +189,13 @@ def invoice_detail_json(invoice: Invoice) -> dict[str, Any]:
 def budget_json(status: BudgetStatus) -> dict[str, Any]:
     """A budget with its current window's spend (billing.selectors.BudgetStatus)."""
     budget = status.budget
+    key = budget.api_key
     return {
         "object": "budget",
         "id": str(budget.pk),
-        "scope": "key" if budget.api_key_id else "group",
-        "key_id": budget.api_key.public_id if budget.api_key_id else None,
-        "key_name": budget.api_key.name if budget.api_key_id else None,
+        "scope": "key" if key is not None else "group",
+        "key_id": key.public_id if key is not None else None,
+        "key_name": key.name if key is not None else None,
         **money("amount", budget.amount_micros),
         "window": budget.window,
         "enforcement": budget.enforcement,
