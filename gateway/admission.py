@@ -300,6 +300,11 @@ class Admissions:
         if held is not None:
             held.detached = True
 
+    def hand_over(self, request_id: str) -> None:
+        """Another process gives the reservation back (an async job's Celery worker, by its
+        request id: gateway/async_runner.py); this worker forgets it."""
+        self.held.pop(request_id, None)
+
     def release(self, request_id: str, *, force: bool = False) -> None:
         """Give back the reservation of a request that ended without being metered (with the
         next admission, or on its own within SETTLE_DELAY)."""

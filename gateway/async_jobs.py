@@ -160,7 +160,7 @@ class AsyncChat:
             if row is None:
                 raise job_not_found(str(idempotency_key))
         else:
-            store.admissions.detach(request_id)  # the job's now: released by its runner
+            store.admissions.hand_over(request_id)  # the job's now: released by its runner
             await asyncio.to_thread(enqueue, request_id)
         await respond(send, 200, job_json(row), headers)
         return 200

@@ -301,3 +301,22 @@ def test_a_key_budget_under_a_hundred_concurrent_requests_is_never_exceeded_past
     assert spent <= amount  # the bound is 0
     assert APIKey.objects.get(pk=issued.key.pk).budgets.count() == 1
     assert wait_unreserved()
+
+
+def test_an_async_job_holds_its_reservation_until_its_worker_meters_it(gateway, funded_group):
+    """The create reserves the job's estimate; the Celery worker (eager in tests) gives it back
+    when it meters the job, and deletes the budget counters it moved."""
+    key = api_key_create(group=funded_group, name="Async").secret
+    budget_create(group=funded_group, amount_micros=50_000_000, window="daily")
+    created = httpx.post(
+        f"{gateway.url}/async/chat/completions",
+        json={"request": {"model": "sonar-deep-research",
+                          "messages": [{"role": "user", "content": "x"}]}},
+        headers={"Authorization": f"Bearer {key}"}, timeout=30,
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+    event = UsageEvent.objects.get(request_id=job_id)  # run at once (eager) and metered
+    assert event.cost_micros > 0
+    assert get_redis().zscore(RESERVATIONS, job_id) is None
+    assert wait_unreserved()
