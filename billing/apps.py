@@ -13,3 +13,8 @@ class BillingConfig(AppConfig):
 
         group_created.register(credit_account_for)
         group_updated.register(customer_sync_queue)
+
+        from billing.views import keys_page_budgets
+        from keys.views import page_sections
+
+        page_sections.register(keys_page_budgets)  # each key's budgets on the API Keys page

@@ -49,3 +49,50 @@ class LowBalanceForm(forms.Form):
         label="E-mail Admins when the balance falls below (USD)",
         help_text="Leave empty to turn the alert off.",
     )
+
+
+class BudgetForm(forms.Form):
+    """A new budget: of the whole group or (scope "keys") of one of its active keys."""
+
+    key = forms.ChoiceField(label="API key", required=True)
+    amount = DollarField(label="Amount (USD)")
+    window = forms.ChoiceField(
+        label="Window",
+        choices=[
+            ("daily", "Daily"),
+            ("weekly", "Weekly (from Monday)"),
+            ("monthly", "Monthly"),
+            ("lifetime", "Lifetime"),
+        ],  # fmt: skip
+        help_text="Windows start at midnight in the group's time zone.",
+    )
+    enforcement = forms.ChoiceField(
+        label="When it is spent",
+        choices=[("hard", "Refuse requests (hard)"), ("soft", "Alerts only (soft)")],
+    )
+
+    def __init__(self, *args, keys=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        if keys is None:  # a group budget
+            del self.fields["key"]
+        else:
+            field = self.fields["key"]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = [(k.public_id, k.name) for k in keys]
+
+    def clean_amount(self) -> int:
+        amount = self.cleaned_data.get("amount")
+        if not amount:
+            raise forms.ValidationError("The amount must be more than $0.")
+        return int(amount)
+
+
+class BudgetEditForm(forms.Form):
+    amount = DollarField(label="Amount (USD)")
+    enforcement = BudgetForm.base_fields["enforcement"]
+
+    def clean_amount(self) -> int:
+        amount = self.cleaned_data.get("amount")
+        if not amount:
+            raise forms.ValidationError("The amount must be more than $0.")
+        return int(amount)

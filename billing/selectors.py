@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, QuerySet, Sum
@@ -9,9 +9,11 @@ from django.db.models.functions import TruncDate
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from billing import windows
 from billing.credits import lots_projected
 from billing.models import (
     BillingProfile,
+    Budget,
     CreditAccount,
     CreditLot,
     EntryKind,
@@ -23,7 +25,7 @@ from billing.models import (
     PaymentMethod,
     PaymentStatus,
 )
-from usage.models import AIModel, RateLimit
+from usage.models import AIModel, RateLimit, UsageEvent
 from usage.tiers import Tier, default_family, family_label, next_tier, own_limits, tier_for
 
 
@@ -192,4 +194,74 @@ def credit_lots_for_account(*, account: CreditAccount) -> CreditLots:
             lot.remaining_micros for lot in lots if lot.kind == LotKind.PROMOTIONAL
         ),
         paid_remaining_micros=sum(lot.remaining_micros for lot in lots if lot.kind == LotKind.PAID),
+    )
+
+
+# --- budgets --------------------------------------------------------------------------------
+
+
+def budget_window(budget: Budget, now: datetime | None = None) -> tuple[datetime, datetime | None]:
+    """[start, end) of the budget's current window in its group's time zone (billing/windows.py);
+    end is None for a lifetime budget."""
+    return windows.bounds(budget.window, budget.group.time_zone, now)
+
+
+def budget_spend(
+    budget: Budget, now: datetime | None = None
+) -> tuple[int, datetime, datetime | None]:
+    """(spent_micros, window_start, window_end) of the budget's current window: the usage
+    committed to PostgreSQL by its group (or its key) since the window started. In stream
+    metering mode the last GATEWAY_SETTLE_INTERVAL of usage may not be in yet."""
+    start, end = budget_window(budget, now)
+    events = UsageEvent.objects.filter(group_id=budget.group_id, created_at__gte=start)
+    if budget.api_key_id is not None:
+        events = events.filter(api_key_id=budget.api_key_id)
+    if end is not None:
+        events = events.filter(created_at__lt=end)
+    spent = events.aggregate(total=Sum("cost_micros"))["total"] or 0
+    return int(spent), start, end
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A budget with what its current window has spent (for the API Keys and Billing pages)."""
+
+    budget: Budget
+    spent_micros: int
+    window_start: datetime
+    window_end: datetime | None
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(0, self.budget.amount_micros - self.spent_micros)
+
+    @property
+    def percent(self) -> int:
+        return min(100, self.spent_micros * 100 // self.budget.amount_micros)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.spent_micros >= self.budget.amount_micros
+
+
+def budgets_for_group(
+    *, group: Any, keys: bool | None = None, now: datetime | None = None
+) -> list[BudgetStatus]:
+    """The group's budgets with their spend: keys=False its own, True its keys', None both."""
+    budgets = Budget.objects.filter(group=group).select_related("group", "api_key")
+    if keys is False:
+        budgets = budgets.filter(api_key__isnull=True)
+    elif keys is True:
+        budgets = budgets.filter(api_key__isnull=False)
+    out = []
+    for budget in budgets.order_by("api_key_id", "window", "pk"):
+        spent, start, end = budget_spend(budget, now)
+        out.append(BudgetStatus(budget, spent, start, end))
+    return out
+
+
+def budget_get_for_group(*, group: Any, budget_id: int) -> Budget:
+    """One of the group's budgets (another group's, or none: 404)."""
+    return get_object_or_404(
+        Budget.objects.select_related("group", "api_key"), group=group, pk=budget_id
     )

@@ -15,12 +15,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.security import reauthentication_required
 from billing import payments, pdf
-from billing.forms import AutoTopUpForm, LowBalanceForm, PurchaseForm
+from billing.budgets import BudgetError, budget_create, budget_delete, budget_update
+from billing.forms import AutoTopUpForm, BudgetEditForm, BudgetForm, LowBalanceForm, PurchaseForm
 from billing.invoicing.documents import group_address, issuer_details
 from billing.invoicing.periods import period_from_key
 from billing.models import Payment, PaymentStatus
 from billing.selectors import (
     billing_profile_get,
+    budget_get_for_group,
+    budgets_for_group,
     credit_account_get,
     credit_lots_for_account,
     invoice_get_for_group,
@@ -39,6 +42,8 @@ from billing.stripe_api import StripeFailure
 from billing.tasks import auto_top_up as auto_top_up_task
 from core.money import format_usd
 from core.replica import reading_from_replica
+from keys.models import KeyStatus
+from keys.selectors import api_key_get_for_group, api_keys_for_group
 from members.permissions import GroupRequest, admin_required, member_required
 
 
@@ -120,6 +125,7 @@ def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResp
                 else ""
             },
         ),
+        "budgets": budget_context(request, "group", forms.get("budget_form")),
         **_stripe_js(),
     }
     return render(request, "billing/overview.html", context, status=status)
@@ -394,3 +400,98 @@ def receipt_pdf(request: GroupRequest, payment_id: str) -> HttpResponse:
     return pdf.pdf_response(
         pdf.receipt_pdf(payment, issuer=_issuer()), f"receipt-{payment.public_id}.pdf"
     )
+
+
+# --- Budgets (group budgets on this page; key budgets on the API Keys page) ------------------
+
+
+def budget_context(request: GroupRequest, scope: str, form: Any = None) -> dict[str, Any]:
+    """The budgets panel of the Billing page (scope "group") or the API Keys page ("keys")."""
+    group = request.group
+    keys = scope == "keys"
+    active = [k for k in api_keys_for_group(group=group) if k.status == KeyStatus.ACTIVE]
+    return {
+        "budget_scope": scope,
+        "budget_rows": budgets_for_group(group=group, keys=keys),
+        "budget_form": form or BudgetForm(prefix=f"budget-{scope}", keys=active if keys else None),
+        "budget_zone": group.time_zone,
+    }
+
+
+def keys_page_budgets(request: GroupRequest) -> dict[str, Any]:
+    """The API Keys page's section (keys.views.page_sections): each key's budgets."""
+    return {"key_budgets": budget_context(request, "keys")}
+
+
+def _budgets_panel(
+    request: GroupRequest, scope: str, status: int = 200, form: Any = None
+) -> HttpResponse:
+    if request.htmx:
+        context = {"budgets": budget_context(request, scope, form)}
+        return render(request, "billing/_budgets.html", context, status=status)
+    if status >= 400 and scope == "group":
+        return _page(request, status=status, budget_form=form)
+    if scope == "keys":
+        return redirect("keys:list", group_id=request.group.public_id)
+    return _to_billing(request)
+
+
+def _scope(request: GroupRequest) -> str:
+    return "keys" if request.POST.get("scope") == "keys" else "group"
+
+
+@admin_required
+@require_POST
+def budget_add(request: GroupRequest) -> HttpResponse:
+    """Create a budget of the group, or of one of its keys (scope "keys")."""
+    scope = _scope(request)
+    group = request.group
+    active = [k for k in api_keys_for_group(group=group) if k.status == KeyStatus.ACTIVE]
+    form = BudgetForm(request.POST, prefix=f"budget-{scope}",
+                      keys=active if scope == "keys" else None)  # fmt: skip
+    if form.is_valid():
+        data = form.cleaned_data
+        key = api_key_get_for_group(group=group, public_id=data["key"]) if scope == "keys" else None
+        try:
+            budget_create(
+                group=group, api_key=key, amount_micros=data["amount"], window=data["window"],
+                enforcement=data["enforcement"], actor=request.user, request=request,
+            )  # fmt: skip
+        except BudgetError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+        else:
+            messages.success(request, "Budget saved.")
+            return _budgets_panel(request, scope)
+    return _budgets_panel(request, scope, status=422, form=form)
+
+
+@admin_required
+@require_POST
+def budget_edit(request: GroupRequest, budget_id: int) -> HttpResponse:
+    """Change a budget's amount and enforcement."""
+    budget = budget_get_for_group(group=request.group, budget_id=budget_id)
+    scope = "keys" if budget.api_key_id else "group"
+    form = BudgetEditForm(request.POST, prefix=f"budget-{budget.pk}")
+    if form.is_valid():
+        try:
+            budget_update(
+                budget=budget, amount_micros=form.cleaned_data["amount"],
+                enforcement=form.cleaned_data["enforcement"], actor=request.user, request=request,
+            )  # fmt: skip
+        except BudgetError as exc:
+            messages.error(request, str(exc))
+            return _budgets_panel(request, scope, status=422)
+        messages.success(request, "Budget saved.")
+        return _budgets_panel(request, scope)
+    messages.error(request, "; ".join(str(e) for errors in form.errors.values() for e in errors))
+    return _budgets_panel(request, scope, status=422)
+
+
+@admin_required
+@require_POST
+def budget_remove(request: GroupRequest, budget_id: int) -> HttpResponse:
+    budget = budget_get_for_group(group=request.group, budget_id=budget_id)
+    scope = "keys" if budget.api_key_id else "group"
+    budget_delete(budget=budget, actor=request.user, request=request)
+    messages.success(request, "Budget deleted.")
+    return _budgets_panel(request, scope)

@@ -15,8 +15,10 @@ class GatewayError(Exception):
         type_: str | None = None,
         param: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        extra: dict | None = None,
     ) -> None:
         super().__init__(message)
+        self.extra = extra or {}  # more fields of the error object (e.g. `budget`)
         self.status = status
         self.code = code
         self.message = message
@@ -32,6 +34,7 @@ class GatewayError(Exception):
                     "type": self.type,
                     "code": self.code,
                     "param": self.param,
+                    **self.extra,
                 }
             }
         )

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.api_errors import GatewayError, invalid_request, unavailable
-from gateway import attribution, metrics, simulator
+from gateway import attribution, estimates, metrics, simulator
 from gateway.catalogue import ModelInfo, PresetInfo
 from gateway.http import (
     SSE,
@@ -258,9 +258,12 @@ class AgentAPI:
             history = list(previous.get("conversation") or [])
         if model.upstream_api == CHAT_UPSTREAM:
             chat_request(request, model.upstream_model)  # refuses built-in tools (400) first
-        await self.app.admit(store, key, model, headers, family="agent")
+        prices = catalogue.agent_prices(model)
+        estimate = estimates.agent(prices, request.raw, [t.type for t in request.tools], history)
+        await self.app.admit(store, key, model, headers, family="agent", request_id=request_id,
+                             estimate=estimate)  # fmt: skip
         call = Call(key, model, request, request_id, new_id("resp"), time.perf_counter(), history,
-                    prices=catalogue.agent_prices(model))  # fmt: skip
+                    prices=prices)  # fmt: skip
         if request.background:
             return await self.start_background(store, send, call, headers)
         if request.stream:
@@ -651,6 +654,7 @@ class AgentAPI:
             status="queued", created_at=call.created_at,
         )  # fmt: skip
         await self.save(store, call, queued, running=True)
+        store.admissions.detach(call.request_id)  # given back when the run ends (background())
         task = asyncio.ensure_future(self.background(store, call))
         self.running[call.response_id] = task
         self.calls[call.response_id] = call
@@ -663,6 +667,12 @@ class AgentAPI:
         self.calls.pop(response_id, None)
 
     async def background(self, store: Store, call: Call) -> None:
+        try:
+            await self._background(store, call)
+        finally:  # metered (its reservation ended then) or not: nothing is held after the run
+            store.admissions.release(call.request_id, force=True)
+
+    async def _background(self, store: Store, call: Call) -> None:
         async def emit(event: bytes) -> None:
             return None
 

@@ -15,6 +15,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -26,9 +27,21 @@ from django.conf import settings
 from django.db import connections
 
 from billing.tasks import auto_top_up
+from billing.windows import zone
 from core import replica
 from core.api_errors import GatewayError, invalid_key, invalid_request, unavailable
-from gateway import agent, async_jobs, attribution, embeddings, metrics, search, simulator
+from gateway import (
+    agent,
+    async_jobs,
+    attribution,
+    embeddings,
+    estimates,
+    metrics,
+    search,
+    simulator,
+)
+from gateway.admission import KEY_LIMIT, NO_CREDIT
+from gateway.budgets import BudgetInfo
 from gateway.http import (
     SSE,
     Receive,
@@ -155,6 +168,8 @@ class GatewayApp:
             status = down.status
             await respond(send, down.status, down.body(), headers + down.headers)
         finally:
+            if self._store is not None:  # a reservation not metered is given back (not detached)
+                self._store.admissions.release(request_id)
             elapsed = time.perf_counter() - started
             metrics.IN_FLIGHT.dec()
             metrics.observe_request(scope.get("portal.model", ""), status, elapsed)
@@ -233,7 +248,8 @@ class GatewayApp:
         if model is None or not agent.sold_on_chat(model):
             raise model_not_found(payload["model"])
         scope["portal.model"] = model.name
-        await self.admit(store, key, model, headers)
+        await self.admit(store, key, model, headers, request_id=request_id,
+                         estimate=estimates.chat(model, payload))  # fmt: skip
         started = time.perf_counter()
         if payload.get("stream"):
             return await self.stream(send, store, key, model, payload, request_id, headers, started)
@@ -241,18 +257,24 @@ class GatewayApp:
 
     async def admit(
         self, store: Store, key: KeyInfo, model: ModelInfo, headers: list,
-        family: str | None = None,
+        family: str | None = None, *, request_id: str = "", estimate: int = 0,
+        hold_seconds: float | None = None,
     ) -> None:  # fmt: skip
-        """Admission (balance, spend limit, rate limit): its headers added, or the refusal.
+        """Admission (balance, spend limit, hard budgets, rate limit, and the reservation of
+        `estimate` for `request_id`: gateway/admission.py): its headers added, or the refusal.
 
         `family` is the API family the request counts in (usage.tiers: "agent", "search",
         "embeddings", "async_create", …, or a chat model's name); None derives it from the model
-        (a chat model's own family, else its API's).
+        (a chat model's own family, else its API's). The reservation is given back when the
+        request is metered, or when its handler returns unmetered (see __call__); a request that
+        outlives its handler is detached (store.admissions.detach) and released by its runner.
         """
         check_model(key, model, family)
         rate = store.catalogue.rate_limit(model, family)
         now = time.time()
-        admission = await store.admit(key, rate, now)
+        admission = await store.admit(
+            key, rate, now, request_id=request_id, estimate=estimate, hold_seconds=hold_seconds
+        )
         refusal = rate_limited(rate, admission, now, headers)
         self.check_admission(key, admission)
         if refusal is not None:
@@ -366,19 +388,20 @@ class GatewayApp:
 
     @staticmethod
     def check_admission(key: KeyInfo, admission: Admission) -> None:
-        if admission.balance_micros <= 0:
-            raise GatewayError(
-                402,
-                "insufficient_credits",
-                "Your API group has no credits left, so its keys are blocked. Add credits "
-                "or turn on auto top-up in the portal's Billing page.",
-                type_="insufficient_quota",
-            )
-        if (
-            key.monthly_limit_micros is not None
-            and admission.spend_micros is not None
-            and admission.spend_micros >= key.monthly_limit_micros
-        ):
+        if admission.verdict == NO_CREDIT:
+            if admission.balance_micros <= 0:
+                message = (
+                    "Your API group has no credits left, so its keys are blocked. Add credits "
+                    "or turn on auto top-up in the portal's Billing page."
+                )
+            else:
+                message = (
+                    "Your API group's credit does not cover what this request may cost, with "
+                    "the requests it has in flight. Wait for them to finish, lower max_tokens, "
+                    "or add credits in the portal's Billing page."
+                )
+            raise GatewayError(402, "insufficient_credits", message, type_="insufficient_quota")
+        if admission.verdict == KEY_LIMIT:
             raise GatewayError(
                 402,
                 "key_limit_exceeded",
@@ -386,6 +409,9 @@ class GatewayApp:
                 "the API Keys page.",
                 type_="insufficient_quota",
             )
+        exceeded = admission.exceeded_budget
+        if exceeded is not None:
+            raise budget_exceeded(*exceeded, time.time())
 
     # --- upstream -----------------------------------------------------------------------------
 
@@ -639,6 +665,41 @@ class GatewayApp:
                 "created": time.time(),
             },
         )
+
+
+def budget_exceeded(budget: BudgetInfo, spent: int, now: float) -> GatewayError:
+    """The 402 of a hard budget that is spent (or has less left than the request may cost)."""
+    end = budget.bounds(now)[1]
+    resets = (
+        datetime.fromtimestamp(end, UTC).astimezone(zone(budget.time_zone)).isoformat()
+        if end is not None
+        else None
+    )
+    left = max(0, budget.amount_micros - spent)
+    state = (
+        "is spent"
+        if left == 0
+        else f"has ${left / 1_000_000:,.6f} left, less than this request may cost"
+    )
+    when = f"It resets at {resets}." if resets else "It is a lifetime budget: it does not reset."
+    return GatewayError(
+        402,
+        "budget_exceeded",
+        f"{budget.describe()[0].upper()}{budget.describe()[1:]} {state}. {when} An Admin can "
+        "change it in the portal.",
+        type_="insufficient_quota",
+        extra={
+            "budget": {
+                "id": budget.id,
+                "scope": "key" if budget.key_id is not None else "group",
+                "name": budget.name,
+                "amount": budget.amount_micros / 1_000_000,
+                "window": budget.window,
+                "spent": spent / 1_000_000,
+                "resets_at": resets,
+            }
+        },
+    )
 
 
 def rate_limited(

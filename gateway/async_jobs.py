@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import connections
 
 from core.api_errors import GatewayError, invalid_request
-from gateway import attribution
+from gateway import attribution, estimates
 from gateway.agent import sold_on_chat
 from gateway.http import Receive, Scope, Send, method_not_allowed, model_not_found, respond
 from gateway.keycache import KeyInfo
@@ -146,7 +146,11 @@ class AsyncChat:
             if row is not None:  # the job this key already made: nothing new is admitted
                 await respond(send, 200, job_json(row), headers)
                 return 200
-        await self.app.admit(store, key, model, headers, family="async_create")
+        # The job's reservation is held until a Celery worker meters it or it fails
+        # (gateway/async_runner.py), at most as long as the job can be retried.
+        await self.app.admit(store, key, model, headers, family="async_create",
+                             request_id=request_id, estimate=estimates.chat(model, request),
+                             hold_seconds=async_hold_seconds())  # fmt: skip
         params = (
             request_id, key.group_id, key.id, model.id, request["model"],
             orjson.dumps(request).decode(), idempotency_key, settings.ASYNC_REQUEUE_AFTER,
@@ -158,6 +162,7 @@ class AsyncChat:
             if row is None:
                 raise job_not_found(str(idempotency_key))
         else:
+            store.admissions.hand_over(request_id)  # the job's now: released by its runner
             await asyncio.to_thread(enqueue, request_id)
         await respond(send, 200, job_json(row), headers)
         return 200
@@ -264,3 +269,10 @@ def parse_token(token: str) -> tuple[int, str]:
         raise invalid_request(
             "“next_token” is not a token this API returned.", param="next_token"
         ) from None
+
+
+def async_hold_seconds() -> float:
+    """How long an async job's reservation may be held: as long as the job can wait and run."""
+    return float(
+        settings.ASYNC_REQUEUE_AFTER + settings.ASYNC_JOB_LEASE * settings.ASYNC_JOB_MAX_ATTEMPTS
+    )

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -41,10 +42,11 @@ from django.utils import timezone
 
 from billing import balance_cache
 from core import faults
-from core.redis import safe_delete
+from core.redis import get_redis, safe_delete
 from gateway import simulator
-from gateway.admission import month_start
+from gateway.admission import RESERVATION_KEYS, month_start, release_script
 from gateway.app import UPSTREAM_AUTH_STATUSES, parse_usage, passthrough_error
+from gateway.budgets import budget_counters
 from gateway.metering import JSON_FIELDS, METER_DEFAULTS, METER_FIELDS, METER_SQL
 from gateway.models import AsyncJob, AsyncStatus
 from gateway.tasks import run_async_job
@@ -196,9 +198,14 @@ def record(job: AsyncJob, data: dict[str, Any], usage: dict[str, Any], started: 
         with connection.cursor() as cur:
             cur.execute(METER_SQL, columns)
         AsyncJob.objects.filter(pk=job.id, response__isnull=True).update(response=data)
-    # The gateway's cached balance and key spend are re-read from PostgreSQL on the next request.
+    # The gateway's cached balance, key spend and budget spends are re-read from PostgreSQL on
+    # the next request; the job's reservation (made at create) is given back.
     balance_cache.forget(group_id=job.group_id)
-    safe_delete(f"portal:kspend:{job.api_key_id}:{month_start():%Y%m}")
+    safe_delete(
+        f"portal:kspend:{job.api_key_id}:{month_start():%Y%m}",
+        *budget_counters(job.group_id, job.api_key_id, time.time()),
+    )
+    release_reservation(job.id)
 
 
 def _value(row: dict[str, Any], name: str) -> Any:
@@ -220,7 +227,17 @@ def fail(job: AsyncJob, message: str) -> str:
         status=AsyncStatus.FAILED, failed_at=timezone.now(), error_message=message, lease_until=None
     )
     log.info("async job %s failed: %s", job.id, message)
+    release_reservation(job.id)
     return AsyncStatus.FAILED
+
+
+def release_reservation(job_id: str) -> None:
+    """Give back what the job reserved at create (gateway/admission.py); a Redis outage leaves
+    it to expire (gateway.async_jobs.async_hold_seconds)."""
+    try:
+        release_script(get_redis())(keys=list(RESERVATION_KEYS), args=[job_id])
+    except redis.RedisError:
+        log.warning("could not give back the reservation of async job %s", job_id)
 
 
 def sweep() -> int:

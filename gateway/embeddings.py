@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.api_errors import GatewayError, invalid_request
-from gateway import attribution, metrics, simulator
+from gateway import attribution, estimates, metrics, simulator
 from gateway.catalogue import ModelInfo
 from gateway.http import Receive, Scope, Send, respond, upstream_error
 from gateway.keycache import KeyInfo
@@ -321,7 +321,9 @@ class EmbeddingsAPI:
                 f"{model.name}.",
                 param="dimensions",
             )
-        await self.app.admit(store, key, model, headers, family="embeddings")
+        await self.app.admit(store, key, model, headers, family="embeddings",
+                             request_id=request_id,
+                             estimate=estimates.embeddings(model, request.texts))  # fmt: skip
         vectors, tokens = await self.embed(model, request, request_id)
         if any(len(v) < dimensions for v in vectors):
             raise upstream_error("The model server sent vectors shorter than asked for.")

@@ -26,10 +26,10 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from gateway import attribution, metrics
-from gateway.admission import Admissions, settle_keys
+from gateway.admission import RESERVATION_KEYS, Admissions
 from gateway.batching import Batcher
 from gateway.keycache import KeyInfo
-from gateway.settlement import UNSETTLED, USAGE_STREAM, owed_by_group, owed_by_key
+from gateway.settlement import UNSETTLED, USAGE_STREAM, owed_by_group
 from gateway.sources import lua, sql
 from usage.metrics import CACHE_COUNTS, COST_COLUMNS, COST_PARTS, COUNTS
 
@@ -81,7 +81,7 @@ METER_SQL = sql(
     arrays=", ".join(f"%s::{kind}[]" for _, _, kind in METER_COLUMNS),
     names=", ".join(f'"{field}"' for field in METER_FIELDS),
 )
-METER_STREAM_LUA = lua("settle_one", "meter_stream")
+METER_STREAM_LUA = lua("settle_one", "reserve_one", "meter_stream")
 
 
 class Metering:
@@ -129,21 +129,28 @@ class Metering:
         started = time.perf_counter()
         await self._meterings.submit(params)
         metrics.METERING_LAG.observe(time.perf_counter() - started)
-        self._admissions.settle(key, params["total"])
+        self._admissions.settle(key, params["total"], params["request_id"])
 
     async def _stream_many(self, items: list[tuple[KeyInfo, dict[str, Any]]]) -> list[None]:
-        keys: list[str] = []
+        keys: list[str] = [*RESERVATION_KEYS, USAGE_STREAM, UNSETTLED]
         args: list[Any] = [len(items)]
+        now = time.time()
         for key, params in items:
             limited = key.monthly_limit_micros is not None
-            keys += settle_keys(key)
+            item, rids, n = self._admissions.settle_item(key, params["request_id"], now)
+            keys += item
+            budgets = [int(counter.split(":")[2]) for counter in item[4:]]
             args += [
                 params["total"],
+                ",".join(rids),
+                n,
                 owed_by_group(key.group_id),
-                owed_by_key(key.id) if limited else "",
-                orjson.dumps({**params, "limited": limited}),
+                self._admissions.owed_fields(key, item),
+                orjson.dumps({**params, "limited": limited, "budgets": budgets}),
             ]
-        await self._meter_stream(keys=[*keys, USAGE_STREAM, UNSETTLED], args=args)
+        await self._meter_stream(keys=keys, args=args)
+        for _, params in items:
+            self._admissions.held.pop(params["request_id"], None)
         return [None] * len(items)
 
     async def write_many(self, rows: list[dict[str, Any]]) -> list[Exception | None]:

@@ -672,6 +672,23 @@ SPEC: dict[str, Any] = {
                             "type": {"type": "string"},
                             "code": {"type": "string"},
                             "param": {"type": "string", "nullable": True},
+                            # 402 budget_exceeded: the hard budget that refused the request.
+                            "budget": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "scope": {"type": "string", "enum": ["group", "key"]},
+                                    "name": {"type": "string"},
+                                    "amount": {"type": "number"},
+                                    "window": {"type": "string"},
+                                    "spent": {"type": "number"},
+                                    "resets_at": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                        "nullable": True,
+                                    },
+                                },
+                            },
                         },
                     }
                 },

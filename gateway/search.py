@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.api_errors import GatewayError, invalid_request
-from gateway import metrics, simulator
+from gateway import estimates, metrics, simulator
 from gateway.http import Receive, Scope, Send, respond, upstream_error
 from gateway.keycache import KeyInfo
 from usage.metrics import PER_M, counts_of
@@ -204,7 +204,8 @@ class SearchAPI:
                 "search_type",
             )
         scope["portal.model"] = model.name
-        await self.app.admit(store, key, model, headers, family="search")
+        await self.app.admit(store, key, model, headers, family="search", request_id=request_id,
+                             estimate=estimates.search(model, request.context_size))  # fmt: skip
         started = time.perf_counter()
         answer = await self.fetch(model, request, request_id)
         cost = compute_cost(model.prices, Usage(search_context_size=request.context_size))

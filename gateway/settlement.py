@@ -34,7 +34,7 @@ from gateway.sources import lua
 log = logging.getLogger("portal.gateway")
 
 # The stream of usage not yet in PostgreSQL, its consumer group, the amounts it owes per group
-# ('g:<id>') and per key with a spend limit ('k:<id>'), and where rows PostgreSQL refuses for good
+# ('g:<id>'), per key with a spend limit ('k:<id>') and per hard budget ('b:<id>'), and where rows PostgreSQL refuses for good
 # are kept.
 USAGE_STREAM = "portal:usage"
 SETTLERS = "settlers"
@@ -198,8 +198,9 @@ class Settler:
     ) -> None:
         args: list[Any] = [SETTLERS]
         for entry_id, data, _ in done:
-            key_field = owed_by_key(data["key_id"]) if data.get("limited") else ""
-            args += [entry_id, owed_by_group(data["group_id"]), key_field, data["total"]]
+            fields = [owed_by_key(data["key_id"])] if data.get("limited") else []
+            fields += [f"b:{budget}" for budget in data.get("budgets") or ()]
+            args += [entry_id, owed_by_group(data["group_id"]), ",".join(fields), data["total"]]
         for entry_id in gone:
             args += [entry_id, "", "", 0]
         if len(args) > 1:

@@ -36,7 +36,9 @@ Where each part lives (this module only opens the connections and puts them toge
   gateway/keycache.py      API keys: memory, Redis, PostgreSQL; revocations followed (fail closed)
   gateway/invalid_keys.py  the limit on database look-ups of unknown keys per client address
   gateway/catalogue.py     the enabled models and their prices
-  gateway/admission.py     the admission round trip; committed costs settled in the cached balance
+  gateway/admission.py     the admission round trip and reservations; committed costs settled
+  gateway/budgets.py       the hard budgets of the groups served, their windows and spend
+  gateway/estimates.py     what a request may cost at most (its reservation)
   gateway/metering.py      recording a request's usage (commit or stream)
   gateway/settlement.py    the write-behind settler: the usage stream into PostgreSQL
   gateway/batching.py      group calls (one round trip serves the requests waiting for it)
@@ -59,6 +61,7 @@ from redis.backoff import NoBackoff
 
 from gateway.admission import Admission, Admissions
 from gateway.batching import Batcher
+from gateway.budgets import BudgetCache
 from gateway.catalogue import Catalogue, ModelInfo, RateInfo
 from gateway.invalid_keys import InvalidKeyLimiter, TooManyInvalidKeys, client_bucket
 from gateway.keycache import KeyCache, KeyInfo
@@ -136,7 +139,12 @@ class Store:
             settings.GATEWAY_KEY_CACHE_SECONDS,
         )
         self.catalogue = Catalogue(self.pool)
-        self.admissions = Admissions(self.pool, self.redis, self._follow_up, self._spawn)
+        self.budgets = BudgetCache(self.pool)
+        self.admissions = Admissions(
+            self.pool, self.redis, self._follow_up, self._spawn, self.budgets,
+            bound=settings.GATEWAY_OVERDRAFT_BOUND_MICROS,
+            hold_seconds=settings.GATEWAY_RESERVATION_SECONDS,
+        )  # fmt: skip
         # Write-behind (GATEWAY_METERING=stream): metering appends to the usage stream, and a
         # settler task writes the stream to PostgreSQL. The settler runs in either mode, so a
         # stream left over from stream mode is settled after a switch back to commit.
@@ -180,7 +188,7 @@ class Store:
         if not self._opened:
             await self.pool.open(wait=False)
             self._opened = True
-            loops = [self.keys.watch(), self.keys.follow_changes()]
+            loops = [self.keys.watch(), self.keys.follow_changes(), self.budgets.follow()]
             if settler:
                 loops.insert(0, self.settler.run())
             self._tasks = [asyncio.ensure_future(loop) for loop in loops]
@@ -188,7 +196,7 @@ class Store:
     async def close(self) -> None:
         # The flags, not only the cancellation, end the background loops: a client library that
         # turns a cancellation into a timeout error must not keep them running.
-        self.keys.closing = self.settler.closing = True
+        self.keys.closing = self.settler.closing = self.budgets.closing = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from zoneinfo import available_timezones
 
 from django import forms
 from django_countries import countries
@@ -29,6 +31,12 @@ TAX_ID_EXAMPLES = {
 TAX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 .\-/]{1,30}[A-Za-z0-9]$")
 
 
+@lru_cache(maxsize=1)
+def time_zones() -> frozenset[str]:
+    """The IANA time zone names zoneinfo knows (and UTC)."""
+    return frozenset(available_timezones() | {"UTC"})
+
+
 class APIGroupForm(forms.ModelForm):
     class Meta:
         model = APIGroup
@@ -42,8 +50,10 @@ class APIGroupForm(forms.ModelForm):
             "postal_code",
             "country",
             "tax_id",
+            "time_zone",
         ]
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        labels = {"time_zone": "Time zone"}
         help_texts = {
             "tax_id": "Letters, digits, spaces and . - / only. Common formats: "
             + "; ".join(f"{c}: {v}" for c, v in list(TAX_ID_EXAMPLES.items())[:6])
@@ -74,8 +84,23 @@ class APIGroupForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
         return tax_id
 
+    def clean_time_zone(self) -> str:
+        """An IANA time zone zoneinfo knows; left empty, the group keeps the one it has."""
+        name = (self.cleaned_data.get("time_zone") or "").strip()
+        if not name:
+            return self.instance.time_zone or "UTC"
+        if name not in time_zones():
+            raise forms.ValidationError(
+                "Choose an IANA time zone such as Europe/Paris, America/New_York or UTC."
+            )
+        return name
+
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
+        zone = self.fields["time_zone"]
+        zone.required = False
+        zone.widget = forms.Select(choices=[(z, z) for z in sorted(time_zones())])
+        zone.help_text = "Budget windows (daily, weekly, monthly) start at midnight here."
         # Tailor the tax ID help to the country being entered (or saved).
         country = str(self.data.get("country") or getattr(self.instance, "country", "") or "")
         example = TAX_ID_EXAMPLES.get(country)

@@ -30,8 +30,13 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from billing import pdf
+from billing.budgets import BudgetError, budget_create, budget_delete, budget_update
 from billing.models import Invoice
 from billing.selectors import (
+    BudgetStatus,
+    budget_get_for_group,
+    budget_spend,
+    budgets_for_group,
     credit_account_get,
     credit_lots_for_account,
     invoice_get_for_group,
@@ -68,6 +73,7 @@ from management.http import (
 from management.selectors import ai_model_by_name, billing_profile_for, group_details_form
 from management.serializers import (
     api_key_json,
+    budget_json,
     credit_lot_json,
     group_json,
     invitation_json,
@@ -735,6 +741,115 @@ def key_regenerate(
     except APIKeyError as exc:
         raise _domain_error(exc) from None
     return {**api_key_json(issued.key), "secret": issued.secret}
+
+
+# --- budgets ---------------------------------------------------------------------------------
+
+
+def _budget(request: ManagementRequest, budget_id: str) -> Any:
+    if not (budget_id.isascii() and budget_id.isdigit() and len(budget_id) < 19):
+        raise not_found(f"No budget with id “{budget_id[:40]}” in this API group.")
+    try:
+        return budget_get_for_group(group=request.group, budget_id=int(budget_id))
+    except Http404:
+        raise not_found(f"No budget with id “{budget_id}” in this API group.") from None
+
+
+def _budget_out(budget: Any) -> dict[str, Any]:
+    return budget_json(BudgetStatus(budget, *budget_spend(budget)))
+
+
+def _budget_error(exc: BudgetError) -> Exception:
+    names = {"amount": "amount_micros", "key": "key_id"}
+    return invalid(str(exc), param=names.get(exc.field or "", exc.field))
+
+
+@api.get(
+    "/budgets",
+    response=responses(s.BudgetList),
+    operation_id="listBudgets",
+    tags=["Budgets"],
+    summary="List the group's and its keys' budgets, with what each window has spent",
+    url_name="budgets",
+)
+def budgets_list(request: ManagementRequest) -> dict[str, Any]:
+    rows = budgets_for_group(group=request.group)
+    return {"object": "list", "data": [budget_json(r) for r in rows], "has_more": False}
+
+
+@api.post(
+    "/budgets",
+    response=responses(s.Budget, status=201, writes=True),
+    operation_id="createBudget",
+    tags=["Budgets"],
+    summary="Create a budget of the group, or of one of its keys (key_id)",
+    description="One budget per window for the group and per key. A hard budget refuses "
+    "requests with 402 budget_exceeded once spent; it is in force within about a second.",
+)
+def budgets_create(request: ManagementRequest, payload: s.BudgetCreate) -> Status:
+    key = _key(request, payload.key_id) if payload.key_id is not None else None
+    try:
+        budget = budget_create(
+            group=request.group, api_key=key, amount_micros=payload.amount_micros,
+            window=payload.window, enforcement=payload.enforcement,
+            actor=request.management_key, request=request,
+        )  # fmt: skip
+    except BudgetError as exc:
+        raise _budget_error(exc) from None
+    return Status(201, _budget_out(budget))
+
+
+@api.get(
+    "/budgets/{budget_id}",
+    response=responses(s.Budget),
+    operation_id="getBudget",
+    tags=["Budgets"],
+    summary="Get a budget and what its current window has spent",
+    url_name="budget",
+)
+def budget_get(request: ManagementRequest, budget_id: str) -> dict[str, Any]:
+    return _budget_out(_budget(request, budget_id))
+
+
+@api.patch(
+    "/budgets/{budget_id}",
+    response=responses(s.Budget, writes=True),
+    operation_id="updateBudget",
+    tags=["Budgets"],
+    summary="Change a budget's amount or enforcement",
+    description="Its owner and window stay; delete it and create another to change them.",
+)
+def budget_patch(request: ManagementRequest, budget_id: str, payload: s.BudgetUpdate) -> Any:
+    budget = _budget(request, budget_id)
+    sent = payload.model_fields_set
+    try:
+        budget = budget_update(
+            budget=budget,
+            amount_micros=payload.amount_micros
+            if "amount_micros" in sent
+            else budget.amount_micros,
+            enforcement=payload.enforcement if "enforcement" in sent else budget.enforcement,
+            actor=request.management_key,
+            request=request,
+        )
+    except BudgetError as exc:
+        raise _budget_error(exc) from None
+    return _budget_out(budget)
+
+
+@api.delete(
+    "/budgets/{budget_id}",
+    response=responses(s.Budget, writes=True),
+    operation_id="deleteBudget",
+    tags=["Budgets"],
+    summary="Delete a budget",
+    url_name="budget_delete",
+)
+def budget_remove(request: ManagementRequest, budget_id: str) -> Any:
+    budget = _budget(request, budget_id)
+    out = _budget_out(budget)
+    budget_delete(budget=budget, actor=request.management_key, request=request)
+    return out
 
 
 # --- members and invitations -----------------------------------------------------------------

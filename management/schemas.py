@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from billing.budgets import MAX_BUDGET_MICROS
 from keys import restrictions as key_restrictions
 from keys.services import MAX_GRACE_SECONDS, MAX_MONTHLY_LIMIT_MICROS
 from members.models import Role
@@ -98,6 +99,14 @@ class GroupUpdate(Body):
     tax_id: Annotated[
         Text, Field(max_length=32, description="Checked per country (python-stdnum).")
     ] = None  # type: ignore[assignment]
+    time_zone: Annotated[
+        Text,
+        Field(
+            max_length=64,
+            description="An IANA time zone (e.g. Europe/Paris): budget windows start at "
+            "midnight here.",
+        ),
+    ] = None  # type: ignore[assignment]
 
 
 RestrictionList = Annotated[list[str], Field(max_length=key_restrictions.MAX_ENTRIES)]
@@ -154,6 +163,34 @@ class MemberUpdate(Body):
 class InvitationCreate(Body):
     email: Annotated[Text, Field(max_length=254, json_schema_extra={"format": "email"})]
     role: RoleName = "member"
+
+
+BudgetAmount = Annotated[
+    int,
+    Field(ge=1, le=MAX_BUDGET_MICROS, description="Micro-dollars (1 USD = 1,000,000)."),
+]
+WindowName = Literal["daily", "weekly", "monthly", "lifetime"]
+EnforcementName = Literal["hard", "soft"]
+
+
+class BudgetCreate(Body):
+    amount_micros: BudgetAmount
+    window: WindowName = Field(
+        description="daily, weekly (from Monday), monthly or lifetime; windows start at "
+        "midnight in the group's time zone."
+    )
+    enforcement: EnforcementName = Field(
+        "hard", description="hard: requests are refused (402 budget_exceeded) once it is spent; "
+        "soft: alerts only.",
+    )  # fmt: skip
+    key_id: Annotated[
+        Text, Field(max_length=40, description="An API key's id; leave out for the whole group.")
+    ] = None  # type: ignore[assignment]
+
+
+class BudgetUpdate(Body):
+    amount_micros: BudgetAmount = None  # type: ignore[assignment]
+    enforcement: EnforcementName = None  # type: ignore[assignment]
 
 
 class NoBody(Body):
@@ -296,6 +333,7 @@ class Group(Out):
     postal_code: str
     country: str = Field(description="ISO 3166-1 alpha-2 code, or empty.")
     tax_id: str
+    time_zone: str = Field(description="IANA time zone: budget windows start at midnight here.")
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -511,6 +549,33 @@ class ApiKey(Out):
     previous_secret: PreviousSecret | None = Field(
         description="The secret before the last regeneration, while its grace period runs."
     )
+
+
+class Budget(Out):
+    object: Literal["budget"]
+    id: str
+    scope: Literal["group", "key"]
+    key_id: str | None
+    key_name: str | None
+    amount_micros: Micros
+    amount_display: Display
+    window: WindowName
+    enforcement: EnforcementName
+    spent_micros: Micros = Field(description="Spent in the current window (committed usage).")
+    spent_display: Display
+    remaining_micros: Micros
+    remaining_display: Display
+    window_start: Timestamp
+    window_end: Timestamp | None = Field(description="When it resets; null for lifetime.")
+    time_zone: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class BudgetList(Out):
+    object: Literal["list"]
+    data: list[Budget]
+    has_more: bool
 
 
 class ApiKeyWithSecret(ApiKey):

@@ -8,6 +8,7 @@ from typing import Any
 from django.urls import reverse
 
 from billing.models import CreditLot, Invoice, InvoiceLine, LedgerEntry
+from billing.selectors import BudgetStatus
 from core.money import format_cents, format_usd
 from groups.models import APIGroup
 from keys.models import APIKey
@@ -42,6 +43,7 @@ def group_json(group: APIGroup) -> dict[str, Any]:
         "postal_code": group.postal_code,
         "country": str(group.country or ""),
         "tax_id": group.tax_id,
+        "time_zone": group.time_zone,
         "created_at": iso(group.created_at),
         "updated_at": iso(group.updated_at),
     }
@@ -209,4 +211,27 @@ def credit_lot_json(lot: CreditLot) -> dict[str, Any]:
         "expired_at": iso(lot.expired_at),
         "expired_micros": lot.expired_micros,
         "created_at": iso(lot.created_at),
+    }
+
+
+def budget_json(status: BudgetStatus) -> dict[str, Any]:
+    """A budget with its current window's spend (billing.selectors.BudgetStatus)."""
+    budget = status.budget
+    key = budget.api_key
+    return {
+        "object": "budget",
+        "id": str(budget.pk),
+        "scope": "key" if key is not None else "group",
+        "key_id": key.public_id if key is not None else None,
+        "key_name": key.name if key is not None else None,
+        **money("amount", budget.amount_micros),
+        "window": budget.window,
+        "enforcement": budget.enforcement,
+        **money("spent", status.spent_micros),
+        **money("remaining", status.remaining_micros),
+        "window_start": iso(status.window_start),
+        "window_end": iso(status.window_end),
+        "time_zone": budget.group.time_zone,
+        "created_at": iso(budget.created_at),
+        "updated_at": iso(budget.updated_at),
     }

@@ -460,6 +460,20 @@ GATEWAY_BASE_URL = env.str("GATEWAY_BASE_URL", default=SITE_URL)
 ALERTS_WEBHOOK_ALLOW_HTTP = env.bool("ALERTS_WEBHOOK_ALLOW_HTTP", default=not PRODUCTION)
 # Seconds one webhook try may take (connect + response) before it counts as failed.
 ALERTS_WEBHOOK_TIMEOUT = env.float("ALERTS_WEBHOOK_TIMEOUT", default=10.0)
+
+# Spend controls (docs/gateway.md, "Overdraft bound"): every billable request reserves an estimate
+# of its cost at admission — from max_tokens / max_output_tokens, or this many output tokens when
+# absent, at the model's prices plus request and tool fees, at most GATEWAY_RESERVATION_CAP_MICROS
+# — against its group's balance and hard budgets. A group's balance (and a hard budget) may go at
+# most GATEWAY_OVERDRAFT_BOUND_MICROS past zero (past its amount) through requests whose cost is
+# within their reservation. A reservation its worker never gave back expires after
+# GATEWAY_RESERVATION_SECONDS (async jobs: their lease × attempts + requeue time).
+GATEWAY_OVERDRAFT_BOUND_MICROS = env.int("GATEWAY_OVERDRAFT_BOUND_MICROS", default=0)
+GATEWAY_RESERVATION_CAP_MICROS = env.int("GATEWAY_RESERVATION_CAP_MICROS", default=2_000_000)
+GATEWAY_RESERVATION_DEFAULT_OUTPUT_TOKENS = env.int(
+    "GATEWAY_RESERVATION_DEFAULT_OUTPUT_TOKENS", default=4096
+)
+GATEWAY_RESERVATION_SECONDS = env.int("GATEWAY_RESERVATION_SECONDS", default=1800)
 # Async chat completions (/async/chat/completions, gateway/async_runner.py): results are kept
 # ASYNC_RESULT_TTL seconds (Perplexity: 7 days); a job's upstream call may take
 # ASYNC_UPSTREAM_TIMEOUT seconds, and a worker holds a job for that plus two minutes (its lease)

@@ -73,7 +73,10 @@ def _billing_objects(group) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         status="paid", group=group, period_key="2025-10", period_start=now, period_end=now,
         issued_at=now, bill_to_name=group.name, issuer_name="Operator",
     )  # fmt: skip
-    return {"card": card, "payment": payment, "paid": paid, "invoice": invoice}
+    from billing.models import Budget
+
+    budget = Budget.objects.create(group=group, amount_micros=5_000_000, window="monthly")
+    return {"card": card, "payment": payment, "paid": paid, "invoice": invoice, "budget": budget}
 
 
 def _alerts_objects(group) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -141,6 +144,10 @@ def _endpoint(o: Objects) -> dict[str, str]:
     return {"endpoint_id": o["endpoint"].public_id}
 
 
+def _budget(o: Objects) -> dict[str, str]:
+    return {"budget_id": o["budget"].pk}
+
+
 ROUTES: dict[str, Route] = {
     "groups:home": Route(("GET",), member_can=("GET",)),
     "groups:details": Route(("GET", "POST"), member_can=("GET",)),
@@ -170,6 +177,9 @@ ROUTES: dict[str, Route] = {
     "billing:complete": Route(("GET", "POST"), objects=_payment),
     "billing:auto_top_up": Route(("POST",)),
     "billing:low_balance": Route(("POST",)),
+    "billing:budget_add": Route(("POST",)),
+    "billing:budget_edit": Route(("POST",), objects=_budget),
+    "billing:budget_delete": Route(("POST",), objects=_budget),
     "billing:invoices": Route(("GET",), member_can=("GET",)),
     "billing:invoice": Route(("GET",), member_can=("GET",), objects=_invoice),
     "billing:invoice_pdf": Route(("GET",), member_can=("GET",), objects=_invoice),

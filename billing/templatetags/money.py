@@ -22,3 +22,9 @@ def usd_precise(micros: int | None) -> str:
 def cents(value: int | None) -> str:
     """Whole cents → "$1,234.57" (invoice amounts are stored in cents, already rounded)."""
     return "—" if value is None else format_cents(int(value))
+
+
+@register.filter
+def dollars(micros: int | None) -> str:
+    """Micros → "1234.50" (a form input's value; whole cents)."""
+    return "" if micros is None else f"{int(micros) / 1_000_000:.2f}"

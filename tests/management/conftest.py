@@ -83,6 +83,7 @@ def make_invoice(group, number: str = "", period_key: str = "2025-10") -> Any:  
 
 def build_world(group, user) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """One object of each kind in `group`, for endpoints that name objects."""
+    from billing.models import Budget
     from billing.services import credits_grant
     from members.services import invitation_create
 
@@ -97,4 +98,5 @@ def build_world(group, user) -> dict[str, Any]:  # type: ignore[no-untyped-def]
             group=group, email=f"invitee{group.pk}@example.com", role="member", actor=user
         ).invitation,
         "invoice": make_invoice(group),
+        "budget": Budget.objects.create(group=group, amount_micros=5_000_000, window="monthly"),
     }

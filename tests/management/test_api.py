@@ -410,7 +410,7 @@ def test_openapi_document_and_reference_page_cover_every_route(client):
     assert doc["openapi"].startswith("3.")
     assert doc["components"]["securitySchemes"]["ManagementKeyAuth"]["scheme"] == "bearer"
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
-    assert len(documented) == 24
+    assert len(documented) == 29  # 24 + the five budget operations
     routes = {
         "/v1/management/" + str(p.pattern).replace("<key_id>", "{key_id}")
         for p in get_resolver("management.api_urls").url_patterns
@@ -420,6 +420,7 @@ def test_openapi_document_and_reference_page_cover_every_route(client):
         r.replace("<member_id>", "{member_id}")
         .replace("<invitation_id>", "{invitation_id}")
         .replace("<invoice_id>", "{invoice_id}")
+        .replace("<budget_id>", "{budget_id}")
         for r in routes
     }
     for path, method in documented:  # each route answers that method (401 without a key)

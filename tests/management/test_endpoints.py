@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 @dataclass(frozen=True)
 class Case:
     method: str
-    path: str  # {key}, {member}, {invitation}, {invoice} name the world's objects
+    path: str  # {key}, {member}, {invitation}, {invoice}, {budget} name the world's objects
     ok: int = 200
     body: dict[str, Any] | None = None
 
@@ -37,6 +37,7 @@ class Case:
             member=world["membership"].public_id,
             invitation=world["invitation"].public_id,
             invoice=world["invoice"].public_id,
+            budget=world["budget"].pk,
         )
 
 
@@ -65,6 +66,11 @@ CASES: dict[str, Case] = {
     "listInvoices": Case("GET", "invoices"),
     "getInvoice": Case("GET", "invoices/{invoice}"),
     "getInvoicePdf": Case("GET", "invoices/{invoice}/pdf"),
+    "listBudgets": Case("GET", "budgets"),
+    "createBudget": Case("POST", "budgets", 201, {"amount_micros": 2_000_000, "window": "daily"}),
+    "getBudget": Case("GET", "budgets/{budget}"),
+    "updateBudget": Case("PATCH", "budgets/{budget}", body={"amount_micros": 9_000_000}),
+    "deleteBudget": Case("DELETE", "budgets/{budget}"),
 }
 CALLERS = ["admin", "read_only", "inference", "other_group"]
 
