@@ -108,6 +108,7 @@ class Catalogue:
         self.presets: dict[str, PresetInfo] = {}
         self.limits: dict[str, RateInfo] = {}  # by family
         self._model_rates: dict[str, RateInfo] = {}  # by model name: its default family's
+        self._own_rates: dict[str, RateInfo] = {}  # by model name: its own rate_limit_rpm
         self._loaded = 0.0
         self._refreshing = False
 
@@ -140,8 +141,10 @@ class Catalogue:
             self.tool_fees = {name: fee for name, fee in tools}
             self.presets = _presets(presets)
             self.limits = {name: rate_info(name, name, pm, ps) for name, pm, ps in limits}
+            # Built once per catalogue read, not per request.
+            self._own_rates = {m.name: own_rate(m) for m in self._models.values()}
             self._model_rates = {
-                m.name: self.limits.get(default_family(m.name, m.apis)) or own_rate(m)
+                m.name: self.limits.get(default_family(m.name, m.apis)) or self._own_rates[m.name]
                 for m in self._models.values()
             }
             self._loaded = time.monotonic()
@@ -155,11 +158,13 @@ class Catalogue:
             if model is None:
                 return None
             found = self._model_rates.get(model.name)
-            return found if found is not None else own_rate(model)
+            return (
+                found if found is not None else self._own_rates.get(model.name) or own_rate(model)
+            )
         found = self.limits.get(family)
         if found is not None or model is None:
             return found
-        return own_rate(model)
+        return self._own_rates.get(model.name) or own_rate(model)
 
     def agent_prices(self, model: ModelInfo) -> AgentPrices:
         """The prices of an Agent API response on this model (for usage.pricing.agent_cost)."""
