@@ -43,14 +43,6 @@ class AutoTopUpForm(forms.Form):
     amount = DollarField(label="Add this amount (USD)")
 
 
-class LowBalanceForm(forms.Form):
-    level = DollarField(
-        required=False,
-        label="E-mail Admins when the balance falls below (USD)",
-        help_text="Leave empty to turn the alert off.",
-    )
-
-
 class BudgetForm(forms.Form):
     """A new budget: of the whole group or (scope "keys") of one of its active keys."""
 

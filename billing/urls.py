@@ -13,7 +13,6 @@ urlpatterns = [
     path("payments/<str:payment_id>/", views.payment, name="payment"),
     path("payments/<str:payment_id>/complete/", views.complete, name="complete"),
     path("auto-top-up/", views.auto_top_up, name="auto_top_up"),
-    path("low-balance-alert/", views.low_balance, name="low_balance"),
     path("budgets/", views.budget_add, name="budget_add"),
     path("budgets/<int:budget_id>/", views.budget_edit, name="budget_edit"),
     path("budgets/<int:budget_id>/delete/", views.budget_remove, name="budget_delete"),

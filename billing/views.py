@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.security import reauthentication_required
 from billing import payments, pdf
 from billing.budgets import BudgetError, budget_create, budget_delete, budget_update
-from billing.forms import AutoTopUpForm, BudgetEditForm, BudgetForm, LowBalanceForm, PurchaseForm
+from billing.forms import AutoTopUpForm, BudgetEditForm, BudgetForm, PurchaseForm
 from billing.invoicing.documents import group_address, issuer_details
 from billing.invoicing.periods import period_from_key
 from billing.models import Payment, PaymentStatus
@@ -114,15 +114,6 @@ def _page(request: GroupRequest, status: int = 200, **forms: object) -> HttpResp
                 "enabled": profile.auto_top_up_enabled,
                 "threshold": f"{profile.auto_top_up_threshold_micros / 1e6:.2f}",
                 "amount": f"{profile.auto_top_up_amount_micros / 1e6:.2f}",
-            },
-        ),
-        "alert_form": forms.get("alert_form")
-        or LowBalanceForm(
-            prefix="alert",
-            initial={
-                "level": f"{profile.low_balance_alert_micros / 1e6:.2f}"
-                if profile.low_balance_alert_micros
-                else ""
             },
         ),
         "budgets": budget_context(request, "group", forms.get("budget_form")),
@@ -300,26 +291,6 @@ def auto_top_up(request: GroupRequest) -> HttpResponse:
                 auto_top_up_task.delay_on_commit(request.group.pk)
             return _to_billing(request)
     return _page(request, status=422, top_up_form=form)
-
-
-@admin_required
-@require_POST
-def low_balance(request: GroupRequest) -> HttpResponse:
-    form = LowBalanceForm(request.POST, prefix="alert")
-    if form.is_valid():
-        try:
-            payments.low_balance_alert_configure(
-                group=request.group,
-                level_micros=form.cleaned_data["level"],
-                actor=request.user,
-                request=request,
-            )
-        except payments.BillingError as exc:
-            form.add_error("level", str(exc))
-        else:
-            messages.success(request, "Low-balance alert saved.")
-            return _to_billing(request)
-    return _page(request, status=422, alert_form=form)
 
 
 # --- Invoice history -----------------------------------------------------------------------

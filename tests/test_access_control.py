@@ -176,7 +176,6 @@ ROUTES: dict[str, Route] = {
     "billing:payment": Route(("GET",), objects=_payment),
     "billing:complete": Route(("GET", "POST"), objects=_payment),
     "billing:auto_top_up": Route(("POST",)),
-    "billing:low_balance": Route(("POST",)),
     "billing:budget_add": Route(("POST",)),
     "billing:budget_edit": Route(("POST",), objects=_budget),
     "billing:budget_delete": Route(("POST",), objects=_budget),

@@ -11,7 +11,7 @@ for i = 2, #ARGV, 4 do
       local fields = {ARGV[i + 1]}
       for field in string.gmatch(ARGV[i + 2], '[^,]+') do fields[#fields + 1] = field end
       for _, field in ipairs(fields) do
-        if field ~= '' and redis.call('HINCRBY', KEYS[2], field, -cost) <= 0 then
+        if field ~= '' and redis.call('HINCRBY', KEYS[2], field, 0 - cost) <= 0 then
           redis.call('HDEL', KEYS[2], field)
         end
       end

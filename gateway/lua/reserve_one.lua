@@ -14,7 +14,7 @@ local function release(rid)
     for part in string.gmatch(d, '[^|]+') do
       if amount == nil then
         amount = tonumber(part)
-      elseif redis.call('HINCRBY', RES, part, -amount) <= 0 then
+      elseif redis.call('HINCRBY', RES, part, 0 - amount) <= 0 then
         redis.call('HDEL', RES, part)
       end
     end

@@ -5,7 +5,7 @@
 local function settle(b, cost)
   local flags = 0
   if redis.call('EXISTS', KEYS[b + 1]) == 1 then
-    local bal = redis.call('HINCRBY', KEYS[b + 1], 'bal', -cost)
+    local bal = redis.call('HINCRBY', KEYS[b + 1], 'bal', 0 - cost)
     local thr = tonumber(redis.call('HGET', KEYS[b + 1], 'thr') or '-1')
     if thr >= 0 and bal < thr and bal + cost >= thr then
       if redis.call('SET', KEYS[b + 4], '1', 'NX', 'EX', 60) then flags = flags + 2 end

@@ -76,7 +76,6 @@ FORM_FIELDS = {
     "buy-amount": ("credits/", {}),
     "topup-threshold": ("auto-top-up/", {"topup-enabled": "on", "topup-amount": "25"}),
     "topup-amount": ("auto-top-up/", {"topup-enabled": "on", "topup-threshold": "5"}),
-    "alert-level": ("low-balance-alert/", {}),
 }
 
 
