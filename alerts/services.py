@@ -32,10 +32,10 @@ from alerts.models import (
     WebhookEndpoint,
     new_event_id,
 )
-from alerts.spend import budget_window_spend
 from alerts.tasks import deliver_webhook, email_alert
 from audit.services import acting_user, audit_record
 from billing.models import Budget, CreditAccount
+from billing.selectors import budget_spend
 from core.money import MAX_AMOUNT_MICROS, format_usd
 from groups.models import APIGroup
 from members.models import Membership
@@ -303,7 +303,7 @@ def alerts_evaluate(*, group: APIGroup, now: datetime | None = None) -> list[Ale
         if alert.kind == AlertKind.BUDGET and alert.budget is not None and alert.percent:
             budget = alert.budget
             if budget.pk not in spends:
-                spends[budget.pk] = budget_window_spend(budget, now)
+                spends[budget.pk] = budget_spend(budget, now)
             spent, start, end = spends[budget.pk]
             # The threshold in micros, rounded up: "80 %" of $0.000003 fires at 3 micros, not 2.
             threshold = -(-budget.amount_micros * alert.percent // 100)

@@ -28,9 +28,10 @@ from alerts.services import (
     webhook_attempt,
     webhook_endpoint_create,
 )
-from alerts.spend import budget_window_spend, window_bounds
 from billing.models import BillingProfile
+from billing.selectors import budget_spend
 from billing.services import ledger_post
+from billing.windows import bounds as window_bounds
 from members.models import Membership
 from tests.alerts.conftest import budget, new_key, spend
 from tests.factories import GroupFactory, MembershipFactory
@@ -129,7 +130,7 @@ def test_key_budget_counts_only_that_keys_spend():  # type: ignore[no-untyped-de
     spend(group, k1, 1_000_000, now)
     [firing] = alerts_evaluate(group=group, now=now)
     assert firing.observed_micros == 1_000_000
-    assert budget_window_spend(b, now)[0] == 1_000_000
+    assert budget_spend(b, now)[0] == 1_000_000
 
 
 def test_balance_alert_fires_once_and_rearms_after_a_purchase():  # type: ignore[no-untyped-def]
