@@ -260,12 +260,15 @@ def test_concurrent_long_streams_on_two_workers_stay_within_the_bound_and_each_2
         server.should_exit = True
         thread.join(10)
     statuses = [a.status_code for a in answers]
-    ok, refused = statuses.count(200), statuses.count(402)
-    assert ok + refused == 200 and ok >= 5 and refused >= 150, statuses
+    # On a loaded CI machine a few of the 200 may wait out the connection pool (503, never
+    # charged: they are not in the usage counted below); the bound holds either way.
+    ok, refused, busy = statuses.count(200), statuses.count(402), statuses.count(503)
+    assert ok + refused + busy == 200 and busy <= 5, statuses
+    assert ok >= 5 and refused >= 150, statuses
     for answer in answers:
         if answer.status_code == 200:
             assert answer.text.rstrip().endswith("data: [DONE]")
-        else:
+        elif answer.status_code == 402:
             assert answer.json()["error"]["code"] == "insufficient_credits"
     events = UsageEvent.objects.filter(group=group)
     assert events.count() == ok + 1 == events.values("request_id").distinct().count()
