@@ -16,6 +16,7 @@ of `run` are the Procfile's, which that module's commands are held to.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import faulthandler
 import os
@@ -165,7 +166,18 @@ def ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+# Every process we start (web workers, Celery, the test helpers' servers) imports the project;
+# with PYTHONDONTWRITEBYTECODE set (this machine, the Dockerfile) Python would compile every
+# module again in each one: 9 s before a restarted web process answers instead of 3.
+def compile_sources() -> None:
+    """Write the project's bytecode once (a no-op for files that have not changed)."""
+    for top in sorted(BASE_DIR.iterdir()):
+        if top.is_dir() and (top / "__init__.py").exists():
+            compileall.compile_dir(top, quiet=2, workers=0)
+
+
 def cmd_test(args: list[str]) -> int:
+    compile_sources()
     chromium = chromium_path()
     ensure_chromium(chromium, may_install=may_install_chromium(chromium))
     with services(mode="test", port=0) as env:
@@ -178,6 +190,7 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_exec(args: list[str]) -> int:
+    compile_sources()
     with services(mode="exec", port=int(os.environ.get("PORT", "8000"))) as env:
         return subprocess.run(args, cwd=BASE_DIR, env=env).returncode
 

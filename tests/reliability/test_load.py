@@ -29,6 +29,11 @@ SATURATION_CLIENTS = 32
 SATURATION_SECONDS = 15.0
 SATURATION_WARMUP = 5.0
 SHARE = 0.70
+# The same 2-core machine measured 484 req/s one day and 2,325 the next (another host, or its
+# CPU bursting). At 2,325 the 70 % (1,628 req/s) outran what it then sustained for two minutes:
+# the queues grew and it answered 503s and timed out (CI, 2026-12-02), while 1,480 req/s held
+# cleanly on 2026-11-29. Above this cap the test would measure the host's burst credit, not us.
+RATE_CAP = 1200.0
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -47,7 +52,7 @@ def test_seventy_percent_of_saturation_without_errors(stack):  # type: ignore[no
     t0 = min(t for t, _ in saturation.timeline)
     steady = sum(1 for t, s in saturation.timeline if s == 200 and t >= t0 + SATURATION_WARMUP)
     saturation.rate = steady / (saturation.seconds - SATURATION_WARMUP)
-    rate = max(20.0, SHARE * saturation.rate)
+    rate = max(20.0, min(RATE_CAP, SHARE * saturation.rate))
 
     since = last_event_id(stack)
     before = balances(stack)
