@@ -1,4 +1,4 @@
-"""CPU per request of chat completions and the Agent API, measured inside one process.
+"""CPU per request of chat completions (without and with budgets) and the Agent API, in one process.
 
 The gateway app is called directly (ASGI, no HTTP server, no load generator in the way) against
 the benchmark's fake upstream, 3,000 requests per row, 16 at a time; each row is the process CPU
@@ -58,27 +58,33 @@ async def call(app, path: str, body: dict, key: str, stream: bool) -> int:  # ty
     return status[0]
 
 
-async def main(secrets: list[str]) -> None:
+async def main(secrets: list[str], budgeted: list[str]) -> None:
     from gateway.app import GatewayApp
 
     app = GatewayApp()
     agent_body = {**bench.AGENT_BODY, **({"store": False} if os.environ.get("NOSTORE") else {})}
-    rows = (("chat", "/chat/completions", bench.BODY), ("agent", "/v1/responses", agent_body))
+    rows = (
+        ("chat", "/chat/completions", bench.BODY, secrets),
+        # the same, with keys under a hard group budget and a hard key budget each
+        ("budgets", "/chat/completions", bench.BODY, budgeted),
+        ("agent", "/v1/responses", agent_body, secrets),
+    )
     for stream in (False, True):
         for rep in range(3):
-            for name, path, body in rows:
+            for name, path, body, keys in rows:
                 numbers = iter(range(N))
                 codes: dict[int, int] = {}
 
                 async def worker(
                     path: str = path,
                     body: dict = body,
+                    keys: list[str] = keys,
                     numbers=numbers,
                     codes=codes,  # type: ignore[no-untyped-def]
                     stream: bool = stream,
                 ) -> None:
                     for i in numbers:
-                        code = await call(app, path, body, secrets[i % len(secrets)], stream)
+                        code = await call(app, path, body, keys[i % len(keys)], stream)
                         codes[code] = codes.get(code, 0) + 1
 
                 profile = os.environ.get("PROF") == name and rep == 2 and not stream
@@ -91,7 +97,7 @@ async def main(secrets: list[str]) -> None:
                 if profiler:
                     profiler.disable()
                     profiler.dump_stats(f"inprocess-{name}.prof")
-                print(f"stream={'yes' if stream else 'no '} {name:5s} rep {rep}: "
+                print(f"stream={'yes' if stream else 'no '} {name:7s} rep {rep}: "
                       f"{1000 * cpu / N:.3f} ms CPU/request, {N / wall:,.0f} req/s {codes}",
                       flush=True)  # fmt: skip
     await app.aclose()
@@ -104,8 +110,11 @@ if __name__ == "__main__":
         [sys.executable, str(HERE / "servers.py"), "upstream", "--port", str(port)]
     )
     try:
-        keys, _ = bench.prepare_database(f"http://127.0.0.1:{port}", groups=5, keys_per_group=10)
+        keys, run_id = bench.prepare_database(
+            f"http://127.0.0.1:{port}", groups=5, keys_per_group=10
+        )
+        budgeted = bench.prepare_budgeted(run_id, groups=5, keys_per_group=10)
         time.sleep(1.5)
-        asyncio.run(main(keys))
+        asyncio.run(main(keys, budgeted))
     finally:
         upstream.terminate()

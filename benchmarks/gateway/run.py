@@ -11,6 +11,9 @@ One run on this machine, against one fast fake upstream (benchmarks/gateway/serv
            committed to PostgreSQL before the answer (GATEWAY_METERING=commit);
   portal-stream  the same with write-behind metering (GATEWAY_METERING=stream): the usage is
            appended to a Redis stream before the answer and settled into PostgreSQL in batches;
+  portal-budgets  the `portal` server on chat completions with keys whose groups and keys have
+           hard budgets (a monthly group budget and a daily budget per key), against `portal`'s
+           keys that have none: what the spend controls cost on the hot path;
   portal-responses, portal-search  the `portal` server on the Agent API (`POST /v1/responses`)
            and the Search API (`POST /search`, not streamed), same key check and metering;
   litellm  the LiteLLM proxy 1.108 (`litellm[proxy]` in its own venv, `.local/litellm-venv`,
@@ -69,7 +72,7 @@ EMBED_BODY = {
 }
 PORTALS = ("portal", "portal-stream", "granian")  # targets that run our gateway
 # Their 200s are reconciled with the ledger.
-METERED = (*PORTALS, "portal-responses", "portal-search", "portal-embeddings")
+METERED = (*PORTALS, "portal-budgets", "portal-responses", "portal-search", "portal-embeddings")
 UNSTREAMED = ("portal-search", "portal-embeddings")  # targets that have no streamed form
 
 
@@ -175,6 +178,34 @@ def prepare_database(upstream: str, groups: int, keys_per_group: int) -> tuple[l
         for k in range(keys_per_group):
             secrets.append(api_key_create(group=group, name=f"bench {k}").secret)
     return secrets, run
+
+
+def prepare_budgeted(run_id: str, groups: int, keys_per_group: int) -> list[str]:
+    """Groups like prepare_database's whose group and every key have hard budgets, amounts no
+    request reaches: every admission checks and reserves against two budgets besides the
+    balance, and every metering moves their counters."""
+    from accounts.models import User
+    from billing.budgets import budget_create
+    from billing.services import credits_grant
+    from groups.services import api_group_create
+    from keys.services import api_key_create
+
+    secrets = []
+    for g in range(groups):
+        user, _ = User.objects.get_or_create(email=f"bench-gw-{g}@bench.example")
+        group = api_group_create(creator=user, name=f"Bench gateway {run_id} budgets {g}")
+        credits_grant(
+            group=group, amount_micros=1_000_000_000_000, reason="benchmark",
+            reference=f"bench:{group.public_id}",
+        )  # fmt: skip
+        budget_create(group=group, amount_micros=500_000_000_000, window="monthly")
+        for k in range(keys_per_group):
+            issued = api_key_create(group=group, name=f"bench budgeted {k}")
+            budget_create(
+                group=group, api_key=issued.key, amount_micros=10_000_000_000, window="daily"
+            )
+            secrets.append(issued.secret)
+    return secrets
 
 
 def counters(run_id: str) -> dict[str, int]:
@@ -451,6 +482,11 @@ async def amain(ns: argparse.Namespace) -> None:
     redis_url = private_redis.enter_context(launcher.redis(logs / "redis", append_only=True))
     os.environ["REDIS_URL"] = redis_url
     secrets, run_id = prepare_database(upstream, groups=5, keys_per_group=10)
+    budgeted = (
+        prepare_budgeted(run_id, groups=5, keys_per_group=10)
+        if "portal-budgets" in ns.targets
+        else []
+    )
     litellm = ensure_litellm() if "litellm" in ns.targets else None
 
     from django.conf import settings as dj
@@ -520,6 +556,12 @@ async def amain(ns: argparse.Namespace) -> None:
                 name, f"http://127.0.0.1:{port}/chat/completions", p,
                 [f"Bearer {s}" for s in secrets],
             )  # fmt: skip
+            if name == "portal" and "portal-budgets" in ns.targets:
+                # The same server and API, keys under a group budget and a key budget each.
+                targets["portal-budgets"] = Target(
+                    "portal-budgets", f"http://127.0.0.1:{port}/chat/completions", p,
+                    [f"Bearer {s}" for s in budgeted],
+                )  # fmt: skip
             if name == "portal" and "portal-responses" in ns.targets:
                 # The same server, on the Agent API (a Responses upstream, proxied and repriced).
                 targets["portal-responses"] = Target(
@@ -754,6 +796,35 @@ def report(
                     f"| {'yes' if stream else 'no'} | {rate}/s | {chat:+.2f} | {resp:+.2f} | "
                     f"{chat_cpu:.3f} | {resp_cpu:.3f} | {resp_cpu / max(chat_cpu, 1e-9):.2f}× |"
                 )  # fmt: skip
+    if ("portal-budgets", False) in sat_results and ("portal", False) in sat_results:
+        lines += [
+            "",
+            "### Spend controls: budgets and reservation (same server, same run)",
+            "",
+            "`portal-budgets` is the `portal` server on `POST /chat/completions` with keys whose",
+            "group has a hard monthly budget and each key a hard daily one: admission reserves the",
+            "request's estimate against the balance and both budgets in one Lua call, metering",
+            "releases it and moves both budgets' counters. `portal`'s keys have no budget (the",
+            "balance reservation alone). Same server, same run, targets alternating.",
+            "",
+            "| stream | rate | added p50 no budgets | added p50 budgets | CPU ms/req no budgets | CPU ms/req budgets | CPU ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for stream in (False, True):
+            plain, budgets = (
+                sat_results[("portal", stream)],
+                sat_results[("portal-budgets", stream)],
+            )
+            plain_cpu = plain.cpu / max(plain.ok, 1) * 1000
+            budgets_cpu = budgets.cpu / max(budgets.ok, 1) * 1000
+            for rate in ns.rates:
+                d = pct(open_results[("direct", rate, stream)].latencies, 0.5)
+                a = pct(open_results[("portal", rate, stream)].latencies, 0.5) - d
+                b = pct(open_results[("portal-budgets", rate, stream)].latencies, 0.5) - d
+                lines.append(
+                    f"| {'yes' if stream else 'no'} | {rate}/s | {a:+.2f} | {b:+.2f} | "
+                    f"{plain_cpu:.3f} | {budgets_cpu:.3f} | {budgets_cpu / max(plain_cpu, 1e-9):.2f}× |"
+                )  # fmt: skip
     if ("portal-search", False) in sat_results and ("portal", False) in sat_results:
         chat_sat, search_sat = sat_results[("portal", False)], sat_results[("portal-search", False)]
         chat_cpu = chat_sat.cpu / max(chat_sat.ok, 1) * 1000
@@ -866,9 +937,11 @@ def main() -> None:
     parser.add_argument("--soak-targets", nargs="+", default=["portal-stream"], choices=PORTALS)
     parser.add_argument(
         "--targets", nargs="+",
-        default=["proxy", "portal", "portal-responses", "portal-search", "portal-embeddings",
+        default=["proxy", "portal", "portal-budgets", "portal-responses", "portal-search",
+                 "portal-embeddings",
                  "portal-stream", "litellm"],
-        choices=["proxy", "portal", "portal-responses", "portal-search", "portal-embeddings",
+        choices=["proxy", "portal", "portal-budgets", "portal-responses", "portal-search",
+                 "portal-embeddings",
                  "portal-stream", "granian", "litellm"],
     )  # fmt: skip
     parser.add_argument(
