@@ -43,6 +43,17 @@ def deliveries_for_group(*, group: Any, limit: int = 50) -> QuerySet[WebhookDeli
     )
 
 
+def deliveries_for_endpoint(*, endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
+    """One endpoint's deliveries with their tries and the alert that fired (none for tests)."""
+    return (
+        WebhookDelivery.objects.filter(endpoint=endpoint)
+        .select_related("endpoint", "firing__alert")
+        .prefetch_related(
+            Prefetch("attempt_log", queryset=WebhookAttempt.objects.order_by("number"))
+        )
+    )
+
+
 def firings_for_group(*, group: Any, limit: int = 20) -> QuerySet[AlertFiring]:
     return AlertFiring.objects.filter(alert__group=group).select_related("alert")[:limit]
 

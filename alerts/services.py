@@ -168,6 +168,17 @@ class AlertInput:
     webhooks: list[WebhookEndpoint] | None = None
     enabled: bool = True
 
+    @classmethod
+    def of(cls, alert: Alert) -> AlertInput:
+        """The alert as it is: the starting point of a change that names only some fields."""
+        return cls(
+            name=alert.name, kind=alert.kind, budget=alert.budget, percent=alert.percent,
+            balance_threshold_micros=alert.balance_threshold_micros,
+            members=list(alert.members.all()), extra_emails=list(alert.extra_emails),
+            send_email=alert.send_email, webhooks=list(alert.webhooks.all()),
+            enabled=alert.enabled,
+        )  # fmt: skip
+
 
 def _validated(group: APIGroup, data: AlertInput) -> dict[str, Any]:
     name = data.name.strip()

@@ -63,8 +63,13 @@ def check_url(url: str) -> str:
     and tests (`ALERTS_WEBHOOK_ALLOW_HTTP`, on unless DJANGO_ENV=production). In production,
     literal private, loopback and link-local addresses are refused too."""
     url = url.strip()
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise WebhookURLError("Enter a full https:// URL (no spaces or control characters).")
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. an unclosed IPv6 bracket: "https://[abc/"
+        raise WebhookURLError("Enter a full https:// URL.") from None
     if parts.scheme not in ("https", "http") or not host:
         raise WebhookURLError("Enter a full https:// URL.")
     if parts.username or parts.password:

@@ -29,6 +29,25 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer
 
+from alerts.models import Alert, AlertKind, WebhookEndpoint
+from alerts.selectors import (
+    alert_get_for_group,
+    alerts_for_group,
+    deliveries_for_endpoint,
+    webhook_endpoint_get_for_group,
+    webhook_endpoints_for_group,
+)
+from alerts.services import (
+    AlertError,
+    AlertInput,
+    alert_create,
+    alert_delete,
+    alert_update,
+    webhook_endpoint_create,
+    webhook_endpoint_delete,
+    webhook_endpoint_test,
+    webhook_endpoint_update,
+)
 from billing import pdf
 from billing.budgets import BudgetError, budget_create, budget_delete, budget_update
 from billing.models import Invoice
@@ -44,6 +63,7 @@ from billing.selectors import (
     ledger_transactions,
     tier_info,
 )
+from core.money import MAX_AMOUNT_MICROS
 from core.replica import reading_from_replica
 from groups.services import api_group_update
 from keys.models import APIKey
@@ -72,6 +92,7 @@ from management.http import (
 )
 from management.selectors import ai_model_by_name, billing_profile_for, group_details_form
 from management.serializers import (
+    alert_json,
     api_key_json,
     budget_json,
     credit_lot_json,
@@ -85,6 +106,8 @@ from management.serializers import (
     money,
     tier_json,
     totals_json,
+    webhook_delivery_json,
+    webhook_endpoint_json,
 )
 from members.models import Invitation
 from members.selectors import (
@@ -196,13 +219,17 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
     elif param.endswith("_micros"):  # money: integer micro-dollars only
         message = (
             f"{shown} must be a whole number of micro-dollars (1 USD = 1,000,000) from 1 to "
-            f"{MAX_MONTHLY_LIMIT_MICROS}, or null."
+            + _MICROS_RANGE.get(param, f"{MAX_MONTHLY_LIMIT_MICROS}, or null.")
         )
     elif kind == "value_error":
         message = f"{shown} {error.get('ctx', {}).get('error', error.get('msg', ''))}."
     else:
         message = f"{shown}: {error.get('msg', 'invalid value')}."
     return invalid(message, param=param).response()
+
+
+# The money fields whose bounds differ from the keys' monthly limit (the message's default).
+_MICROS_RANGE = {"balance_threshold_micros": f"{MAX_AMOUNT_MICROS}."}
 
 
 def _domain_error(exc: APIKeyError | MembershipError) -> Exception:
@@ -850,6 +877,296 @@ def budget_remove(request: ManagementRequest, budget_id: str) -> Any:
     out = _budget_out(budget)
     budget_delete(budget=budget, actor=request.management_key, request=request)
     return out
+
+
+# --- alerts and webhook endpoints ------------------------------------------------------------
+
+# The alerts services name the page's form fields; the API's fields are these.
+_ALERT_PARAMS = {
+    "budget": "budget_id",
+    "balance_threshold": "balance_threshold_micros",
+    "members": "member_ids",
+    "webhooks": "webhook_endpoint_ids",
+}
+_THRESHOLD_FIELDS = {
+    AlertKind.BUDGET: ("budget_id", "percent"),
+    AlertKind.BALANCE: ("balance_threshold_micros",),
+}
+
+
+def _alert_error(exc: AlertError) -> Exception:
+    if exc.field:
+        return invalid(str(exc), param=_ALERT_PARAMS.get(exc.field, exc.field))
+    return invalid(str(exc), code="invalid_state")
+
+
+def _alert(request: ManagementRequest, alert_id: str) -> Alert:
+    return get_or_404(alert_get_for_group, "alert", alert_id, group=request.group)
+
+
+def _endpoint(request: ManagementRequest, endpoint_id: str) -> WebhookEndpoint:
+    return get_or_404(
+        webhook_endpoint_get_for_group, "webhook endpoint", endpoint_id, group=request.group
+    )
+
+
+def _alert_input(
+    request: ManagementRequest, payload: s.AlertCreate | s.AlertUpdate, current: AlertInput
+) -> AlertInput:
+    """`current` with the fields sent; ids are looked up in the group (another group's: 404).
+    A threshold field of the other kind is refused rather than ignored; changing the kind drops
+    the old kind's threshold. The rules themselves are alerts.services' (`_validated`)."""
+    sent = payload.model_fields_set
+    kind = payload.kind if "kind" in sent and payload.kind is not None else current.kind
+    for kind_, fields in _THRESHOLD_FIELDS.items():
+        for name in fields:
+            if kind_ != kind and name in sent:
+                raise invalid(f"“{name}” is for {kind_} alerts; this is a {kind} alert.", name)
+    data = dataclasses.replace(current, kind=kind)
+    if kind != current.kind:
+        data.budget = data.percent = data.balance_threshold_micros = None
+    if "name" in sent:
+        data.name = payload.name
+    if "budget_id" in sent:
+        data.budget = _budget(request, payload.budget_id)
+    if "percent" in sent:
+        data.percent = payload.percent
+    if "balance_threshold_micros" in sent:
+        data.balance_threshold_micros = payload.balance_threshold_micros
+    if "member_ids" in sent:
+        data.members = [
+            get_or_404(membership_get_for_group, "member", member_id, group=request.group)
+            for member_id in dict.fromkeys(payload.member_ids)
+        ]
+    if "extra_emails" in sent:
+        data.extra_emails = list(payload.extra_emails)
+    if "send_email" in sent:
+        data.send_email = payload.send_email
+    if "webhook_endpoint_ids" in sent:
+        data.webhooks = [
+            _endpoint(request, endpoint_id)
+            for endpoint_id in dict.fromkeys(payload.webhook_endpoint_ids)
+        ]
+    if "enabled" in sent:
+        data.enabled = payload.enabled
+    return data
+
+
+@api.get(
+    "/alerts",
+    response=responses(s.AlertList),
+    operation_id="listAlerts",
+    tags=["Alerts"],
+    summary="List alerts",
+    description="Budget-percentage and balance alerts, with their recipients and channels.",
+    url_name="alerts",
+)
+@_replica_reads
+def alerts_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
+    alerts = alerts_for_group(group=request.group)
+    return paginate(alerts, page, alert_json, time_field="created_at")
+
+
+@api.post(
+    "/alerts",
+    response=responses(s.Alert, status=201, writes=True),
+    operation_id="createAlert",
+    tags=["Alerts"],
+    summary="Create an alert",
+    description="A percentage of a budget (kind budget: budget_id, percent 1–1000) or a "
+    "balance below an amount (kind balance: balance_threshold_micros). It fires once per "
+    "crossing per window to its e-mail recipients and webhook endpoints; it needs at least one.",
+)
+def alerts_create(request: ManagementRequest, payload: s.AlertCreate) -> Status:
+    data = _alert_input(request, payload, AlertInput(name="", kind=payload.kind))
+    try:
+        alert = alert_create(
+            group=request.group, data=data, actor=request.management_key, request=request
+        )
+    except AlertError as exc:
+        raise _alert_error(exc) from None
+    return Status(201, alert_json(alert))
+
+
+@api.get(
+    "/alerts/{alert_id}",
+    response=responses(s.Alert),
+    operation_id="getAlert",
+    tags=["Alerts"],
+    summary="Get an alert",
+    url_name="alert",
+)
+@_replica_reads
+def alert_get(request: ManagementRequest, alert_id: str) -> dict[str, Any]:
+    return alert_json(_alert(request, alert_id))
+
+
+@api.patch(
+    "/alerts/{alert_id}",
+    response=responses(s.Alert, writes=True),
+    operation_id="updateAlert",
+    tags=["Alerts"],
+    summary="Change an alert",
+    description="Only the fields sent change; a list replaces the whole list. A new kind or "
+    "balance level re-arms the alert.",
+)
+def alert_patch(request: ManagementRequest, alert_id: str, payload: s.AlertUpdate) -> Any:
+    alert = _alert(request, alert_id)
+    data = _alert_input(request, payload, AlertInput.of(alert))
+    try:
+        alert = alert_update(alert=alert, data=data, actor=request.management_key, request=request)
+    except AlertError as exc:
+        raise _alert_error(exc) from None
+    return alert_json(alert)
+
+
+@api.delete(
+    "/alerts/{alert_id}",
+    response=responses(s.Alert, writes=True),
+    operation_id="deleteAlert",
+    tags=["Alerts"],
+    summary="Delete an alert",
+    url_name="alert_delete",
+)
+def alert_remove(request: ManagementRequest, alert_id: str) -> Any:
+    alert = _alert(request, alert_id)
+    out = alert_json(alert)
+    alert_delete(alert=alert, actor=request.management_key, request=request)
+    return out
+
+
+@api.get(
+    "/webhook-endpoints",
+    response=responses(s.WebhookEndpointList),
+    operation_id="listWebhookEndpoints",
+    tags=["Alerts"],
+    summary="List webhook endpoints",
+    url_name="webhook_endpoints",
+)
+@_replica_reads
+def webhook_endpoints_list(request: ManagementRequest, page: Query[s.PageQuery]) -> dict[str, Any]:
+    endpoints = webhook_endpoints_for_group(group=request.group)
+    return paginate(endpoints, page, webhook_endpoint_json, time_field="created_at")
+
+
+@api.post(
+    "/webhook-endpoints",
+    response=responses(s.WebhookEndpointWithSecret, status=201, writes=True),
+    operation_id="createWebhookEndpoint",
+    tags=["Alerts"],
+    summary="Add a webhook endpoint",
+    description="The response holds the signing secret (whsec_…); it is shown only this once.",
+)
+def webhook_endpoints_create(
+    request: ManagementRequest, payload: s.WebhookEndpointCreate
+) -> Status:
+    try:
+        issued = webhook_endpoint_create(
+            group=request.group, name=payload.name, url=payload.url,
+            payload_format=payload.payload_format, actor=request.management_key, request=request,
+        )  # fmt: skip
+    except AlertError as exc:
+        raise _alert_error(exc) from None
+    return Status(201, {**webhook_endpoint_json(issued.endpoint), "secret": issued.secret})
+
+
+@api.get(
+    "/webhook-endpoints/{endpoint_id}",
+    response=responses(s.WebhookEndpoint),
+    operation_id="getWebhookEndpoint",
+    tags=["Alerts"],
+    summary="Get a webhook endpoint",
+    url_name="webhook_endpoint",
+)
+@_replica_reads
+def webhook_endpoint_get(request: ManagementRequest, endpoint_id: str) -> dict[str, Any]:
+    return webhook_endpoint_json(_endpoint(request, endpoint_id))
+
+
+@api.patch(
+    "/webhook-endpoints/{endpoint_id}",
+    response=responses(s.WebhookEndpoint, writes=True),
+    operation_id="updateWebhookEndpoint",
+    tags=["Alerts"],
+    summary="Rename a webhook endpoint, change its URL or payload, or switch it off",
+    description="Only the fields sent change; the signing secret stays.",
+)
+def webhook_endpoint_patch(
+    request: ManagementRequest, endpoint_id: str, payload: s.WebhookEndpointUpdate
+) -> dict[str, Any]:
+    endpoint = _endpoint(request, endpoint_id)
+    sent = payload.model_fields_set
+    try:
+        endpoint = webhook_endpoint_update(
+            endpoint=endpoint,
+            name=payload.name if "name" in sent else endpoint.name,
+            url=payload.url if "url" in sent else endpoint.url,
+            payload_format=payload.payload_format
+            if "payload_format" in sent
+            else endpoint.payload_format,
+            enabled=payload.enabled if "enabled" in sent else endpoint.enabled,
+            actor=request.management_key,
+            request=request,
+        )
+    except AlertError as exc:
+        raise _alert_error(exc) from None
+    return webhook_endpoint_json(endpoint)
+
+
+@api.delete(
+    "/webhook-endpoints/{endpoint_id}",
+    response=responses(s.WebhookEndpoint, writes=True),
+    operation_id="deleteWebhookEndpoint",
+    tags=["Alerts"],
+    summary="Delete a webhook endpoint",
+    description="Its deliveries go with it; alerts stop posting to it.",
+    url_name="webhook_endpoint_delete",
+)
+def webhook_endpoint_remove(request: ManagementRequest, endpoint_id: str) -> dict[str, Any]:
+    endpoint = _endpoint(request, endpoint_id)
+    out = webhook_endpoint_json(endpoint)
+    webhook_endpoint_delete(endpoint=endpoint, actor=request.management_key, request=request)
+    return out
+
+
+@api.get(
+    "/webhook-endpoints/{endpoint_id}/deliveries",
+    response=responses(s.WebhookDeliveryList),
+    operation_id="listWebhookDeliveries",
+    tags=["Alerts"],
+    summary="List an endpoint's deliveries with each try's status code",
+    description="Newest first. A delivery is tried until a 2xx answer, then after 1 min, 5 min, "
+    "30 min, 2 h, 6 h and 12 h before it gives up.",
+    url_name="webhook_deliveries",
+)
+@_replica_reads
+def webhook_deliveries_list(
+    request: ManagementRequest, endpoint_id: str, page: Query[s.PageQuery]
+) -> dict[str, Any]:
+    deliveries = deliveries_for_endpoint(endpoint=_endpoint(request, endpoint_id))
+    return paginate(deliveries, page, webhook_delivery_json, time_field="created_at")
+
+
+@api.post(
+    "/webhook-endpoints/{endpoint_id}/test",
+    response=responses(s.WebhookDelivery, status=202, writes=True),
+    operation_id="testWebhookEndpoint",
+    tags=["Alerts"],
+    summary="Send a signed test event to a webhook endpoint",
+    description="Queues a `test` event (as the Alerts page's “Send test”); the delivery's tries "
+    "appear in its deliveries.",
+    url_name="webhook_endpoint_test",
+)
+def webhook_endpoint_send_test(
+    request: ManagementRequest, endpoint_id: str, payload: s.NoBody
+) -> Status:
+    endpoint = _endpoint(request, endpoint_id)
+    delivery = webhook_endpoint_test(
+        endpoint=endpoint, actor=request.management_key, request=request
+    )
+    # Read back: where tasks run eagerly (development), the first try has already been made.
+    delivery = deliveries_for_endpoint(endpoint=endpoint).get(pk=delivery.pk)
+    return Status(202, webhook_delivery_json(delivery))
 
 
 # --- members and invitations -----------------------------------------------------------------

@@ -14,7 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from alerts.models import AlertKind, DeliveryStatus, PayloadFormat
+from alerts.services import MAX_EXTRA_EMAILS
 from billing.budgets import MAX_BUDGET_MICROS
+from core.money import MAX_AMOUNT_MICROS
 from keys import restrictions as key_restrictions
 from keys.services import MAX_GRACE_SECONDS, MAX_MONTHLY_LIMIT_MICROS
 from members.models import Role
@@ -195,6 +198,105 @@ class BudgetUpdate(Body):
 
 class NoBody(Body):
     """Actions take no fields; an empty body or {} is fine."""
+
+
+AlertKindName = Literal["budget", "balance"]
+assert set(AlertKindName.__args__) == set(AlertKind.values)  # type: ignore[attr-defined]
+PayloadFormatName = Literal["json", "slack"]
+assert set(PayloadFormatName.__args__) == set(PayloadFormat.values)  # type: ignore[attr-defined]
+DeliveryStatusName = Literal["pending", "succeeded", "failed"]
+assert set(DeliveryStatusName.__args__) == set(DeliveryStatus.values)  # type: ignore[attr-defined]
+
+AlertName = Annotated[Text, Field(min_length=1, max_length=100)]
+AlertBudgetId = Annotated[
+    Text, Field(max_length=20, description="Budget alerts: the id of a budget of the group.")
+]
+Percent = Annotated[
+    int,
+    Field(
+        ge=1, le=1000,
+        description="Budget alerts: fires once per budget window when the spend reaches this "
+        "share of the budget (e.g. 50, 80, 100).",
+    ),
+]  # fmt: skip
+BalanceThreshold = Annotated[
+    int,
+    Field(
+        ge=1, le=MAX_AMOUNT_MICROS,
+        description="Balance alerts: fires when the credit balance falls below this many "
+        "micro-dollars; re-arms when it is back at or above it.",
+    ),
+]  # fmt: skip
+PublicIds = Annotated[list[Annotated[Text, Field(max_length=40)]], Field(max_length=100)]
+ExtraEmails = Annotated[
+    list[Annotated[Text, Field(max_length=254)]],
+    Field(max_length=MAX_EXTRA_EMAILS, description="Other addresses to e-mail (at most 20)."),
+]
+MemberIds = Annotated[PublicIds, Field(description="Members of the group to e-mail (their ids).")]
+EndpointIds = Annotated[
+    PublicIds, Field(description="Webhook endpoints of the group to post to (their ids).")
+]
+
+
+class AlertCreate(Body):
+    """An alert needs someone to tell: e-mail recipients (with send_email) or an endpoint."""
+
+    name: AlertName
+    kind: AlertKindName = Field(
+        description="budget: a percentage of a budget (budget_id, percent); balance: the credit "
+        "balance below an amount (balance_threshold_micros)."
+    )
+    budget_id: AlertBudgetId = None  # type: ignore[assignment]
+    percent: Percent = None  # type: ignore[assignment]
+    balance_threshold_micros: BalanceThreshold = None  # type: ignore[assignment]
+    member_ids: MemberIds = Field(default_factory=list)
+    extra_emails: ExtraEmails = Field(default_factory=list)
+    send_email: bool = True
+    webhook_endpoint_ids: EndpointIds = Field(default_factory=list)
+    enabled: bool = True
+
+
+class AlertUpdate(Body):
+    """Only the fields sent change; lists replace the whole list. Changing `kind` drops the
+    other kind's threshold."""
+
+    name: AlertName = None  # type: ignore[assignment]
+    kind: AlertKindName = None  # type: ignore[assignment]
+    budget_id: AlertBudgetId = None  # type: ignore[assignment]
+    percent: Percent = None  # type: ignore[assignment]
+    balance_threshold_micros: BalanceThreshold = None  # type: ignore[assignment]
+    member_ids: MemberIds = None  # type: ignore[assignment]
+    extra_emails: ExtraEmails = None  # type: ignore[assignment]
+    send_email: bool = None  # type: ignore[assignment]
+    webhook_endpoint_ids: EndpointIds = None  # type: ignore[assignment]
+    enabled: bool = None  # type: ignore[assignment]
+
+
+EndpointName = Annotated[Text, Field(min_length=1, max_length=100)]
+EndpointURL = Annotated[
+    Text,
+    Field(
+        min_length=1, max_length=500,
+        description="https:// (plain http only to localhost outside production). Each delivery "
+        "is a POST signed with the endpoint's secret (Portal-Signature).",
+    ),
+]  # fmt: skip
+
+
+class WebhookEndpointCreate(Body):
+    name: EndpointName
+    url: EndpointURL
+    payload_format: PayloadFormatName = Field(
+        "json", description='json: the signed JSON event; slack: {"text": …} for Slack-compatible '
+        "incoming webhooks.",
+    )  # fmt: skip
+
+
+class WebhookEndpointUpdate(Body):
+    name: EndpointName = None  # type: ignore[assignment]
+    url: EndpointURL = None  # type: ignore[assignment]
+    payload_format: PayloadFormatName = None  # type: ignore[assignment]
+    enabled: bool = None  # type: ignore[assignment]
 
 
 # --- query parameters ----------------------------------------------------------------------
@@ -578,6 +680,68 @@ class BudgetList(Out):
     has_more: bool
 
 
+class Alert(Out):
+    object: Literal["alert"]
+    id: str
+    name: str
+    kind: AlertKindName
+    budget_id: str | None
+    percent: int | None
+    balance_threshold_micros: Micros | None
+    balance_threshold_display: Display | None
+    member_ids: list[str]
+    extra_emails: list[str]
+    send_email: bool
+    webhook_endpoint_ids: list[str]
+    enabled: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class WebhookEndpoint(Out):
+    object: Literal["webhook_endpoint"]
+    id: str
+    name: str
+    url: str
+    payload_format: PayloadFormatName
+    enabled: bool
+    secret_masked: str = Field(description="The signing secret's last four characters.")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    secret: str = Field(description="The signing secret (whsec_…). Shown only in this response.")
+
+
+class WebhookAttempt(Out):
+    number: int
+    started_at: Timestamp
+    status_code: int | None = Field(description="The endpoint's answer; null: no answer.")
+    duration_ms: int
+    error: str = Field(description="The network error, if there was no answer.")
+    response_snippet: str = Field(description="The first 500 characters of the answer.")
+
+
+class WebhookDelivery(Out):
+    object: Literal["webhook_delivery"]
+    id: str
+    endpoint_id: str
+    event_id: str = Field(description="The same on every try (Portal-Event-Id).")
+    event_type: str
+    alert_id: str | None = Field(description="The alert that fired; null for a test event.")
+    status: DeliveryStatusName = Field(
+        description="pending: tried again on the back-off schedule; succeeded: a 2xx answer; "
+        "failed: gave up after seven tries."
+    )
+    attempts: int
+    last_status_code: int | None
+    next_attempt_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    attempt_log: list[WebhookAttempt]
+
+
 class ApiKeyWithSecret(ApiKey):
     secret: str = Field(description="The key itself. Shown only in this response.")
 
@@ -693,3 +857,6 @@ ApiKeyList = list_of(ApiKey)
 MemberList = list_of(Member)
 InvitationList = list_of(Invitation)
 InvoiceList = list_of(Invoice)
+AlertList = list_of(Alert)
+WebhookEndpointList = list_of(WebhookEndpoint)
+WebhookDeliveryList = list_of(WebhookDelivery)

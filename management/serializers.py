@@ -7,6 +7,7 @@ from typing import Any
 
 from django.urls import reverse
 
+from alerts.models import Alert, WebhookDelivery, WebhookEndpoint
 from billing.models import CreditLot, Invoice, InvoiceLine, LedgerEntry
 from billing.selectors import BudgetStatus
 from core.money import format_cents, format_usd
@@ -234,4 +235,67 @@ def budget_json(status: BudgetStatus) -> dict[str, Any]:
         "time_zone": budget.group.time_zone,
         "created_at": iso(budget.created_at),
         "updated_at": iso(budget.updated_at),
+    }
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "object": "alert",
+        "id": alert.public_id,
+        "name": alert.name,
+        "kind": alert.kind,
+        "budget_id": str(alert.budget_id) if alert.budget_id is not None else None,
+        "percent": alert.percent,
+        **money("balance_threshold", alert.balance_threshold_micros),
+        "member_ids": sorted(m.public_id for m in alert.members.all()),
+        "extra_emails": list(alert.extra_emails),
+        "send_email": alert.send_email,
+        "webhook_endpoint_ids": sorted(w.public_id for w in alert.webhooks.all()),
+        "enabled": alert.enabled,
+        "created_at": iso(alert.created_at),
+        "updated_at": iso(alert.updated_at),
+    }
+
+
+def webhook_endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "object": "webhook_endpoint",
+        "id": endpoint.public_id,
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "payload_format": endpoint.payload_format,
+        "enabled": endpoint.enabled,
+        "secret_masked": endpoint.masked_secret,
+        "created_at": iso(endpoint.created_at),
+        "updated_at": iso(endpoint.updated_at),
+    }
+
+
+def webhook_delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    """A delivery with its tries (alerts.selectors.deliveries_for_endpoint prefetches them)."""
+    tries = list(delivery.attempt_log.all())
+    return {
+        "object": "webhook_delivery",
+        "id": str(delivery.pk),
+        "endpoint_id": delivery.endpoint.public_id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "alert_id": delivery.firing.alert.public_id if delivery.firing is not None else None,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": tries[-1].status_code if tries else None,
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "created_at": iso(delivery.created_at),
+        "updated_at": iso(delivery.updated_at),
+        "attempt_log": [
+            {
+                "number": t.number,
+                "started_at": iso(t.started_at),
+                "status_code": t.status_code,
+                "duration_ms": t.duration_ms,
+                "error": t.error,
+                "response_snippet": t.response_snippet,
+            }
+            for t in tries
+        ],
     }

@@ -130,3 +130,12 @@ def test_members_read_but_do_not_change(member_client, group, member):  # type: 
     test_url = url(group, "webhook_test", endpoint_id=endpoint.public_id)
     assert member_client.post(test_url).status_code == 403
     assert not WebhookDelivery.objects.exists()
+
+
+def test_a_malformed_webhook_url_is_a_form_error(admin_client, group):  # type: ignore[no-untyped-def]
+    for bad in ("https://[abc/", "https://ops.example.com/a b"):
+        response = admin_client.post(url(group, "webhook_create"), {
+            "webhook-name": "Ops", "webhook-url": bad, "webhook-payload_format": "json",
+        })  # fmt: skip
+        assert response.status_code == 422 and "Enter a full https:// URL" in response.text
+    assert not WebhookEndpoint.objects.exists()

@@ -83,6 +83,7 @@ def make_invoice(group, number: str = "", period_key: str = "2025-10") -> Any:  
 
 def build_world(group, user) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """One object of each kind in `group`, for endpoints that name objects."""
+    from alerts.services import AlertInput, alert_create, webhook_endpoint_create
     from billing.models import Budget
     from billing.services import credits_grant
     from members.services import invitation_create
@@ -90,7 +91,16 @@ def build_world(group, user) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     credits_grant(
         group=group, amount_micros=5_000_000, reason="Welcome", reference=f"grant-{group.pk}"
     )
+    endpoint = webhook_endpoint_create(
+        group=group, name="Ops hook", url="https://hooks.example.com/portal"
+    ).endpoint
+    alert = alert_create(group=group, data=AlertInput(
+        name="Low balance", kind="balance", balance_threshold_micros=1_000_000,
+        extra_emails=["ops@example.com"], webhooks=[endpoint],
+    ))  # fmt: skip
     return {
+        "alert": alert,
+        "webhook_endpoint": endpoint,
         "group": group,
         "key": api_key_create(group=group, name="Server").key,
         "membership": MembershipFactory(group=group, role="member"),

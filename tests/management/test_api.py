@@ -410,7 +410,7 @@ def test_openapi_document_and_reference_page_cover_every_route(client):
     assert doc["openapi"].startswith("3.")
     assert doc["components"]["securitySchemes"]["ManagementKeyAuth"]["scheme"] == "bearer"
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
-    assert len(documented) == 29  # 24 + the five budget operations
+    assert len(documented) == 41  # 24 + five of budgets + five of alerts + seven of webhooks
     routes = {
         "/v1/management/" + str(p.pattern).replace("<key_id>", "{key_id}")
         for p in get_resolver("management.api_urls").url_patterns
@@ -421,6 +421,8 @@ def test_openapi_document_and_reference_page_cover_every_route(client):
         .replace("<invitation_id>", "{invitation_id}")
         .replace("<invoice_id>", "{invoice_id}")
         .replace("<budget_id>", "{budget_id}")
+        .replace("<alert_id>", "{alert_id}")
+        .replace("<endpoint_id>", "{endpoint_id}")
         for r in routes
     }
     for path, method in documented:  # each route answers that method (401 without a key)

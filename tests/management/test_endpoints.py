@@ -23,7 +23,9 @@ pytestmark = pytest.mark.django_db
 @dataclass(frozen=True)
 class Case:
     method: str
-    path: str  # {key}, {member}, {invitation}, {invoice}, {budget} name the world's objects
+    path: (
+        str  # {key}, {member}, {invitation}, {invoice}, {budget}, {alert}, {endpoint}: the world's
+    )
     ok: int = 200
     body: dict[str, Any] | None = None
 
@@ -38,6 +40,8 @@ class Case:
             invitation=world["invitation"].public_id,
             invoice=world["invoice"].public_id,
             budget=world["budget"].pk,
+            alert=world["alert"].public_id,
+            endpoint=world["webhook_endpoint"].public_id,
         )
 
 
@@ -71,6 +75,32 @@ CASES: dict[str, Case] = {
     "getBudget": Case("GET", "budgets/{budget}"),
     "updateBudget": Case("PATCH", "budgets/{budget}", body={"amount_micros": 9_000_000}),
     "deleteBudget": Case("DELETE", "budgets/{budget}"),
+    "listAlerts": Case("GET", "alerts"),
+    "createAlert": Case(
+        "POST",
+        "alerts",
+        201,
+        {
+            "name": "Low",
+            "kind": "balance",
+            "balance_threshold_micros": 2_000_000,
+            "extra_emails": ["finance@example.com"],
+        },
+    ),  # fmt: skip
+    "getAlert": Case("GET", "alerts/{alert}"),
+    "updateAlert": Case("PATCH", "alerts/{alert}", body={"balance_threshold_micros": 3_000_000}),
+    "deleteAlert": Case("DELETE", "alerts/{alert}"),
+    "listWebhookEndpoints": Case("GET", "webhook-endpoints"),
+    "createWebhookEndpoint": Case(
+        "POST", "webhook-endpoints", 201, {"name": "Ops", "url": "https://ops.example.com/h"}
+    ),
+    "getWebhookEndpoint": Case("GET", "webhook-endpoints/{endpoint}"),
+    "updateWebhookEndpoint": Case(
+        "PATCH", "webhook-endpoints/{endpoint}", body={"payload_format": "slack"}
+    ),
+    "deleteWebhookEndpoint": Case("DELETE", "webhook-endpoints/{endpoint}"),
+    "listWebhookDeliveries": Case("GET", "webhook-endpoints/{endpoint}/deliveries"),
+    "testWebhookEndpoint": Case("POST", "webhook-endpoints/{endpoint}/test", 202),
 }
 CALLERS = ["admin", "read_only", "inference", "other_group"]
 
@@ -115,7 +145,8 @@ def test_access(client, group, user, mgmt, other_world, operation, caller):
         if caller == "other_group":
             # Served from the other group: nothing of this group leaks into it.
             text = response.content.decode()
-            for name in ("group", "key", "membership", "invitation", "invoice"):
+            names = ("group", "key", "membership", "invitation", "invoice", "alert")
+            for name in (*names, "webhook_endpoint"):
                 assert world[name].public_id not in text, name
     if status >= 400:
         body = response.json()
