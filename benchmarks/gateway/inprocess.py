@@ -6,7 +6,7 @@ time per request. It isolates the gateway's own work from a shared machine's noi
 
     python -m portal.devstack exec -- .venv/bin/python benchmarks/gateway/inprocess.py
     NOSTORE=1 …   the Agent API with `store: false` (no stored copy)
-    PROF=agent …  also write a cProfile of the third non-streamed agent row (or PROF=chat)
+    PROF=agent …  also write a cProfile of the third agent row (PROF=chat, budgets; agent-stream…)
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ async def main(secrets: list[str], budgeted: list[str]) -> None:
                         code = await call(app, path, body, keys[i % len(keys)], stream)
                         codes[code] = codes.get(code, 0) + 1
 
-                profile = os.environ.get("PROF") == name and rep == 2 and not stream
+                label = f"{name}-stream" if stream else name
+                profile = os.environ.get("PROF") == label and rep == 2
                 profiler = cProfile.Profile() if profile else None
                 if profiler:
                     profiler.enable()
@@ -96,7 +97,7 @@ async def main(secrets: list[str], budgeted: list[str]) -> None:
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 if profiler:
                     profiler.disable()
-                    profiler.dump_stats(f"inprocess-{name}.prof")
+                    profiler.dump_stats(f"inprocess-{label}.prof")
                 print(f"stream={'yes' if stream else 'no '} {name:7s} rep {rep}: "
                       f"{1000 * cpu / N:.3f} ms CPU/request, {N / wall:,.0f} req/s {codes}",
                       flush=True)  # fmt: skip
