@@ -119,10 +119,13 @@ class BudgetCache:
 
     async def _first_read(self, group_id: int) -> None:
         """Read a group's budgets once for all its requests waiting on it (each of them fails
-        with the read; one that is cancelled does not cancel it for the others)."""
+        with the read; one that is cancelled does not cancel it for the others). Each reading it
+        on its own took a connection each: a burst of 500 requests on a new group asked a pool of
+        10 for 250 at once per worker (tests/reliability/test_spend_bound.py)."""
         reading = self._reading.get(group_id)
         if reading is None:
-            reading = asyncio.ensure_future(self._load([group_id]))
+            # One read for many requests: it may wait as long as any (the pool's timeout).
+            reading = asyncio.ensure_future(self._load([group_id], wait=None))
             self._reading[group_id] = reading
             reading.add_done_callback(lambda done: self._read_done(group_id, done))
         await asyncio.shield(reading)
@@ -132,8 +135,8 @@ class BudgetCache:
         if not done.cancelled():
             done.exception()  # retrieved: its waiters were told (or were all gone)
 
-    async def _load(self, group_ids: list[int]) -> None:
-        async with self.pool.connection(timeout=2.0) as conn:
+    async def _load(self, group_ids: list[int], wait: float | None = 2.0) -> None:
+        async with self.pool.connection(timeout=wait) as conn:
             cur = await conn.execute(BUDGETS_SQL, (group_ids,))
             rows = await cur.fetchall()
         found: dict[int, list[BudgetInfo]] = {g: [] for g in group_ids}

@@ -81,10 +81,12 @@ class Seeded:
     budget_key_id: int
     budget_secret: str
     budget_id: int
+    ready_s: float = 0.0  # seconds to start the upstream, seed and see the model listed
 
 
 @pytest.fixture(scope="module")
 def seeded(stack: Stack) -> Iterator[Seeded]:
+    began = time.monotonic()
     upstream, url = stack.start_upstream(chunk_delay=CHUNK_DELAY)
     try:
         started = time.monotonic()
@@ -96,6 +98,7 @@ def seeded(stack: Stack) -> Iterator[Seeded]:
         # until 20 in a row list the model (charged nothing).
         time.sleep(max(0.0, started + 5.5 - time.monotonic()))
         wait_for(lambda: listed(stack, seeded, 20), 30, "the model in every worker's catalogue")
+        seeded.ready_s = time.monotonic() - began
         yield seeded
     finally:
         stop_groups([upstream], grace=5)
@@ -222,6 +225,7 @@ def test_500_long_streams_over_20_keys_and_2_workers_against_5_dollars(stack, se
         "headers_after_ms": waits_ms(answers),
         "seconds": round(took, 1), "spent_micros": int(spent), "final_balance_micros": balance,
         "charged_without_200": charged_402, "settled_in_s": round(settled_in, 2),
+        "ready_s": round(seeded.ready_s, 1),
     })  # fmt: skip
 
     # Every answer is a 200 or a 402 insufficient_credits (a 503 only if a worker's connection
