@@ -4,7 +4,9 @@ A worker keeps the hard budgets of the groups it served in the last BUDGETS_KEEP
 memory and re-reads all of them with one query every BUDGETS_POLL seconds, so a budget created,
 changed or deleted in the portal is in force within about that long on every worker, whether or
 not Redis is reachable (no announcement to lose). A group seen for the first time is read on the
-request path (one indexed query). Should PostgreSQL be unreachable, the last copy is kept.
+request path (one indexed query, shared by every request of the group waiting for it: a burst on
+a new group takes one connection, not one each). Should PostgreSQL be unreachable, the last copy
+is kept.
 
 Spend per budget and window is counted in Redis (`portal:bspend:<budget id>:<window start>`,
 BUDGET_SPEND_TTL seconds, re-read from PostgreSQL on a miss: the usage events of the window plus
@@ -95,6 +97,7 @@ class BudgetCache:
         self.pool = pool
         self._budgets: dict[int, tuple[BudgetInfo, ...]] = {}
         self._used: dict[int, float] = {}  # group -> last served (monotonic)
+        self._reading: dict[int, asyncio.Future[None]] = {}  # group -> its first read under way
         self.closing = False
 
     async def for_key(self, group_id: int, key_id: int) -> tuple[BudgetInfo, ...]:
@@ -102,7 +105,7 @@ class BudgetCache:
         self._used[group_id] = time.monotonic()
         budgets = self._budgets.get(group_id)
         if budgets is None:
-            await self._load([group_id])
+            await self._first_read(group_id)
             budgets = self._budgets.get(group_id, ())
         if not budgets:
             return ()
@@ -114,8 +117,26 @@ class BudgetCache:
             b for b in self._budgets.get(group_id, ()) if b.key_id is None or b.key_id == key_id
         )
 
-    async def _load(self, group_ids: list[int]) -> None:
-        async with self.pool.connection(timeout=2.0) as conn:
+    async def _first_read(self, group_id: int) -> None:
+        """Read a group's budgets once for all its requests waiting on it (each of them fails
+        with the read; one that is cancelled does not cancel it for the others). Each reading it
+        on its own took a connection each: a burst of 500 requests on a new group asked a pool of
+        10 for 250 at once per worker (tests/reliability/test_spend_bound.py)."""
+        reading = self._reading.get(group_id)
+        if reading is None:
+            # One read for many requests: it may wait as long as any (the pool's timeout).
+            reading = asyncio.ensure_future(self._load([group_id], wait=None))
+            self._reading[group_id] = reading
+            reading.add_done_callback(lambda done: self._read_done(group_id, done))
+        await asyncio.shield(reading)
+
+    def _read_done(self, group_id: int, done: asyncio.Future[None]) -> None:
+        self._reading.pop(group_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: its waiters were told (or were all gone)
+
+    async def _load(self, group_ids: list[int], wait: float | None = 2.0) -> None:
+        async with self.pool.connection(timeout=wait) as conn:
             cur = await conn.execute(BUDGETS_SQL, (group_ids,))
             rows = await cur.fetchall()
         found: dict[int, list[BudgetInfo]] = {g: [] for g in group_ids}

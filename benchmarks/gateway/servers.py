@@ -10,6 +10,10 @@ including `num_search_queries`), at once; with `"stream": true` it sends five SS
 carrying usage, then `[DONE]`. `POST /embeddings` answers like an OpenAI-compatible embeddings
 server (vLLM): 1,024 floats and 512 prompt tokens per text. The proxy forwards the body and streams the answer back: no auth,
 no metering — the practical limit of a Python pass-through.
+
+`upstream --chunk-delay S` (default 0, which the benchmark uses) holds each chat completion open:
+a stream waits S seconds before each chunk after the first, a plain answer waits as long as the
+whole stream would. tests/reliability/test_spend_bound.py uses it for long concurrent streams.
 """
 
 from __future__ import annotations
@@ -138,11 +142,17 @@ async def responses_handler(request: web.Request) -> web.StreamResponse:
 async def upstream_handler(request: web.Request) -> web.StreamResponse:
     payload = orjson.loads(await request.read())
     model = payload.get("model", "bench")
+    delay = request.app["chunk_delay"]
+    parts = chunks(model)
     if not payload.get("stream"):
+        if delay:
+            await asyncio.sleep(delay * (len(parts) - 1))
         return web.Response(body=completion(model), content_type="application/json")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
-    for chunk in chunks(model):
+    for i, chunk in enumerate(parts):
+        if delay and i:
+            await asyncio.sleep(delay)
         await resp.write(chunk)
     await resp.write_eof()
     return resp
@@ -214,8 +224,9 @@ def serve(app: web.Application, port: int) -> None:
     web.run_app(app, sock=reuse_port_socket(port), print=None, access_log=None)
 
 
-def upstream_app() -> web.Application:
+def upstream_app(chunk_delay: float = 0.0) -> web.Application:
     app = web.Application()
+    app["chunk_delay"] = chunk_delay
     app.router.add_post("/chat/completions", upstream_handler)
     app.router.add_post("/v1/chat/completions", upstream_handler)
     app.router.add_post("/responses", responses_handler)
@@ -274,9 +285,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="upstream: seconds")
     ns = parser.parse_args()
     if ns.role == "upstream":
-        serve(upstream_app(), ns.port)
+        serve(upstream_app(ns.chunk_delay), ns.port)
         return
     procs = [
         multiprocessing.Process(target=_proxy_worker, args=(ns.port, ns.upstream), daemon=True)

@@ -29,6 +29,7 @@ from portal.launcher import (
     kill_group,
     stop_groups,
     wait_for,
+    wait_for_port,
 )
 
 ROOT = launcher.BASE_DIR
@@ -89,6 +90,27 @@ class Stack:
         from gateway.store import wait_settled
 
         return wait_settled(redis.Redis.from_url(self.redis.url), timeout)
+
+    def start_upstream(self, *, chunk_delay: float) -> tuple[subprocess.Popen, str]:
+        """Another fake upstream (benchmarks/gateway/servers.py), holding chat completions open
+        for chunk_delay seconds per chunk; the caller stops it (launcher.stop_groups)."""
+        port = free_port()
+        proc = launcher.spawn(
+            [PY, str(ROOT / "benchmarks/gateway/servers.py"), "upstream", "--port", str(port),
+             "--chunk-delay", str(chunk_delay)], env=self.env, log=self.base / "upstream-slow.log",
+            append=True,
+        )  # fmt: skip
+        wait_for_port(port, 20, "the slow upstream")
+        return proc, f"http://127.0.0.1:{port}"
+
+    def seed_spend(self, upstream_url: str, *, credit: int, keys: int, budget: int) -> dict:
+        """tests.reliability.seed's spend(): a priced model on upstream_url, a group holding
+        exactly `credit` µ$ with `keys` keys, and a key with a hard monthly budget of `budget`."""
+        out = subprocess.run(
+            [PY, "-m", "tests.reliability.seed", "spend", upstream_url, str(credit), str(keys),
+             str(budget)], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     def sql(self, query: str, params: list | None = None) -> list[tuple]:
         with psycopg.connect(self.postgres.url, autocommit=True) as c:
