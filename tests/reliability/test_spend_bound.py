@@ -34,8 +34,9 @@ import orjson
 import pytest
 import redis
 
-from gateway.admission import RESERVATION_KEYS
+from gateway.admission import RESERVATION_DATA, RESERVATIONS, RESERVED
 from gateway.estimates import text_tokens
+from gateway.settlement import owed_by_group
 from portal.launcher import stop_groups, wait_for
 from tests.reliability.conftest import record
 from tests.reliability.stack import Stack, charged_without_200
@@ -169,12 +170,22 @@ def bound(stack: Stack) -> int:
     return int(stack.env.get("GATEWAY_OVERDRAFT_BOUND_MICROS", "0"))  # settings' default: 0
 
 
-def wait_unreserved(stack: Stack, timeout: float = 5.0) -> dict[str, int]:
-    """Wait for every reservation to be given back; what is still held after `timeout`."""
+def wait_unreserved(
+    stack: Stack, fields: list[str], request_ids: list[str], timeout: float = 5.0
+) -> dict[str, int]:
+    """Wait for this test's reservations to be given back; what is still held after `timeout`:
+    the reserved totals of the group and budget `fields` in `portal:res`, and how many of these
+    requests are still listed. (Only ours: a
+    request cut by an earlier test's SIGKILL keeps its reservation until it expires.)"""
     client = redis.Redis.from_url(stack.redis.url)
+    rids = [r for r in request_ids if r]
     deadline = time.monotonic() + timeout
     while True:
-        held = {k: int(client.exists(k)) for k in RESERVATION_KEYS}
+        held = {
+            "reserved_micros": sum(int(client.hget(RESERVED, f) or 0) for f in fields),
+            "requests": sum(client.zscore(RESERVATIONS, r) is not None for r in rids),
+            "data": sum(client.hexists(RESERVATION_DATA, r) for r in rids),
+        }
         if not any(held.values()) or time.monotonic() > deadline:
             return held
         time.sleep(0.05)
@@ -200,7 +211,7 @@ def test_500_long_streams_over_20_keys_and_2_workers_against_5_dollars(stack, se
     answers = run(all_at_once(stack.url, seeded.model, seeded.secrets, STREAMS, stream=True))
     took = time.monotonic() - began
     settled_in = stack.wait_settled()
-    held = wait_unreserved(stack)
+    held = wait_unreserved(stack, [owed_by_group(seeded.group_id)], [a.request_id for a in answers])
 
     statuses = Counter(a.status for a in answers)
     ok = [a for a in answers if a.status == 200]
@@ -256,7 +267,8 @@ def test_a_key_budget_under_200_concurrent_requests_holds_to_the_bound(stack, se
     answers = run(all_at_once(stack.url, seeded.model, secrets, BUDGET_REQUESTS, stream=False))
     took = time.monotonic() - began
     stack.wait_settled()
-    held = wait_unreserved(stack)
+    fields = [owed_by_group(seeded.budget_group_id), f"b:{seeded.budget_id}"]
+    held = wait_unreserved(stack, fields, [a.request_id for a in answers])
 
     statuses = Counter(a.status for a in answers)
     ok = [a for a in answers if a.status == 200]
