@@ -710,6 +710,29 @@ async def amain(ns: argparse.Namespace) -> None:
     )
 
 
+def side_by_side(ns, open_results, sat_results, other, base_label, other_label) -> list[str]:  # type: ignore[no-untyped-def]
+    """A table of `other` against `portal` (same server, same run): added p50 per rate and CPU
+    per request at saturation, streamed and not."""
+    lines = [
+        f"| stream | rate | added p50 {base_label} | added p50 {other_label} | "
+        f"CPU ms/req {base_label} | CPU ms/req {other_label} | CPU ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stream in (False, True):
+        base, them = sat_results[("portal", stream)], sat_results[(other, stream)]
+        base_cpu = base.cpu / max(base.ok, 1) * 1000
+        their_cpu = them.cpu / max(them.ok, 1) * 1000
+        for rate in ns.rates:
+            d = pct(open_results[("direct", rate, stream)].latencies, 0.5)
+            a = pct(open_results[("portal", rate, stream)].latencies, 0.5) - d
+            b = pct(open_results[(other, rate, stream)].latencies, 0.5) - d
+            lines.append(
+                f"| {'yes' if stream else 'no'} | {rate}/s | {a:+.2f} | {b:+.2f} | "
+                f"{base_cpu:.3f} | {their_cpu:.3f} | {their_cpu / max(base_cpu, 1e-9):.2f}× |"
+            )
+    return lines
+
+
 def report(
     ns, targets, open_results, sat_results, ledger, revocation, rss_start, rss_end, soak, db
 ) -> None:  # type: ignore[no-untyped-def]
@@ -778,24 +801,8 @@ def report(
             "proxied: usage re-priced with our prices, one web_search invocation charged, the",
             "response stored in Redis) against `portal` on `POST /chat/completions`.",
             "",
-            "| stream | rate | added p50 chat | added p50 responses | CPU ms/req chat | CPU ms/req responses | CPU ratio |",
-            "|---|---|---|---|---|---|---|",
+            *side_by_side(ns, open_results, sat_results, "portal-responses", "chat", "responses"),
         ]  # fmt: skip
-        for stream in (False, True):
-            chat_sat, resp_sat = (
-                sat_results[("portal", stream)],
-                sat_results[("portal-responses", stream)],
-            )
-            chat_cpu = chat_sat.cpu / max(chat_sat.ok, 1) * 1000
-            resp_cpu = resp_sat.cpu / max(resp_sat.ok, 1) * 1000
-            for rate in ns.rates:
-                d = pct(open_results[("direct", rate, stream)].latencies, 0.5)
-                chat = pct(open_results[("portal", rate, stream)].latencies, 0.5) - d
-                resp = pct(open_results[("portal-responses", rate, stream)].latencies, 0.5) - d
-                lines.append(
-                    f"| {'yes' if stream else 'no'} | {rate}/s | {chat:+.2f} | {resp:+.2f} | "
-                    f"{chat_cpu:.3f} | {resp_cpu:.3f} | {resp_cpu / max(chat_cpu, 1e-9):.2f}× |"
-                )  # fmt: skip
     if ("portal-budgets", False) in sat_results and ("portal", False) in sat_results:
         lines += [
             "",
@@ -807,24 +814,8 @@ def report(
             "releases it and moves both budgets' counters. `portal`'s keys have no budget (the",
             "balance reservation alone). Same server, same run, targets alternating.",
             "",
-            "| stream | rate | added p50 no budgets | added p50 budgets | CPU ms/req no budgets | CPU ms/req budgets | CPU ratio |",
-            "|---|---|---|---|---|---|---|",
+            *side_by_side(ns, open_results, sat_results, "portal-budgets", "no budgets", "budgets"),
         ]  # fmt: skip
-        for stream in (False, True):
-            plain, budgets = (
-                sat_results[("portal", stream)],
-                sat_results[("portal-budgets", stream)],
-            )
-            plain_cpu = plain.cpu / max(plain.ok, 1) * 1000
-            budgets_cpu = budgets.cpu / max(budgets.ok, 1) * 1000
-            for rate in ns.rates:
-                d = pct(open_results[("direct", rate, stream)].latencies, 0.5)
-                a = pct(open_results[("portal", rate, stream)].latencies, 0.5) - d
-                b = pct(open_results[("portal-budgets", rate, stream)].latencies, 0.5) - d
-                lines.append(
-                    f"| {'yes' if stream else 'no'} | {rate}/s | {a:+.2f} | {b:+.2f} | "
-                    f"{plain_cpu:.3f} | {budgets_cpu:.3f} | {budgets_cpu / max(plain_cpu, 1e-9):.2f}× |"
-                )  # fmt: skip
     if ("portal-search", False) in sat_results and ("portal", False) in sat_results:
         chat_sat, search_sat = sat_results[("portal", False)], sat_results[("portal-search", False)]
         chat_cpu = chat_sat.cpu / max(chat_sat.ok, 1) * 1000
